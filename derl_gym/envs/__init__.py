@@ -1,0 +1,22 @@
+"""Task environments and their registration under the ``derl_gym`` Gymnasium namespace."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+#: env id -> entry point. Entry points are strings so that registering imports nothing heavy.
+ENV_ENTRY_POINTS: dict[str, str] = {
+    "derl_gym/GSM8K-v0": "derl_gym.envs.math:GSM8KEnv",
+    "derl_gym/MATH-v0": "derl_gym.envs.math:MATHEnv",
+    "derl_gym/ALFWorld-v0": "derl_gym.envs.alfworld.env:ALFWorldEnv",
+    "derl_gym/ScienceWorld-v0": "derl_gym.envs.scienceworld:ScienceWorldEnv",
+    "derl_gym/MetaReward-v0": "derl_gym.envs.meta:MetaRewardEnv",
+}
+
+
+def register_envs() -> list[str]:
+    """Register every derl_gym env with Gymnasium (idempotent); returns the registered ids."""
+    for env_id, entry_point in ENV_ENTRY_POINTS.items():
+        if env_id not in gym.registry:
+            gym.register(id=env_id, entry_point=entry_point, disable_env_checker=False)
+    return list(ENV_ENTRY_POINTS)
