@@ -11,6 +11,7 @@ ENV_ENTRY_POINTS: dict[str, str] = {
     "derl_gym/ALFWorld-v0": "derl_gym.envs.alfworld.env:ALFWorldEnv",
     "derl_gym/ScienceWorld-v0": "derl_gym.envs.scienceworld:ScienceWorldEnv",
     "derl_gym/MetaReward-v0": "derl_gym.envs.meta:MetaRewardEnv",
+    "derl_gym/MetaRewardText-v0": "derl_gym.envs.meta:MetaRewardTextEnv",
 }
 
 

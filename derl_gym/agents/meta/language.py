@@ -1,0 +1,87 @@
+"""Prompts for a language-model meta-optimizer (e.g. a TRL GRPO trainer writing formulas).
+
+A language model plays the meta-optimizer by reading a prompt that lists the primitives and the
+formulas tried so far with their validation scores, and answering with one formula. This module
+builds that prompt (:func:`build_meta_prompt`) and pulls the formula out of a completion
+(:func:`extract_formula`). :class:`derl_gym.envs.meta.MetaRewardTextEnv` uses the same prompt as
+its observation, so an LM agent can act in ``derl_gym/MetaRewardText-v0`` directly.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+_FORMULA_TAG = re.compile(r"<formula>(.*?)</formula>", re.S | re.I)
+_FORMULA_LINE = re.compile(r"^\s*(?:formula|answer|reward)\s*[:=]\s*(.+?)\s*$", re.I | re.M)
+
+
+def describe_variables(num_variables: int) -> str:
+    """Return a generic primitive description ``g1..gK`` (one per line) when no PrimitiveSet is known."""
+    return "\n".join(f"g{k + 1}: primitive reward {k + 1} (a number in [0, 1])" for k in range(num_variables))
+
+
+def build_meta_prompt(primitives: str, history: Sequence[tuple[str, float | None, str | None]] = (),
+                      *, max_history: int = 10, task: str = "", constants: Sequence[str] = (),
+                      max_chars: int | None = None) -> str:
+    """Return the meta-optimizer prompt text.
+
+    ``primitives`` is a description of ``g1..gK`` (``PrimitiveSet.describe()`` or
+    :func:`describe_variables`); ``history`` lists ``(formula, score or None, error or None)`` of
+    earlier attempts (the ``max_history`` most recent are shown, best score marked); ``task`` is an
+    optional sentence about the inner task; ``constants`` optionally lists suggested numbers.
+    ``max_chars`` trims the oldest history lines until the prompt fits (the instructions are kept).
+    """
+    head = [
+        "You design the reward function of a reinforcement-learning agent.",
+        *( [f"Task: {task}"] if task else [] ),
+        "Write a Meta-Reward: an arithmetic formula over these primitives:",
+        primitives,
+        "Allowed: the variables above (or their names), numbers, + - * /, unary minus and parentheses.",
+    ]
+    if constants:
+        head.append("Suggested constants: " + ", ".join(map(str, constants)))
+    tail = ["An agent is trained on your formula and its validation success rate (0 to 1) is your score.",
+            "Answer with one formula inside <formula></formula>."]
+    shown = list(history)[-max_history:] if max_history > 0 else []
+    scored = [s for _, s, _ in shown if s is not None]
+    best = max(scored) if scored else None
+
+    def render(lines_history: Sequence[tuple[str, float | None, str | None]]) -> str:
+        lines = list(head)
+        if lines_history:
+            lines.append("Formulas tried so far (formula -> validation score):")
+            for formula, score, error in lines_history:
+                if error:
+                    lines.append(f"  {formula} -> invalid ({error})")
+                else:
+                    mark = "  (best)" if score is not None and best is not None and score == best else ""
+                    lines.append(f"  {formula} -> {score:.3f}{mark}" if score is not None else f"  {formula} -> ?")
+        return "\n".join(lines + tail)
+
+    text = render(shown)
+    while max_chars is not None and len(text) > max_chars and shown:
+        shown = shown[1:]
+        text = render(shown)
+    if max_chars is not None and len(text) > max_chars:
+        text = text[:max_chars]
+    return text
+
+
+def extract_formula(completion: str) -> str:
+    """Return the formula in a language model's answer.
+
+    Looks for the last ``<formula>...</formula>``, then a ``formula: ...`` line, else returns the
+    last non-empty line; surrounding backticks and a trailing period are removed.
+    """
+    tagged = _FORMULA_TAG.findall(completion)
+    if tagged:
+        text = tagged[-1]
+    else:
+        lines = _FORMULA_LINE.findall(completion)
+        if lines:
+            text = lines[-1]
+        else:
+            rows = [row for row in completion.strip().splitlines() if row.strip()]
+            text = rows[-1] if rows else ""
+    return text.strip().strip("`").strip().rstrip(".").strip()
