@@ -1,0 +1,221 @@
+"""Cheap, picklable stand-ins for :func:`derl_gym.runtime.inner.run_inner`.
+
+Training a real inner agent takes minutes; these job functions take milliseconds, so the meta layer
+(runners, store, evaluator, evolve loop, CLI, :class:`~derl_gym.envs.meta.MetaRewardEnv`) can be
+tested and demonstrated quickly. They have ``run_inner``'s signature and return an
+:class:`~derl_gym.runtime.spec.InnerResult`.
+
+:func:`standin_inner` scores a formula by a fixed, deterministic objective: the Pearson correlation
+(clipped to [0, 1]) between the formula's values and a hidden target reward on synthetic primitive
+data. The hidden target rewards success most and rewards progress late in the trajectory, so a
+formula such as ``g1 + 0.5*g4`` scores higher than ``g1`` or a constant. A small noise term that
+depends on ``(canonical formula, seed)`` makes seeds differ, as real inner runs do.
+
+Environment variables (inherited by spawned workers) make the stand-in observable in tests:
+
+- ``DERL_GYM_STANDIN_LOG``: a file to which every job execution appends one line
+  ``<canonical>\\t<seed>\\t<pid>`` (a side channel to count trainings);
+- ``DERL_GYM_STANDIN_SLEEP``: seconds every job sleeps before returning (simulates training time).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from derl_gym.runtime.spec import AgentSpec, EnvSpec, InnerLoopSpec, InnerResult, PrimitiveSpec
+
+#: Number of synthetic samples the objective is measured on.
+NUM_SAMPLES = 256
+#: Seed of the synthetic primitive data (fixed: the objective must not change between runs).
+DATA_SEED = 1234
+
+
+def standin_primitives(num_variables: int = 4):
+    """Return the paper's agent primitive set (g1 success, g2..g4 progress thirds) when
+    ``num_variables == 4``, else the first ``num_variables`` primitives padded with extra
+    progress segments. Used as the stand-in spec's primitive factory."""
+    from derl_gym.rewards.primitives import PrimitiveSet, Primitive, agent_primitives
+
+    base = agent_primitives("progress")
+    if num_variables == len(base):
+        return base
+    prims = list(base)[:num_variables]
+    while len(prims) < num_variables:
+        k = len(prims) + 1
+        prims.append(Primitive(name=f"extra_{k}", description=f"synthetic extra primitive {k}",
+                               function=lambda traj: 0.0, kind="step"))
+    return PrimitiveSet(prims, name=f"standin:{num_variables}")
+
+
+def standin_spec(num_variables: int = 4, name: str = "standin") -> InnerLoopSpec:
+    """Return an :class:`InnerLoopSpec` for the stand-in jobs (test splits ``L0``, ``L1``, ``L2``).
+
+    The env ids are placeholders that the stand-in never builds; only the primitive factory
+    (how many variables a formula may use) and the spec hash matter.
+    """
+    env = EnvSpec("derl_gym/ALFWorld-v0", {"split": "train", "level": "L0"})
+    return InnerLoopSpec(
+        name=name,
+        train_env=env,
+        validation_env=EnvSpec("derl_gym/ALFWorld-v0", {"split": "validation", "level": "L0"}),
+        primitives=PrimitiveSpec("derl_gym.runtime.standin:standin_primitives", {"num_variables": num_variables}),
+        agent=AgentSpec(algorithm="standin", total_timesteps=1000),
+        test_envs={label: EnvSpec("derl_gym/ALFWorld-v0", {"split": "test", "level": label})
+                   for label in ("L0", "L1", "L2")},
+        eval_episodes=NUM_SAMPLES,
+        description="stand-in inner loop: correlation with a hidden target on synthetic data (no training)",
+    )
+
+
+def synthetic_data(num_variables: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(values[N, K], target[N])``: synthetic primitive values and the hidden target reward."""
+    rng = np.random.default_rng(DATA_SEED)
+    values = rng.uniform(0.0, 1.0, size=(NUM_SAMPLES, num_variables))
+    values[:, 0] = (rng.uniform(size=NUM_SAMPLES) < 0.3).astype(float)  # g1: binary success
+    target = 1.0 * values[:, 0]
+    if num_variables >= 4:
+        target = target + 0.6 * values[:, 3] + 0.15 * values[:, 1]
+    elif num_variables >= 2:
+        target = target + 0.5 * values[:, num_variables - 1]
+    target = target + 0.1 * rng.standard_normal(NUM_SAMPLES)
+    return values, target
+
+
+def _noise(canonical: str, seed: int, label: str = "") -> float:
+    digest = hashlib.sha256(f"{canonical}|{seed}|{label}".encode()).digest()
+    return (int.from_bytes(digest[:4], "little") / 2**32 - 0.5) * 0.04  # in [-0.02, 0.02)
+
+
+def standin_score(expression: str, num_variables: int = 4) -> tuple[str, float]:
+    """Return ``(canonical, objective)`` of a formula, without noise; raises ``InvalidExpression``."""
+    from derl_gym.rewards.expression import MetaReward
+
+    reward = MetaReward(expression, num_variables)
+    values, target = synthetic_data(num_variables)
+    out = np.asarray(reward.evaluate(values), dtype=float)
+    if out.std() < 1e-12:
+        return reward.canonical, 0.0
+    corr = float(np.corrcoef(out, target)[0, 1])
+    return reward.canonical, float(np.clip(corr, 0.0, 1.0)) if np.isfinite(corr) else 0.0
+
+
+def _log_execution(canonical: str, seed: int | None) -> None:
+    log = os.environ.get("DERL_GYM_STANDIN_LOG")
+    if log:
+        with open(log, "a", encoding="utf-8") as fh:
+            fh.write(f"{canonical}\t{seed}\t{os.getpid()}\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def standin_inner(spec: InnerLoopSpec, expression: str, *, seed: int | None = None,
+                  init_model: str | None = None, save_model: str | None = None,
+                  eval_splits: Sequence[str] = ()) -> InnerResult:
+    """Return an :class:`InnerResult` whose score is the formula's correlation with the hidden
+    target (plus seed noise of at most 0.02), in milliseconds. Never raises: an invalid formula
+    gives a failed result. ``save_model`` writes a small JSON "model"; ``init_model`` adds a
+    bonus of 0.01 (a warm start helps a little); ``eval_splits`` fill ``extra["test"]``."""
+    start = time.perf_counter()
+    seed = spec.seed if seed is None else int(seed)
+    num_variables = int(spec.primitives.kwargs.get("num_variables", 4))
+    try:
+        canonical, base = standin_score(expression, num_variables)
+    except Exception as exc:  # noqa: BLE001 - a job never raises
+        return InnerResult.failure(expression, expression, f"{type(exc).__name__}: {exc}", seed=seed,
+                                   wall_seconds=time.perf_counter() - start)
+    _log_execution(canonical, seed)
+    delay = float(os.environ.get("DERL_GYM_STANDIN_SLEEP", "0") or 0)
+    if delay > 0:
+        time.sleep(delay)
+    bonus = 0.01 if init_model else 0.0
+    score = float(np.clip(base + _noise(canonical, seed) + bonus, 0.0, 1.0)) if base > 0 else 0.0
+    steps = spec.agent.total_timesteps
+    curve = [(int(steps * k / 4), float(score * k / 4)) for k in range(1, 5)]
+    extra: dict = {"standin": True}
+    if init_model:
+        extra["init_model"] = init_model
+    if eval_splits:
+        extra["test"] = {label: float(np.clip(score - 0.05 * i + _noise(canonical, seed, label), 0.0, 1.0))
+                         if base > 0 else 0.0
+                         for i, label in enumerate(eval_splits)}
+    model_path = None
+    if save_model:
+        path = Path(save_model)
+        if path.suffix != ".json":
+            path = path.with_name(path.name + ".json")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"canonical": canonical, "score": score}), encoding="utf-8")
+        model_path = str(path)
+    return InnerResult(expression=expression, canonical=canonical, score=score, seed=seed, curve=curve,
+                       wall_seconds=time.perf_counter() - start, env_steps=steps,
+                       model_path=model_path, extra=extra)
+
+
+def failing_inner(spec: InnerLoopSpec, expression: str, *, seed: int | None = None,
+                  init_model: str | None = None, save_model: str | None = None,
+                  eval_splits: Sequence[str] = ()) -> InnerResult:
+    """Raise ``RuntimeError`` (a job that crashes with an exception); never returns."""
+    _log_execution(expression, seed)
+    raise RuntimeError(f"stand-in failure for {expression!r}")
+
+
+def sleeping_inner(spec: InnerLoopSpec, expression: str, *, seed: int | None = None,
+                   init_model: str | None = None, save_model: str | None = None,
+                   eval_splits: Sequence[str] = ()) -> InnerResult:
+    """Sleep for ``DERL_GYM_STANDIN_SLEEP`` seconds (default 60: a hung job), then return
+    :func:`standin_inner`'s result."""
+    time.sleep(float(os.environ.get("DERL_GYM_STANDIN_SLEEP", "60") or 60))
+    return standin_inner(spec, expression, seed=seed, init_model=init_model, save_model=save_model,
+                         eval_splits=eval_splits)
+
+
+def crashing_inner(spec: InnerLoopSpec, expression: str, *, seed: int | None = None,
+                   init_model: str | None = None, save_model: str | None = None,
+                   eval_splits: Sequence[str] = ()) -> InnerResult:
+    """Kill the worker process with ``os._exit(3)`` (as an OOM kill or a segfault would); never returns."""
+    _log_execution(expression, seed)
+    os._exit(3)
+
+
+def selective_inner(spec: InnerLoopSpec, expression: str, *, seed: int | None = None,
+                    init_model: str | None = None, save_model: str | None = None,
+                    eval_splits: Sequence[str] = ()) -> InnerResult:
+    """Dispatch on the formula text, for mixed-failure tests: a formula containing ``9`` raises,
+    one containing ``8`` hangs (sleeps 60 s), one containing ``7`` kills its worker; any other
+    formula runs :func:`echo_inner` (no parsing)."""
+    if "9" in expression:
+        return failing_inner(spec, expression, seed=seed)
+    if "8" in expression:
+        time.sleep(60)
+    if "7" in expression:
+        return crashing_inner(spec, expression, seed=seed)
+    return echo_inner(spec, expression, seed=seed, init_model=init_model, save_model=save_model,
+                      eval_splits=eval_splits)
+
+
+def echo_inner(spec: InnerLoopSpec, expression: str, *, seed: int | None = None,
+               init_model: str | None = None, save_model: str | None = None,
+               eval_splits: Sequence[str] = ()) -> InnerResult:
+    """Return a result whose score is ``(len(expression) % 10) / 10`` and whose canonical form is the
+    text without spaces, without parsing (a dependency-free job for runner tests). Sleeps
+    ``DERL_GYM_STANDIN_SLEEP`` seconds and logs to ``DERL_GYM_STANDIN_LOG`` like :func:`standin_inner`."""
+    seed = spec.seed if seed is None else int(seed)
+    canonical = "".join(expression.split())
+    _log_execution(canonical, seed)
+    delay = float(os.environ.get("DERL_GYM_STANDIN_SLEEP", "0") or 0)
+    if delay > 0:
+        time.sleep(delay)
+    extra: dict = {"pid": os.getpid()}
+    if eval_splits:
+        extra["test"] = {label: 0.5 for label in eval_splits}
+    if init_model:
+        extra["init_model"] = init_model
+    return InnerResult(expression=expression, canonical=canonical, score=(len(expression) % 10) / 10,
+                       seed=seed, extra=extra)
