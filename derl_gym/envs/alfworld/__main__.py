@@ -29,7 +29,7 @@ from derl_gym.envs.alfworld.games import (
 def _config_from_args(args: argparse.Namespace) -> GeneratorConfig:
     cfg = get_generator_preset(args.preset) if args.preset else GeneratorConfig()
     changes = {}
-    for name in ("games_per_task", "num_distractors", "seed", "split"):
+    for name in ("games_per_task", "test_games_per_task", "num_distractors", "seed", "split"):
         value = getattr(args, name, None)
         if value is not None:
             changes[name] = value
@@ -54,6 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--task-types", nargs="+", choices=TASK_TYPES, default=None)
         p.add_argument("--floor-plans", nargs="+", type=int, default=None)
         p.add_argument("--games-per-task", type=int, default=None)
+        p.add_argument("--test-games-per-task", type=int, default=None,
+                       help="games per task type of a generated test split")
         p.add_argument("--num-receptacles", type=int, default=None,
                        help="receptacles besides the required ones (-1 = all of the floor plan)")
         p.add_argument("--num-distractors", type=int, default=None)
@@ -85,12 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     from derl_gym.envs.alfworld.splits import get_split_games
 
-    args.split_name = args.split
-    args.split = None
-    generator = _config_from_args(args).to_dict() if args.preset or args.task_types or \
-        args.floor_plans or args.games_per_task is not None else None
-    paths = get_split_games(level=args.level, split=args.split_name, generator=generator,
-                            data_dir=args.data_dir, cache_dir=args.cache_dir)
+    split_name, args.split = args.split, None  # --split here is train/validation/test
+    generator = _config_from_args(args)
+    paths = get_split_games(level=args.level, split=split_name, task_types=args.task_types,
+                            generator=generator, data_dir=args.data_dir, cache_dir=args.cache_dir)
     for p in paths:
         sys.stdout.write(f"{p}\n")
     return 0

@@ -114,7 +114,11 @@ class GeneratorConfig:
         num_distractors: extra objects (types other than the task object) placed on allowed
             receptacles; they add ``take``/``examine`` commands.
         seed: master seed; generation is deterministic for a given config.
-        split: folder name the games are written under (``<out>/<split>/...``).
+        split: folder name the games are written under (``<out>/<split>/...``); it is also part of
+            every game's seed, so two splits of one config never share a game.
+        test_games_per_task: games per task type of a generated *test* split
+            (:func:`derl_gym.envs.alfworld.splits.get_split_games`); ``None`` = half of
+            ``games_per_task`` (at least 1). Not used by :func:`write_games` itself.
         max_attempts: resampling attempts per game before giving up (unsolvable samples).
     """
 
@@ -125,6 +129,7 @@ class GeneratorConfig:
     num_distractors: int = 3
     seed: int = 0
     split: str = "generated"
+    test_games_per_task: int | None = None
     max_attempts: int = 20
 
     def __post_init__(self) -> None:
@@ -757,7 +762,7 @@ def generate_game(task_type: str, floor_plan: int | None = None, seed: int = 0,
 # many games on disk
 # --------------------------------------------------------------------------------------
 def _game_seed(config: GeneratorConfig, task_type: str, index: int) -> int:
-    digest = hashlib.sha256(f"{config.seed}-{task_type}-{index}".encode()).hexdigest()
+    digest = hashlib.sha256(f"{config.seed}-{config.split}-{task_type}-{index}".encode()).hexdigest()
     return int(digest[:8], 16)
 
 
