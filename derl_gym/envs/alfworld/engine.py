@@ -1,0 +1,695 @@
+"""Engine layer for ALFWorld games on TextWorld's PDDL machinery, with a transition cache.
+
+Two engines play a ``.tw-pddl`` game (JSON with ``pddl_domain``, ``grammar``, ``pddl_problem``):
+
+- :class:`ReferenceEngine` is exactly what upstream ``alfworld`` runs: TextWorld's ``PddlEnv``
+  wrapped in alfworld's ``AlfredDemangler`` (objects read "apple 1"), asked for the planner's
+  ``policy_commands`` on every state. It is the ``cache=False`` path of the env and the yardstick
+  for the cached path.
+- :class:`FastEngine` drives the same TextWorld objects (``GameLogic``, ``PddlState``, the
+  fast-downward library, the grammar, alfworld's ``Demangler``) and produces the same text, but
+  caches what is a pure function of the game text (the parsed grammar, the PDDL -> SAS translation),
+  computes admissible commands only when asked, and can *replay* a list of planner operators
+  without deriving any text, so that it can be re-synchronised cheaply after the env has followed a
+  cached path.
+
+:class:`TransitionCache` is a process-wide, bounded LRU table keyed on ``(game, state, command)``;
+the PDDL state is deterministic, so a hit answers a step without touching any engine. States are
+identified by a digest of the full TextWorld fact set (including the explicit ``not_*`` facts that
+TextWorld keeps after negative effects, because the grammar reads them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sys
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Hashable, Iterable, Sequence
+
+logger = logging.getLogger(__name__)
+
+#: keys every ``.tw-pddl`` game file must carry.
+GAME_KEYS = ("pddl_domain", "grammar", "pddl_problem")
+
+#: bookkeeping predicates that observing actions (look, examine, inventory) add; they are ignored
+#: when deciding whether an action changed the world (``info["state_changed"]``).
+BOOKKEEPING_PREDICATES = frozenset({"checked", "examined"})
+
+#: plan length reported when the planner finds no plan from a (non-goal) state.
+NO_PLAN = -1
+
+
+# ----------------------------------------------------------------------------- game files
+
+@dataclass(frozen=True)
+class GameFile:
+    """A parsed ``.tw-pddl`` game: its path, the three PDDL/grammar texts and optional metadata.
+
+    ``key`` is a digest of the three texts: two files with the same content share cache entries.
+    """
+
+    path: str
+    pddl_domain: str
+    grammar: str
+    pddl_problem: str
+    walkthrough: tuple[str, ...] | None = None
+    solvable: bool | None = None
+    key: str = ""
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """Return the dict TextWorld's ``PddlEnv.load`` accepts."""
+        return {"pddl_domain": self.pddl_domain, "grammar": self.grammar, "pddl_problem": self.pddl_problem,
+                "walkthrough": list(self.walkthrough) if self.walkthrough is not None else None}
+
+
+def _digest(*parts: str) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        h.update(part.encode("utf-8", "surrogatepass"))
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+_GAME_FILE_CACHE: "OrderedDict[tuple[str, int, int], GameFile]" = OrderedDict()
+_GAME_FILE_CACHE_SIZE = 4096
+_LOCK = threading.RLock()
+
+
+def load_game_file(path: str | Path) -> GameFile:
+    """Read and validate a ``.tw-pddl`` game file; returns a :class:`GameFile`.
+
+    Raises ``FileNotFoundError`` when the file is missing and ``ValueError`` naming the file when it
+    is not JSON, not a JSON object, or lacks one of ``pddl_domain``, ``grammar``, ``pddl_problem``
+    (or one of them is not a non-empty string). Parsed files are memoised by (path, mtime, size).
+    """
+    p = Path(path)
+    try:
+        stat = p.stat()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"ALFWorld game file {str(p)!r} does not exist; pass existing .tw-pddl paths "
+                                "in games=, or a json_2.1.1 folder in data_dir=") from None
+    memo_key = (str(p.resolve()), stat.st_mtime_ns, stat.st_size)
+    with _LOCK:
+        cached = _GAME_FILE_CACHE.get(memo_key)
+        if cached is not None:
+            _GAME_FILE_CACHE.move_to_end(memo_key)
+            return cached
+    try:
+        with open(p, encoding="utf-8") as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"ALFWorld game file {str(p)!r} is not valid JSON ({err}); a .tw-pddl file is a JSON "
+                         f"object with keys {', '.join(GAME_KEYS)}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"ALFWorld game file {str(p)!r} holds a JSON {type(data).__name__}, not an object with "
+                         f"keys {', '.join(GAME_KEYS)}")
+    for key in GAME_KEYS:
+        if key not in data:
+            raise ValueError(f"ALFWorld game file {str(p)!r} is missing the key {key!r}; a .tw-pddl file needs "
+                             f"{', '.join(GAME_KEYS)} (see alfworld's alfworld-generate)")
+        if not isinstance(data[key], str) or not data[key].strip():
+            raise ValueError(f"ALFWorld game file {str(p)!r}: key {key!r} must be a non-empty string, "
+                             f"got {type(data[key]).__name__}")
+    walkthrough = data.get("walkthrough")
+    if walkthrough is not None and not (isinstance(walkthrough, list) and all(isinstance(c, str) for c in walkthrough)):
+        walkthrough = None
+    game = GameFile(path=str(p), pddl_domain=data["pddl_domain"], grammar=data["grammar"],
+                    pddl_problem=data["pddl_problem"],
+                    walkthrough=tuple(walkthrough) if walkthrough is not None else None,
+                    solvable=data.get("solvable") if isinstance(data.get("solvable"), bool) else None,
+                    key=_digest(data["pddl_domain"], data["grammar"], data["pddl_problem"]))
+    with _LOCK:
+        _GAME_FILE_CACHE[memo_key] = game
+        while len(_GAME_FILE_CACHE) > _GAME_FILE_CACHE_SIZE:
+            _GAME_FILE_CACHE.popitem(last=False)
+    return game
+
+
+def task_line(text: str) -> str:
+    """Return the ``"Your task is to: ..."`` line of an ALFWorld intro text ("" when absent)."""
+    marker = "Your task is to:"
+    start = text.rfind(marker)
+    if start < 0:
+        return ""
+    return text[start:].split("\n", 1)[0].strip()
+
+
+# ----------------------------------------------------------------------------- LRU helpers
+
+class _LRU:
+    """A small thread-safe LRU mapping with a maximum number of entries."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = int(maxsize)
+        self._data: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: Hashable) -> Any:
+        with self._lock:
+            value = self._data.get(key)
+            if value is None:
+                self.misses += 1
+                return None
+            self._data.move_to_end(key)
+            self.hits += 1
+            return value
+
+    def put(self, key: Hashable, value: Any) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.maxsize:
+                self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+            self.hits = self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+_LOGIC_CACHE = _LRU(64)         # digest(domain, grammar) -> textworld GameLogic
+_TRANSLATION_CACHE = _LRU(512)  # digest(domain, problem) -> (task, sas, sas_replan)
+
+
+def _pddl_modules():
+    """Import TextWorld's PDDL modules lazily (they pull in fast-downward and tatsu)."""
+    try:
+        import fast_downward
+        from textworld.envs.pddl import logic as pddl_logic
+    except ImportError as err:  # pragma: no cover - depends on the installation
+        raise ImportError("ALFWorldEnv needs textworld[pddl] (fast-downward): pip install 'textworld[pddl]'") from err
+    return fast_downward, pddl_logic
+
+
+def _translate(domain: str, problem: str, optimize: bool):
+    """Run fast-downward's PDDL -> SAS translation, restoring ``sys.argv`` that it overwrites."""
+    fast_downward, _ = _pddl_modules()
+    argv = list(sys.argv)
+    try:
+        return fast_downward.pddl2sas(domain, problem, verbose=False, optimize=optimize)
+    finally:
+        sys.argv[:] = argv
+
+
+def get_logic(game: GameFile):
+    """Return the (memoised) TextWorld ``GameLogic`` parsed from the game's domain and grammar."""
+    _, pddl_logic = _pddl_modules()
+    key = _digest(game.pddl_domain, game.grammar)
+    logic = _LOGIC_CACHE.get(key)
+    if logic is None:
+        logic = pddl_logic.GameLogic(domain=game.pddl_domain, grammar=game.grammar)
+        _LOGIC_CACHE.put(key, logic)
+    return logic
+
+
+def get_translation(game: GameFile):
+    """Return the (memoised) ``(task, sas, sas_replan)`` fast-downward translation of the game."""
+    key = _digest(game.pddl_domain, game.pddl_problem)
+    value = _TRANSLATION_CACHE.get(key)
+    if value is None:
+        task, sas = _translate(game.pddl_domain, game.pddl_problem, optimize=False)
+        _, sas_replan = _translate(game.pddl_domain, game.pddl_problem, optimize=True)
+        value = (task, sas, sas_replan)
+        _TRANSLATION_CACHE.put(key, value)
+    return value
+
+
+# ----------------------------------------------------------------------------- state digests
+
+def _fact_strings(facts: Iterable[Any]) -> list[str]:
+    return sorted(str(f) for f in facts)
+
+
+def state_digests(facts: Iterable[Any]) -> tuple[bytes, bytes]:
+    """Return ``(state_key, world_key)`` digests of a TextWorld fact set.
+
+    ``state_key`` covers every fact (the cache key); ``world_key`` covers the positive facts other
+    than the bookkeeping predicates in :data:`BOOKKEEPING_PREDICATES` (used for ``state_changed``).
+    """
+    facts = list(facts)
+    full = _fact_strings(facts)
+    world = _fact_strings(f for f in facts if not f.is_negation and f.name not in BOOKKEEPING_PREDICATES)
+    return (hashlib.blake2b("\n".join(full).encode(), digest_size=16).digest(),
+            hashlib.blake2b("\n".join(world).encode(), digest_size=16).digest())
+
+
+@dataclass(frozen=True)
+class StateInfo:
+    """What the env reports about one game state (cached per ``(game, state_key)``).
+
+    ``commands`` are TextWorld's admissible commands (sorted, de-duplicated, "help" included);
+    ``plan_length`` is the planner's remaining plan length (0 when won, :data:`NO_PLAN` when none).
+    """
+
+    state_key: bytes
+    world_key: bytes
+    commands: tuple[str, ...]
+    won: bool
+    plan_length: int
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A cached step: the next state's key, the feedback text and the planner operator applied."""
+
+    next_state: bytes
+    feedback: str
+    operator: str
+
+
+class TransitionCache:
+    """Process-wide bounded LRU tables of game states and transitions.
+
+    ``states[(game_key, state_key)] -> StateInfo``, ``transitions[(game_key, state_key, command)] ->
+    Transition`` and ``initial[game_key] -> (state_key, intro text)``. Entries are immutable, so
+    sharing them between envs of one process is safe.
+    """
+
+    def __init__(self, max_states: int = 200_000, max_transitions: int = 500_000) -> None:
+        self.states = _LRU(max_states)
+        self.transitions = _LRU(max_transitions)
+        self.initial = _LRU(max(1024, max_states // 50))
+
+    def clear(self) -> None:
+        """Drop every entry."""
+        self.states.clear()
+        self.transitions.clear()
+        self.initial.clear()
+
+    def stats(self) -> dict[str, int]:
+        """Return sizes and hit/miss counts of the tables."""
+        return {"states": len(self.states), "transitions": len(self.transitions),
+                "transition_hits": self.transitions.hits, "transition_misses": self.transitions.misses,
+                "initial_hits": self.initial.hits, "initial_misses": self.initial.misses}
+
+
+#: the default, process-wide cache used by :class:`~derl_gym.envs.alfworld.env.ALFWorldEnv`.
+GLOBAL_CACHE = TransitionCache()
+
+
+def clear_caches() -> None:
+    """Clear the global transition cache and the parsed-logic / translation memos."""
+    GLOBAL_CACHE.clear()
+    _LOGIC_CACHE.clear()
+    _TRANSLATION_CACHE.clear()
+    with _LOCK:
+        _GAME_FILE_CACHE.clear()
+
+
+# ----------------------------------------------------------------------------- text derivation
+
+_PARSE_MEMO: dict[str, list] = {}
+_QUERY_MEMO: dict[str, Any] = {}
+
+
+def _parsed_symbols(text: str) -> list:
+    """Return TextWorld's parse of a grammar right-hand side (memoised; the symbols are never mutated)."""
+    symbols = _PARSE_MEMO.get(text)
+    if symbols is None:
+        from textworld.envs.pddl import textgen
+
+        symbols = textgen._parse_and_convert(text, rule_name="symbols")
+        _PARSE_MEMO[text] = symbols
+    return symbols
+
+
+def _conjunctive_query(expression: str):
+    """Return ``Rule.parse_conjunctive_query(expression)`` (memoised)."""
+    rule = _QUERY_MEMO.get(expression)
+    if rule is None:
+        from textworld.logic import Rule
+
+        rule = Rule.parse_conjunctive_query(expression)
+        _QUERY_MEMO[expression] = rule
+    return rule
+
+
+def _copy_context(context: dict) -> dict:
+    # TextWorld deep-copies "variables" and "mapping"; their values (EntityInfo, Variable) are never
+    # mutated during a derivation, so copying the two dicts gives the same result.
+    return {"state": context["state"], "facts": context["facts"], "variables": dict(context["variables"]),
+            "mapping": dict(context["mapping"]), "entity_infos": context["entity_infos"]}
+
+
+def derive_text(grammar, start: str, context: dict) -> str:
+    """Return ``grammar.derive(start, context)`` as TextWorld computes it, without re-parsing.
+
+    Same algorithm as ``textworld.envs.pddl.textgen.ContextSensitiveGrammar.derive`` (first
+    applicable production, conditional queries over the state, list joining); the rule texts and
+    queries are parsed once per process and symbols carry their context beside them instead of
+    being deep-copied.
+    """
+    from textworld.envs.pddl import textgen
+
+    stack = [(sym, _copy_context(context)) for sym in reversed(_parsed_symbols(start))]
+    derived: list[str] = []
+    while stack:
+        symbol, ctx = stack.pop()
+        kind = type(symbol)
+        if kind is textgen.TerminalSymbol:
+            derived.append(str(symbol))
+        elif kind is textgen.NonterminalSymbol:
+            stack.extend(reversed(_replace(grammar, symbol, ctx)))
+        elif kind is textgen.ConditionalSymbol:
+            stack.extend(reversed(_conditional(symbol, ctx)))
+        elif kind is textgen.ListSymbol and type(symbol.symbol) is textgen.ConditionalSymbol:
+            stack.extend(reversed(_display_list(_conditional(symbol.symbol, ctx), ctx)))
+        elif kind is textgen.EvalSymbol:
+            stack.extend((s, ctx) for s in reversed(symbol.derive(ctx)))
+        else:  # anything else: let TextWorld derive it
+            import copy
+
+            clone = copy.copy(symbol)
+            clone.context = textgen.copy_context(ctx)
+            stack.extend((s, s.context) for s in reversed(clone.derive()))
+    return "".join(derived)
+
+
+def _replace(grammar, symbol, ctx: dict) -> list:
+    from textworld.envs.pddl import textgen
+
+    rules = grammar._rules.get(str(symbol))
+    if not rules:
+        raise textgen.CSGUnknownSymbolError(symbol)
+    for rule in rules:
+        if not rule.condition:
+            break
+        query = _conjunctive_query(rule.condition)
+        if next(iter(ctx["state"].all_assignments(query, ctx["mapping"])), None) is not None:
+            break
+    else:
+        raise IndexError(f"no applicable production for #{symbol}#")
+    return [(s, _copy_context(ctx)) for s in rule.rhs]
+
+
+def _conditional(symbol, ctx: dict) -> list:
+    if len(ctx) == 0:
+        raise ValueError("Empty context")
+    context = _copy_context(ctx)
+    contexts = [context]
+    if symbol.given:
+        rule = _conjunctive_query(symbol.given)
+        contexts = []
+        for mapping in context["state"].all_assignments(rule, context["mapping"]):
+            c = _copy_context(context)
+            c["variables"].update({ph.name: c["entity_infos"][var.name] for ph, var in mapping.items()})
+            c["mapping"].update(mapping)
+            contexts.append(c)
+    return [(symbol.expression, c) for c in contexts]
+
+
+def _display_list(items: list, ctx: dict) -> list:
+    from textworld.envs.pddl import textgen
+
+    if len(items) == 0:
+        return [(textgen.NonterminalSymbol("list_empty"), ctx)]
+    if len(items) == 1:
+        return [items[0]]
+    out = []
+    for item in items[:-1]:
+        out.append(item)
+        out.append((textgen.NonterminalSymbol("list_separator"), ctx))
+    out[-1] = (textgen.NonterminalSymbol("list_last_separator"), ctx)
+    out.append(items[-1])
+    return out
+
+
+# ----------------------------------------------------------------------------- engines
+
+def _demangled_entity_infos(state) -> dict:
+    """Entity infos as ``PddlEnv._get_entity_infos`` builds them, renamed by alfworld's ``Demangler``."""
+    from alfworld.agents.utils.misc import Demangler
+    from textworld.generator.game import EntityInfo
+
+    infos = {v.name: EntityInfo(v.name, v.type) for fact in state.facts for v in fact.arguments}
+    for info in infos.values():
+        info.name = info.id
+        info.definite = "the"
+        info.indefinite = "a"
+    demangler = Demangler(game_infos=infos, shuffle=False)
+    for info in infos.values():
+        info.name = demangler.demangle_alfred_name(info.id)
+    return infos
+
+
+class FastEngine:
+    """TextWorld's PDDL game logic driven directly, with memoised parsing and cheap replay.
+
+    The produced texts, admissible commands, goal checks and plans are those of TextWorld's
+    ``PddlEnv`` + alfworld's ``AlfredDemangler`` (the tests compare them with :class:`ReferenceEngine`).
+    One engine owns one copy of the fast-downward library and can load any number of games in turn.
+    """
+
+    def __init__(self) -> None:
+        fast_downward, _ = _pddl_modules()
+        self._fd = fast_downward
+        self._lib = fast_downward.load_lib()
+        self.game: GameFile | None = None
+        self._state = None
+        self._actions: list | None = None
+        self._commands: list[str] | None = None
+        self._entity_infos: dict = {}
+        self._mapping: dict = {}
+        #: planner operators applied since the last reset (what :meth:`replay` takes).
+        self.history: list[str] = []
+
+    # -- lifecycle
+    def load(self, game: GameFile) -> None:
+        """Load ``game`` (memoised parse and translation) and put it in its initial state."""
+        self.game = game
+        self._logic = get_logic(game)
+        self._translation = get_translation(game)
+        self._new_state()
+        self._entity_infos = _demangled_entity_infos(self._state)
+        self._mapping = {k: info.name for k, info in self._entity_infos.items()}
+
+    def _new_state(self) -> None:
+        """Build a ``PddlState`` in the initial state without re-running the translation."""
+        from collections import Counter, defaultdict
+
+        from textworld.logic import Proposition, Type, Variable
+
+        _, pddl_logic = _pddl_modules()
+        task, sas, sas_replan = self._translation
+        state = pddl_logic.PddlState.__new__(pddl_logic.PddlState)
+        # Same fields and order of operations as PddlState.__init__, minus the translation.
+        state._facts = defaultdict(set)
+        state._vars_by_name = {}
+        state._vars_by_type = defaultdict(set)
+        state._var_counts = Counter()
+        state._logic = self._logic
+        state.downward_lib = self._lib
+        state.pddl_problem = self.game.pddl_problem
+        state.task, state.sas, state.sas_replan = task, sas, sas_replan
+        state._actions = {a.name: a for a in task.actions}
+        for type_ in task.types:
+            try:
+                self._logic.types.add(Type(type_.name, type_.supertype_names))
+            except ValueError:
+                pass
+        self._lib.load_sas(sas.encode("utf-8"))
+        self._lib.load_sas_replan(sas_replan.encode("utf-8"))
+        state.name2type = {o.name: o.type_name for o in task.objects}
+
+        fd = self._fd
+
+        def _atom2proposition(atom):
+            if isinstance(atom, fd.translate.pddl.conditions.Atom):
+                if atom.predicate == "=":
+                    return None
+                return Proposition(atom.predicate, [Variable(arg, state.name2type[arg]) for arg in atom.args])
+            if isinstance(atom, fd.translate.pddl.f_expression.Assign):
+                if atom.fluent.symbol == "total-cost":
+                    return None
+                name = "{}".format(atom.expression.value)
+                if str.isdigit(name):
+                    return None
+                return Proposition(name, [Variable(arg, state.name2type[arg]) for arg in atom.fluent.args])
+            return None
+
+        state.add_facts(list(filter(None, (_atom2proposition(a) for a in task.init))))
+        size = self._lib.get_state_size()
+        atoms = (pddl_logic.Atom * size)()
+        self._lib.get_state(atoms)
+        facts = [atom.get_fact(state.name2type) for atom in atoms]
+        state.add_facts([f for f in facts if not f.is_negation])
+        self._state = state
+        self._actions = None
+        self._commands = None
+        self.history = []
+
+    def reset(self) -> str:
+        """Return to the initial state; returns the intro text (``#intro#``)."""
+        self._new_state()
+        return derive_text(self._logic.grammar, "#intro#", self._context({}, {}))
+
+    def close(self) -> None:
+        """Unload the fast-downward library copy."""
+        if self._lib is not None:
+            try:
+                self._fd.close_lib(self._lib)
+            except Exception:  # pragma: no cover - best effort on shutdown
+                logger.debug("closing fast-downward library failed", exc_info=True)
+            self._lib = None
+            self._state = None
+
+    # -- queries
+    def _context(self, variables: dict, mapping: dict) -> dict:
+        return {"state": self._state, "facts": list(self._state.facts), "variables": variables,
+                "mapping": mapping, "entity_infos": self._entity_infos}
+
+    def _gather_commands(self) -> None:
+        actions = list(self._state.all_applicable_actions())
+        facts = list(self._state.facts)
+        commands = []
+        for action in actions:
+            context = {"state": self._state, "facts": facts,
+                       "variables": {ph.name: self._entity_infos[var.name] for ph, var in action.mapping.items()},
+                       "mapping": action.mapping, "entity_infos": self._entity_infos}
+            action.command_template = derive_text(self._logic.grammar, action.command_template, context)
+            commands.append(action.format_command(self._mapping))
+        self._actions, self._commands = actions, commands
+
+    def admissible_commands(self) -> tuple[str, ...]:
+        """Return TextWorld's admissible commands in this state (sorted, unique, with "help")."""
+        if self._commands is None:
+            self._gather_commands()
+        return tuple(sorted(set(self._commands)))
+
+    def won(self) -> bool:
+        """Return whether the goal holds."""
+        return bool(self._state.check_goal())
+
+    def plan_length(self) -> int:
+        """Return the planner's remaining plan length (0 when won, :data:`NO_PLAN` when none)."""
+        if self.won():
+            return 0
+        if not self._lib.replan(False):
+            return NO_PLAN
+        return int(self._lib.get_last_plan_length())
+
+    def state_info(self) -> StateInfo:
+        """Return the :class:`StateInfo` of the current state (computes commands and a plan)."""
+        state_key, world_key = state_digests(self._state.facts)
+        return StateInfo(state_key, world_key, self.admissible_commands(), self.won(), self.plan_length())
+
+    def state_key(self) -> bytes:
+        """Return the digest of the current fact set."""
+        return state_digests(self._state.facts)[0]
+
+    # -- transitions
+    def step(self, command: str) -> tuple[str, str]:
+        """Apply an admissible ``command``; returns ``(feedback, planner operator name)``.
+
+        Raises ``ValueError`` when ``command`` is not admissible here (the env never sends one).
+        """
+        if self._commands is None:
+            self._gather_commands()
+        idx = self._commands.index(command)
+        action = self._actions[idx]
+        operator = self._state._operators[action.id].name
+        self._state.apply(action)
+        variables = {ph.name: self._entity_infos[var.name] for ph, var in action.mapping.items()}
+        feedback = derive_text(self._logic.grammar, action.feedback_rule, self._context(variables, action.mapping))
+        self._actions = self._commands = None
+        self.history.append(operator)
+        return feedback, operator
+
+    def replay(self, operators: Sequence[str]) -> None:
+        """Reset and apply planner ``operators`` in order without deriving any text."""
+        self._new_state()
+        for name in operators:
+            actions = self._state.all_applicable_actions()
+            for action in actions:
+                if self._state._operators[action.id].name == name:
+                    self._state.apply(action)
+                    break
+            else:
+                raise RuntimeError(f"replay diverged: operator {name!r} is not applicable in game "
+                                   f"{self.game.path if self.game else '?'}; clear the ALFWorld transition cache")
+            self.history.append(name)
+        self._actions = self._commands = None
+
+
+class ReferenceEngine:
+    """Upstream's engine: TextWorld ``PddlEnv`` + alfworld ``AlfredDemangler``, planner on every state.
+
+    Same query methods as :class:`FastEngine` (no replay). Used for ``cache=False`` and in tests.
+    """
+
+    def __init__(self) -> None:
+        import textworld
+        from alfworld.agents.environment.alfred_tw_env import AlfredDemangler
+        from textworld.envs.pddl import PddlEnv
+
+        infos = textworld.EnvInfos(won=True, admissible_commands=True, policy_commands=True, facts=True)
+        self._pddl = PddlEnv(infos)
+        self._env = AlfredDemangler()(self._pddl)
+        self.game: GameFile | None = None
+        self._gs = None
+
+    def load(self, game: GameFile) -> None:
+        """Load ``game`` through ``PddlEnv.load`` (data dict) and the demangler."""
+        self.game = game
+        argv = list(sys.argv)
+        try:
+            self._env.load(game.data)
+        finally:
+            sys.argv[:] = argv
+
+    def reset(self) -> str:
+        """Reset; returns the intro text."""
+        argv = list(sys.argv)
+        try:
+            self._gs = self._env.reset()
+        finally:
+            sys.argv[:] = argv
+        return self._gs.feedback
+
+    def step(self, command: str) -> tuple[str, str]:
+        """Send ``command`` to ``PddlEnv.step``; returns ``(feedback, "")``."""
+        self._gs, _, _ = self._env.step(command)
+        return self._gs.feedback, ""
+
+    def admissible_commands(self) -> tuple[str, ...]:
+        """Return the state's ``admissible_commands``."""
+        return tuple(self._gs["admissible_commands"])
+
+    def won(self) -> bool:
+        """Return the state's ``won``."""
+        return bool(self._gs["won"])
+
+    def plan_length(self) -> int:
+        """Return ``len(policy_commands)`` (0 when won, :data:`NO_PLAN` when the planner found none)."""
+        if self.won():
+            return 0
+        plan = self._gs["policy_commands"]
+        return len(plan) if plan else NO_PLAN
+
+    def state_info(self) -> StateInfo:
+        """Return the :class:`StateInfo` of the current state."""
+        state_key, world_key = state_digests(self._gs["_facts"])
+        return StateInfo(state_key, world_key, self.admissible_commands(), self.won(), self.plan_length())
+
+    def close(self) -> None:
+        """Close the TextWorld env and unload its fast-downward library copy."""
+        try:
+            import fast_downward
+            lib = getattr(self._pddl, "downward_lib", None)
+            self._env.close()
+            if lib is not None:
+                fast_downward.close_lib(lib)
+                self._pddl.downward_lib = None
+        except Exception:  # pragma: no cover - best effort on shutdown
+            logger.debug("closing the reference engine failed", exc_info=True)
