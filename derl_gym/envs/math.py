@@ -219,15 +219,28 @@ def load_jsonl(path: str | os.PathLike, required: Sequence[str]) -> list[tuple[i
             except json.JSONDecodeError as exc:
                 raise MathDataError(f"{path}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno}); "
                                     f"each line must be one JSON object") from None
-            if not isinstance(record, dict):
-                raise MathDataError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
-            for key in required:
-                if not isinstance(record.get(key), str):
-                    raise MathDataError(f"{path}:{lineno}: missing or non-string field {key!r}; "
-                                        f"required fields: {list(required)}, found: {sorted(record)}")
+            _check_record(record, required, f"{path}:{lineno}")
             rows.append((lineno, record))
     if not rows:
         raise MathDataError(f"{path}: no records (the file is empty)")
+    return rows
+
+
+def _check_record(record: Any, required: Sequence[str], where: str) -> None:
+    """Raise :class:`MathDataError` at ``where`` unless ``record`` is a dict with string ``required`` fields."""
+    if not isinstance(record, dict):
+        raise MathDataError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    for key in required:
+        if not isinstance(record.get(key), str):
+            raise MathDataError(f"{where}: missing or non-string field {key!r}; "
+                                f"required fields: {list(required)}, found: {sorted(record)}")
+
+
+def _hub_rows(records: Sequence[dict[str, Any]], required: Sequence[str], source: str
+              ) -> list[tuple[int, dict[str, Any]]]:
+    rows = list(enumerate(records, start=1))
+    for index, record in rows:
+        _check_record(record, required, f"{source} row {index}")
     return rows
 
 
@@ -347,7 +360,8 @@ def load_gsm8k(split: str = "train", data_dir: str | os.PathLike | None = None,
         records = _load_from_hub("gsm8k", split_file) if use_hub else None
         if records is None:
             raise _not_found("gsm8k", split, tried, _hub_note() if use_hub else "skipped (use_hub=False)")
-        problems = _gsm8k_records(list(enumerate(records, start=1)), f"gsm8k-{split_file}", "hub:openai/gsm8k")
+        problems = _gsm8k_records(_hub_rows(records, ("question", "answer"), "hub:openai/gsm8k"),
+                                  f"gsm8k-{split_file}", "hub:openai/gsm8k")
     if split == "test":
         return problems
     return split_train_validation(problems, split, validation_fraction)
@@ -411,7 +425,7 @@ def load_math(split: str = "test", data_dir: str | os.PathLike | None = None,
                         f"(math/train.jsonl or data_file=), or pass holdout_from='test' to carve "
                         f"train/validation (80/20) from the test file.")
                 raise err
-            problems = _math_records(list(enumerate(records, start=1)), "math-hub-test", "hub:MATH-500")
+            problems = _math_records(_hub_rows(records, required, "hub:MATH-500"), "math-hub-test", "hub:MATH-500")
     if levels is not None:
         wanted_levels = {int(lv) for lv in levels}
         problems = [p for p in problems if p.level in wanted_levels]
@@ -868,7 +882,7 @@ def math_primitives() -> PrimitiveSet:
 class _MathEnv(gym.Env[str, str]):
     """Shared one-step question-answering env over a list of :class:`MathProblem`."""
 
-    metadata = {"render_modes": ["ansi"]}
+    metadata = {"render_modes": ["ansi"], "render_fps": 1}
     dataset = "math"
 
     def __init__(self, problems: Sequence[MathProblem], split: str, *, seed: int | None = None,

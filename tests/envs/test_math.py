@@ -396,3 +396,34 @@ def test_meta_reward_wrapper_on_math_env(shared_data_dir):
 def test_shared_data_files_exist(shared_data_dir):
     assert Path(shared_data_dir, "gsm8k", "train.jsonl").is_file()
     assert Path(shared_data_dir, "math", "math500_test.jsonl").is_file()
+
+
+def test_hub_fallback_with_stand_in_datasets(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    calls: list[tuple] = []
+
+    def load_dataset(name, config=None, split=None):
+        calls.append((name, config, split))
+        if name == "openai/gsm8k":
+            return [{"question": "How many legs do 2 cats have?", "answer": "2*4=8\n#### 8"}]
+        return [{"problem": "1+1?", "solution": "\\boxed{2}", "answer": "2", "subject": "Algebra",
+                 "level": 1, "unique_id": "test/algebra/1.json"}]
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    monkeypatch.delenv("DERL_GYM_DATA", raising=False)
+    # DERL_GYM_OFFLINE=1 (autouse fixture): the hub is never asked
+    with pytest.raises(MathDataNotFoundError):
+        GSM8KEnv("test", data_dir=tmp_path)
+    assert calls == []
+    monkeypatch.delenv("DERL_GYM_OFFLINE")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # cache-only mode: no reachability probe
+    env = GSM8KEnv("test", data_dir=tmp_path, seed=0)
+    assert env.num_problems == 1 and env.problems[0].ground_truth == "8"
+    math_env = MATHEnv("test", data_dir=tmp_path)
+    assert math_env.problems[0].problem_id == "math-hub-test:test/algebra/1.json"
+    assert calls == [("openai/gsm8k", "main", "test"), ("HuggingFaceH4/MATH-500", None, "test")]
+    with pytest.raises(MathDataNotFoundError, match="holdout_from"):
+        MATHEnv("train", data_dir=tmp_path)  # MATH-500 has no train split: not asked
+    assert len(calls) == 2
