@@ -662,10 +662,17 @@ class _VerifyTimeout(BaseException):
     """Raised by the SIGALRM handler; a BaseException so math-verify's ``except Exception`` cannot swallow it."""
 
 
+def _can_use_alarm() -> bool:
+    """Return True when a SIGALRM timer can bound a call here: POSIX, main thread, Python-level handler."""
+    return (hasattr(signal, "setitimer") and hasattr(signal, "SIGALRM")
+            and threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGALRM) is not None)
+
+
 @contextmanager
 def _time_limit(seconds: float | None) -> Iterator[None]:
     """Limit the body to ``seconds`` with SIGALRM (main thread only), preserving any outer ITIMER_REAL timer."""
-    if not seconds or seconds <= 0 or threading.current_thread() is not threading.main_thread():
+    if not seconds or seconds <= 0 or not _can_use_alarm():
         yield
         return
 
@@ -705,8 +712,7 @@ def _risky_for_unbounded(answer: str) -> bool:
 
 def _math_verify(gold: str, predicted: str, timeout: float | None) -> bool | None:
     """Return math-verify's verdict, or None when it is unavailable, errors, times out or was skipped."""
-    in_main = threading.current_thread() is threading.main_thread()
-    bounded = bool(timeout and timeout > 0 and in_main)
+    bounded = bool(timeout and timeout > 0 and _can_use_alarm())
     if not bounded and (_risky_for_unbounded(gold) or _risky_for_unbounded(predicted)):
         return None
     try:
@@ -741,14 +747,15 @@ def math_equivalent(predicted: str | None, ground_truth: str, timeout: float | N
     True when the normalised strings (:func:`normalize_math_answer`) are equal, or when math-verify
     (``math_verify.parse`` + ``verify``) says so. math-verify is skipped for answers over
     :data:`MAX_VERIFY_CHARS`. In the main thread each check is bounded by ``timeout`` seconds via
-    SIGALRM (an outer ITIMER_REAL timer is preserved); in other threads (or with ``timeout=None``)
-    signals cannot be used, so answers that could make sympy run long (huge exponents or
+    SIGALRM (an outer ITIMER_REAL timer is preserved); in other threads, on platforms without
+    ``setitimer``, or with ``timeout=None``, signals cannot be used, so answers that could make sympy run long (huge exponents or
     factorials, power towers) are not given to math-verify and only the string comparison applies.
     """
     if predicted is None or not str(predicted).strip() or not ground_truth:
         return False
     predicted = str(predicted).strip()
-    if normalize_math_answer(predicted) == normalize_math_answer(ground_truth):
+    normalized = normalize_math_answer(predicted)
+    if normalized and normalized == normalize_math_answer(ground_truth):
         return True
     if len(predicted) > MAX_VERIFY_CHARS or len(ground_truth) > MAX_VERIFY_CHARS:
         return False

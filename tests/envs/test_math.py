@@ -186,7 +186,7 @@ def test_math_equivalent(pred, gold):
 
 
 @pytest.mark.parametrize("pred, gold", [
-    ("\\frac{1}{3}", "\\frac{1}{2}"), ("3.14", "\\pi"), ("6+5i", "6 - 5i"), ("", "3"), (None, "3"), ("1,2", "1,-2"),
+    ("\\frac{1}{3}", "\\frac{1}{2}"), ("3.14", "\\pi"), ("6+5i", "6 - 5i"), ("", "3"), (None, "3"), ("1,2", "1,-2"), ("\\%", "\\$"),
 ])
 def test_math_not_equivalent(pred, gold):
     assert not math_equivalent(pred, gold)
