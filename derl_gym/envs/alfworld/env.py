@@ -6,10 +6,12 @@ objects read "apple 1", "countertop 2"). Game sources, in order of precedence:
 
 1. ``games=[...]``: explicit ``.tw-pddl`` paths;
 2. ``data_dir=`` or the ``ALFWORLD_DATA`` environment variable: an official ALFWorld
-   ``json_2.1.1`` folder (every ``game.tw-pddl`` next to a ``traj_data.json``, filtered by task type
-   like ``AlfredTWEnv.collect_game_files``);
-3. otherwise the project's generated games: ``splits.get_split_games(level, split, task_types,
-   generator)``.
+   ``json_2.1.1`` folder (games collected like ``AlfredTWEnv.collect_game_files``: a trial with
+   ``traj_data.json`` and a solvable ``game.tw-pddl``, filtered by task type; ``train`` minus a 20%
+   validation carve-out, ``test`` = ``valid_seen`` or, for L1, ``valid_unseen``);
+3. otherwise the project's generated games.
+
+Sources 2 and 3 go through :func:`derl_gym.envs.alfworld.splits.get_split_games`.
 
 Speed: with ``cache=True`` (default) steps go through a process-wide transition cache
 (:mod:`derl_gym.envs.alfworld.engine`) keyed on (game, state, command); the engine is touched only
@@ -53,10 +55,6 @@ TASK_TYPES: dict[int, str] = {
     5: "pick_cool_then_place_in_recep",
     6: "pick_two_obj_and_place",
 }
-#: L2 (out of distribution): train on these four types, test on the other two.
-L2_TRAIN_TYPES = ("pick_and_place_simple", "look_at_obj_in_light", "pick_clean_then_place_in_recep",
-                  "pick_heat_then_place_in_recep")
-L2_TEST_TYPES = ("pick_cool_then_place_in_recep", "pick_two_obj_and_place")
 
 SPLITS = ("train", "validation", "test")
 LEVELS = ("L0", "L1", "L2")
@@ -94,68 +92,6 @@ def normalize_task_types(task_types: Sequence[str | int] | str | int | None) -> 
     return tuple(dict.fromkeys(names))
 
 
-def _official_split_folder(split: str, level: str) -> str:
-    """Map a derl-gym split to the json_2.1.1 sub-folder (train / valid_seen / valid_unseen)."""
-    if split == "train":
-        return "train"
-    if split == "validation":
-        return "valid_seen"
-    return "valid_unseen" if level == "L1" else "valid_seen"
-
-
-def collect_official_games(data_dir: str | os.PathLike, split: str = "train", level: str = "L0",
-                           task_types: Sequence[str | int] | None = None) -> list[Path]:
-    """Return the sorted ``game.tw-pddl`` paths of an ALFWorld ``json_2.1.1`` folder.
-
-    ``data_dir`` may be ``$ALFWORLD_DATA`` (holding ``json_2.1.1``), the ``json_2.1.1`` folder (holding
-    ``train``, ``valid_seen``, ``valid_unseen``: split ``train`` -> ``train``, ``validation`` ->
-    ``valid_seen``, ``test`` -> ``valid_unseen`` for L1 else ``valid_seen``) or any folder of trials
-    (used whole). As ``AlfredTWEnv.collect_game_files`` does, a trial counts when ``traj_data.json``
-    and ``game.tw-pddl`` both exist, its task type is wanted, it is not a movable/sliced trial, and
-    the game file is not marked ``"solvable": false``. For L2 without ``task_types``, train and
-    validation keep pick/look/clean/heat and test keeps cool/pick-two.
-    """
-    import json
-
-    root = Path(os.path.expandvars(os.fspath(data_dir))).expanduser()
-    if not root.is_dir():
-        raise FileNotFoundError(f"ALFWorld data_dir {str(root)!r} is not a folder; point it (or ALFWORLD_DATA) "
-                                "at an ALFWorld json_2.1.1 folder")
-    if (root / "json_2.1.1").is_dir():
-        root = root / "json_2.1.1"
-    sub = root / _official_split_folder(split, level)
-    if sub.is_dir():
-        root = sub
-    wanted = normalize_task_types(task_types)
-    if wanted is None and level == "L2":
-        wanted = L2_TEST_TYPES if split == "test" else L2_TRAIN_TYPES
-    games = []
-    for traj_path in sorted(root.rglob("traj_data.json")):
-        folder = traj_path.parent
-        game_path = folder / "game.tw-pddl"
-        if "movable" in str(folder) or "Sliced" in str(folder) or not game_path.exists():
-            continue
-        try:
-            with open(traj_path, encoding="utf-8") as f:
-                task_type = json.load(f).get("task_type")
-        except (OSError, ValueError):
-            logger.warning("skipping %s: unreadable traj_data.json", folder)
-            continue
-        if wanted is not None and task_type not in wanted:
-            continue
-        try:
-            with open(game_path, encoding="utf-8") as f:
-                if json.load(f).get("solvable") is False:
-                    continue
-        except (OSError, ValueError):
-            pass  # reported clearly (ValueError naming the file) when the game is loaded
-        games.append(game_path)
-    if not games:
-        raise ValueError(f"no ALFWorld games found under {str(root)!r} (split={split!r}, level={level!r}, "
-                         f"task_types={wanted}); expected <trial>/game.tw-pddl + traj_data.json folders")
-    return games
-
-
 def _to_text(text: str, max_length: int) -> str:
     """Return ``text`` restricted to :data:`CHARSET` (other characters -> '?') and ``max_length``."""
     if len(text) > max_length:
@@ -189,7 +125,7 @@ class ALFWorldEnv(gym.Env):
         level: ``"L0"``, ``"L1"`` or ``"L2"`` (see ``derl_gym.envs.alfworld.splits``).
         task_types: task-type names or upstream numbers 1..6; ``None`` = the level's default.
         games: explicit ``.tw-pddl`` paths (overrides the other sources).
-        data_dir: an ALFWorld ``json_2.1.1`` folder (default: ``$ALFWORLD_DATA`` when set).
+        data_dir: an ALFWorld ``json_2.1.1`` folder (default: ``$ALFWORLD_DATA`` when it holds data).
         generator: a ``GeneratorConfig``, dict or preset name for the generated games.
         max_episode_steps: truncation horizon.
         seed: seeds the game order (same as ``reset(seed=...)`` on the first reset).
@@ -256,17 +192,14 @@ class ALFWorldEnv(gym.Env):
             if missing:
                 raise FileNotFoundError(f"ALFWorld game files not found: {missing[:5]}; pass existing .tw-pddl paths")
             return paths
-        data_dir = data_dir if data_dir is not None else os.environ.get("ALFWORLD_DATA")
-        if data_dir:
-            return [str(p) for p in collect_official_games(data_dir, self.split, self.level, self.task_types)]
         try:
             from derl_gym.envs.alfworld.splits import get_split_games
-        except ImportError as err:  # pragma: no cover - until the splits module exists
-            raise ImportError("generated ALFWorld games need derl_gym.envs.alfworld.splits; pass games=[...] "
-                              "or data_dir= instead") from err
+        except ImportError as err:  # pragma: no cover - depends on the sibling module
+            raise ImportError("ALFWorld splits need derl_gym.envs.alfworld.splits; pass games=[...] instead") from err
+        # data_dir=None lets splits use $ALFWORLD_DATA when it holds json_2.1.1 data, else generate.
         return [str(p) for p in get_split_games(level=self.level, split=self.split,
                                                 task_types=list(self.task_types) if self.task_types else None,
-                                                generator=generator)]
+                                                generator=generator, data_dir=data_dir)]
 
     # ------------------------------------------------------------------ engine plumbing
     def _get_engine(self):
