@@ -1,0 +1,40 @@
+"""Reward layer: primitives, the Meta-Reward language and its token grammar.
+
+Public API: :class:`MetaReward`, :class:`InvalidExpression`, :func:`canonicalize` (expression),
+:class:`Grammar` (token grammar for constrained generation, mutation and crossover),
+:class:`Primitive`, :class:`PrimitiveSet`, :class:`Trajectory`, :class:`Step`,
+:func:`agent_primitives`, :func:`segment_primitives` (primitives). Importing this package does
+not import sympy (the canonical form imports it on first use).
+"""
+
+from derl_gym.rewards.expression import InvalidExpression, MetaReward, canonicalize
+from derl_gym.rewards.primitives import (
+    Primitive,
+    PrimitiveSet,
+    Step,
+    Trajectory,
+    agent_primitives,
+    segment_primitives,
+)
+
+__all__ = [
+    "MetaReward",
+    "InvalidExpression",
+    "canonicalize",
+    "Grammar",
+    "Primitive",
+    "PrimitiveSet",
+    "Trajectory",
+    "Step",
+    "agent_primitives",
+    "segment_primitives",
+]
+
+
+def __getattr__(name: str):
+    """Import :class:`Grammar` on first access (keeps ``import derl_gym.rewards`` light)."""
+    if name == "Grammar":
+        from derl_gym.rewards.grammar import Grammar
+
+        return Grammar
+    raise AttributeError(f"module 'derl_gym.rewards' has no attribute {name!r}")

@@ -1,0 +1,548 @@
+"""The Meta-Reward language: safe parsing, vectorised evaluation and a canonical form.
+
+A Meta-Reward is an arithmetic formula over the reward primitives ``g1..gK`` such as
+``g1 + 0.5*(g2 - g4/3)``. It is *untrusted text* (written by a meta-optimizer or a language
+model), so it is never evaluated by Python: the text is parsed with :mod:`ast` (``mode="eval"``)
+and every node is checked against a whitelist:
+
+- finite ``int``/``float`` literals with ``|c| <= 1e6`` (no ``bool``, complex, strings, ``nan``/``inf``);
+- the variables ``g1..gK`` and the primitive names given as aliases;
+- binary ``+ - * /``, unary ``-`` and ``+``, parentheses.
+
+Anything else (calls, attributes, subscripts, ``**``, ``//``, ``%``, comparisons, boolean
+operators, lambdas, comprehensions, names outside the set, ...) raises :class:`InvalidExpression`
+(a :class:`ValueError`) whose message names the offending token, its 1-based column and the rule
+broken. Limits: at most 512 characters (printable ASCII only, so look-alike unicode names cannot
+sneak in), nesting depth at most 32 (parentheses plus unary operators enclosing a node).
+
+The checked tree is compiled once into a tree of numpy operations:
+:meth:`MetaReward.evaluate` maps ``values[N, K]`` to ``ndarray[N]`` in a handful of vectorised
+operations. Semantics (chosen so that any formula is a total, bounded function):
+
+- *protected division*: where ``|denominator| < 1e-9`` the quotient is ``0``;
+- non-finite results (``nan``, ``inf``, including from non-finite inputs) become ``0``;
+- results are clipped to ``[-1e6, 1e6]``.
+
+:attr:`MetaReward.canonical` is a string that is equal for algebraically equal formulas
+(``g2+g1``, ``g1+g2`` and ``2*g1/2+g2`` all give ``g1 + g2``). It is computed with sympy from the
+checked tree (never from the text with ``sympify``, which evaluates), as a reduced rational
+function with non-integer coefficients rounded to 6 significant digits. The canonical form is
+*algebraic*: it ignores protected division, so ``g1/g1`` and ``1`` share a canonical form even
+though ``g1/g1`` evaluates to 0 where ``g1 = 0``. It is meant as a cache / deduplication key.
+Formulas whose expanded rational form would be very large fall back to sympy's automatic
+normal form (commutative reordering and like-term collection, no expansion), which keeps
+canonicalisation bounded in time at the price of merging fewer equivalent formulas.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import logging
+import math
+import re
+from typing import Any, Callable, Sequence, Union
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "InvalidExpression",
+    "MetaReward",
+    "canonicalize",
+    "MAX_LENGTH",
+    "MAX_DEPTH",
+    "MAX_CONSTANT",
+    "DIV_EPS",
+    "OUTPUT_CLIP",
+    "CANONICAL_DIGITS",
+]
+
+#: Longest accepted formula text, in characters.
+MAX_LENGTH = 512
+#: Deepest accepted nesting (parentheses plus unary operators enclosing a node).
+MAX_DEPTH = 32
+#: Largest accepted absolute value of a number literal.
+MAX_CONSTANT = 1e6
+#: Protected division: a denominator with ``|d| < DIV_EPS`` gives a quotient of 0.
+DIV_EPS = 1e-9
+#: Outputs of :meth:`MetaReward.evaluate` are clipped to ``[-OUTPUT_CLIP, OUTPUT_CLIP]``.
+OUTPUT_CLIP = 1e6
+#: Significant digits kept for non-integer coefficients in :attr:`MetaReward.canonical`.
+CANONICAL_DIGITS = 6
+#: Above this many (estimated) expanded terms the canonical form skips expansion/cancellation.
+_CANONICAL_MAX_TERMS = 400
+
+_ALLOWED_RULE = ("a formula may only use numbers, the variables, binary + - * /, unary - and +, "
+                 "and parentheses")
+_VAR_RE = re.compile(r"g([1-9][0-9]*)")
+
+_BINOPS: dict[type, str] = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
+_FORBIDDEN_BINOPS: dict[type, str] = {
+    ast.Pow: "**", ast.FloorDiv: "//", ast.Mod: "%", ast.MatMult: "@", ast.LShift: "<<",
+    ast.RShift: ">>", ast.BitOr: "|", ast.BitXor: "^", ast.BitAnd: "&",
+}
+_UNARY_SYMBOL: dict[type, str] = {ast.USub: "-", ast.UAdd: "+", ast.Not: "not", ast.Invert: "~"}
+_CONSTRUCT_NAMES: dict[type, str] = {
+    ast.Call: "function call", ast.Attribute: "attribute access", ast.Subscript: "subscript",
+    ast.Compare: "comparison", ast.BoolOp: "boolean operator", ast.Lambda: "lambda",
+    ast.IfExp: "conditional expression", ast.ListComp: "list comprehension",
+    ast.SetComp: "set comprehension", ast.DictComp: "dict comprehension",
+    ast.GeneratorExp: "generator expression", ast.Tuple: "tuple", ast.List: "list",
+    ast.Dict: "dict", ast.Set: "set", ast.Starred: "starred expression",
+    ast.NamedExpr: "assignment expression", ast.JoinedStr: "f-string", ast.Await: "await",
+    ast.Yield: "yield", ast.YieldFrom: "yield", ast.Slice: "slice",
+}
+
+Variables = Union[int, Sequence[str], Any]  # Any: a PrimitiveSet (duck-typed: ``.names``)
+
+
+class InvalidExpression(ValueError):
+    """Raised for text that is not a valid Meta-Reward; the message says where and why.
+
+    ``column`` is the 1-based column of the offending token (``None`` when the whole text is at
+    fault, e.g. empty or too long) and ``text`` is the formula.
+    """
+
+    def __init__(self, message: str, text: str | None = None, column: int | None = None) -> None:
+        super().__init__(message)
+        self.text = text
+        self.column = column
+
+
+# ------------------------------------------------------------------------------ variables
+
+def _resolve_variables(variables: Variables) -> tuple[int, tuple[str, ...]]:
+    """Return ``(K, alias_names)``; ``alias_names[i]`` is the alias of ``g{i+1}`` (``""``: none)."""
+    if isinstance(variables, bool):
+        raise TypeError("variables must be an int K, a sequence of primitive names or a PrimitiveSet, "
+                        f"got {variables!r}")
+    if isinstance(variables, (int, np.integer)):
+        k = int(variables)
+        if k < 1:
+            raise ValueError(f"the number of variables must be >= 1, got {k}")
+        return k, ("",) * k
+    names = getattr(variables, "names", None)  # PrimitiveSet
+    if names is None:
+        if isinstance(variables, str):
+            raise TypeError(f"variables must be an int K or a sequence of names, got the string {variables!r}; "
+                            f"wrap a single name in a list: [{variables!r}]")
+        names = [getattr(v, "name", v) for v in variables]  # names or Primitive objects
+    names = [str(n) for n in names]
+    if not names:
+        raise ValueError("variables must name at least one primitive")
+    aliases: list[str] = []
+    for i, name in enumerate(names):
+        if not name.isidentifier() or not name.isascii():
+            raise ValueError(f"variable alias {name!r} (g{i + 1}) must be an ASCII identifier")
+        match = _VAR_RE.fullmatch(name)
+        if match:
+            if int(match.group(1)) != i + 1:
+                raise ValueError(f"alias {name!r} at position {i + 1} clashes with the positional variable "
+                                 f"{name}; rename it")
+            aliases.append("")
+        else:
+            aliases.append(name)
+    seen = [a for a in aliases if a]
+    duplicates = sorted({a for a in seen if seen.count(a) > 1})
+    if duplicates:
+        raise ValueError(f"duplicate variable aliases: {duplicates}")
+    return len(names), tuple(aliases)
+
+
+def _name_table(k: int, aliases: tuple[str, ...]) -> dict[str, int]:
+    table = {f"g{i + 1}": i for i in range(k)}
+    table.update({a: i for i, a in enumerate(aliases) if a})
+    return table
+
+
+# ------------------------------------------------------------------------------ checking
+
+def _snippet(text: str, node: ast.AST, limit: int = 24) -> str:
+    segment = ast.get_source_segment(text, node) or type(node).__name__
+    return segment if len(segment) <= limit else segment[: limit - 3] + "..."
+
+
+def _fail(text: str, token: str, column: int | None, rule: str) -> InvalidExpression:
+    where = f" at column {column}" if column is not None else ""
+    return InvalidExpression(f"{token!r}{where} is not allowed: {rule} (in {text[:80]!r}"
+                             f"{'...' if len(text) > 80 else ''})", text=text, column=column)
+
+
+def _prescan(text: str) -> list[int]:
+    """Check characters and parenthesis depth; return the open-paren depth before each column."""
+    if not isinstance(text, str):
+        raise InvalidExpression(f"a Meta-Reward must be a str, got {type(text).__name__}: {text!r:.60}")
+    if len(text) > MAX_LENGTH:
+        raise InvalidExpression(f"formula is {len(text)} characters long; at most {MAX_LENGTH} are allowed "
+                                "(shorten it)", text=text[:80])
+    if not text.strip():
+        raise InvalidExpression("empty formula: write an expression over the variables, e.g. 'g1 + 0.5*g2'",
+                                text=text)
+    depth_before = [0] * (len(text) + 1)
+    depth = 0
+    for i, ch in enumerate(text):
+        depth_before[i] = depth
+        if not (" " <= ch <= "~" or ch == "\t"):
+            what = "non-ASCII character" if ord(ch) > 127 else "control character"
+            raise _fail(text, ch, i + 1, f"{what}s are not allowed; use ASCII letters, digits, "
+                                         "+ - * / ( ) . and spaces")
+        if ch == "(":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise _fail(text, ch, i + 1, f"nesting depth exceeds {MAX_DEPTH}; flatten the formula")
+        elif ch == ")":
+            depth = max(depth - 1, 0)
+    depth_before[len(text)] = depth
+    return depth_before
+
+
+def _operator_column(text: str, node: ast.BinOp, symbol: str) -> int | None:
+    """Return the 1-based column of a binary operator (it is not stored in the AST)."""
+    start, stop = getattr(node.left, "end_col_offset", None), getattr(node.right, "col_offset", None)
+    if start is None or stop is None:
+        return None
+    index = text.find(symbol, start, stop)
+    return index + 1 if index >= 0 else start + 1
+
+
+def _check(text: str, tree: ast.Expression, names: dict[str, int], k: int,
+           depth_before: list[int]) -> None:
+    """Walk the tree; raise :class:`InvalidExpression` at the first node outside the whitelist."""
+    var_rule = (f"the variables are g1..g{k}" +
+                (f" and the aliases {', '.join(n for n in names if not _VAR_RE.fullmatch(n))}"
+                 if len(names) > k else ""))
+    stack: list[tuple[ast.AST, int]] = [(tree.body, 0)]
+    while stack:
+        node, unary_depth = stack.pop()
+        column = getattr(node, "col_offset", None)
+        col1 = column + 1 if column is not None else None
+        if isinstance(node, ast.BinOp):
+            op = type(node.op)
+            if op not in _BINOPS:
+                symbol = _FORBIDDEN_BINOPS.get(op, type(node.op).__name__)
+                raise _fail(text, symbol, _operator_column(text, node, symbol),
+                            "only the binary operators + - * / are allowed")
+            stack.append((node.right, unary_depth))
+            stack.append((node.left, unary_depth))
+        elif isinstance(node, ast.UnaryOp):
+            symbol = _UNARY_SYMBOL.get(type(node.op), type(node.op).__name__)
+            if not isinstance(node.op, (ast.USub, ast.UAdd)):
+                raise _fail(text, symbol, col1, "only the unary operators - and + are allowed")
+            depth = unary_depth + 1 + (depth_before[column] if column is not None else 0)
+            if depth > MAX_DEPTH:
+                raise _fail(text, symbol, col1, f"nesting depth exceeds {MAX_DEPTH}; flatten the formula")
+            stack.append((node.operand, unary_depth + 1))
+        elif isinstance(node, ast.Constant):
+            value = node.value
+            if type(value) not in (int, float):
+                kind = {bool: "boolean", complex: "complex number", str: "string", bytes: "bytes"}.get(
+                    type(value), type(value).__name__)
+                raise _fail(text, _snippet(text, node), col1,
+                            f"{kind} literals are not allowed; only finite int/float numbers")
+            if not math.isfinite(value):
+                raise _fail(text, _snippet(text, node), col1, "number literals must be finite")
+            if abs(value) > MAX_CONSTANT:
+                raise _fail(text, _snippet(text, node), col1,
+                            f"number literals must satisfy |c| <= {MAX_CONSTANT:g}")
+        elif isinstance(node, ast.Name):
+            if node.id not in names:
+                raise _fail(text, node.id, col1, f"unknown name; {var_rule}")
+        else:
+            construct = _CONSTRUCT_NAMES.get(type(node), type(node).__name__)
+            raise _fail(text, _snippet(text, node), col1, f"{construct} is not part of the language; {_ALLOWED_RULE}")
+
+
+def _parse(text: str, names: dict[str, int], k: int) -> ast.Expression:
+    depth_before = _prescan(text)
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except SyntaxError as exc:
+        # positions refer to the stripped text; shift them back
+        shift = len(text) - len(text.lstrip())
+        if exc.offset and 0 < exc.offset + shift <= len(text):
+            col = exc.offset + shift
+            where = f"column {col} near {text[col - 1]!r}"
+        else:  # the parser ran out of input
+            col = len(text.rstrip()) + 1
+            where = f"column {col} (end of formula; is an operand or ')' missing?)"
+        raise InvalidExpression(f"syntax error at {where}: {exc.msg}; {_ALLOWED_RULE} "
+                                f"(in {text[:80]!r})", text=text, column=col) from None
+    except (ValueError, RecursionError, MemoryError) as exc:  # e.g. null bytes, absurd nesting
+        raise InvalidExpression(f"cannot parse formula: {exc}", text=text) from None
+    shift = len(text) - len(text.lstrip())
+    if shift:  # the stripped text was parsed: shift columns back onto the original text
+        for node in ast.walk(tree):
+            for attr in ("col_offset", "end_col_offset"):
+                if getattr(node, attr, None) is not None:
+                    setattr(node, attr, getattr(node, attr) + shift)
+    _check(text, tree, names, k, depth_before)
+    return tree
+
+
+# ------------------------------------------------------------------------------ compiling
+
+Compiled = Union[float, Callable[[np.ndarray], np.ndarray]]
+
+
+def _protected_div(a: Any, b: Any) -> Any:
+    a_arr, b_arr = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    shape = np.broadcast_shapes(a_arr.shape, b_arr.shape)
+    out = np.zeros(shape, dtype=np.float64)
+    np.divide(a_arr, b_arr, out=out, where=np.abs(b_arr) >= DIV_EPS)
+    return out if shape else float(out)
+
+
+_NUMPY_BINOPS: dict[type, Callable[[Any, Any], Any]] = {
+    ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply, ast.Div: _protected_div,
+}
+
+
+def _compile(node: ast.AST, names: dict[str, int]) -> Any:
+    """Return a float (constant subtree, folded) or a function ``columns -> ndarray[N]``."""
+    if isinstance(node, ast.Constant):
+        return float(node.value)
+    if isinstance(node, ast.Name):
+        index = names[node.id]
+        return lambda cols, _i=index: cols[_i]
+    if isinstance(node, ast.UnaryOp):
+        inner = _compile(node.operand, names)
+        if isinstance(node.op, ast.UAdd):
+            return inner
+        if isinstance(inner, float):
+            return -inner
+        return lambda cols, _f=inner: np.negative(_f(cols))
+    if isinstance(node, ast.BinOp):
+        fn = _NUMPY_BINOPS[type(node.op)]
+        left, right = _compile(node.left, names), _compile(node.right, names)
+        if isinstance(left, float) and isinstance(right, float):
+            with np.errstate(all="ignore"):
+                return float(fn(left, right))
+        if isinstance(left, float):
+            return lambda cols, _f=fn, _a=left, _r=right: _f(_a, _r(cols))
+        if isinstance(right, float):
+            return lambda cols, _f=fn, _l=left, _b=right: _f(_l(cols), _b)
+        return lambda cols, _f=fn, _l=left, _r=right: _f(_l(cols), _r(cols))
+    raise AssertionError(f"unchecked node {ast.dump(node)}")  # _check guarantees this is unreachable
+
+
+def _count_nodes(node: ast.AST) -> int:
+    if isinstance(node, ast.BinOp):
+        return 1 + _count_nodes(node.left) + _count_nodes(node.right)
+    if isinstance(node, ast.UnaryOp):
+        return 1 + _count_nodes(node.operand)
+    return 1
+
+
+# ------------------------------------------------------------------------------ canonical form
+
+def _term_estimate(node: ast.AST) -> tuple[float, float]:
+    """Upper bound on (numerator terms, denominator terms) of the expanded rational function."""
+    if isinstance(node, ast.BinOp):
+        ln, ld = _term_estimate(node.left)
+        rn, rd = _term_estimate(node.right)
+        if isinstance(node.op, (ast.Add, ast.Sub)):
+            return ln * rd + rn * ld, ld * rd
+        if isinstance(node.op, ast.Mult):
+            return ln * rn, ld * rd
+        return ln * rd, ld * rn
+    if isinstance(node, ast.UnaryOp):
+        return _term_estimate(node.operand)
+    return 1.0, 1.0
+
+
+def _to_sympy(node: ast.AST, names: dict[str, int], symbols: list[Any]) -> Any:
+    import sympy
+
+    if isinstance(node, ast.Constant):
+        value = node.value
+        return sympy.Integer(value) if isinstance(value, int) else sympy.Rational(repr(float(value)))
+    if isinstance(node, ast.Name):
+        return symbols[names[node.id]]
+    if isinstance(node, ast.UnaryOp):
+        inner = _to_sympy(node.operand, names, symbols)
+        return -inner if isinstance(node.op, ast.USub) else inner
+    left, right = _to_sympy(node.left, names, symbols), _to_sympy(node.right, names, symbols)
+    if isinstance(node.op, ast.Add):
+        return left + right
+    if isinstance(node.op, ast.Sub):
+        return left - right
+    if isinstance(node.op, ast.Mult):
+        return left * right
+    if right == 0:  # protected division by an exact zero is 0
+        return sympy.Integer(0)
+    return left / right
+
+
+def _round_sig(value: float, digits: int = CANONICAL_DIGITS) -> str:
+    text = f"{value:.{digits}g}"
+    return "0" if text in ("-0", "0") else text
+
+
+@functools.lru_cache(maxsize=1)
+def _printer_class() -> type:
+    from sympy.printing.str import StrPrinter
+
+    class _CanonicalPrinter(StrPrinter):
+        """Prints floats with a fixed number of significant digits."""
+
+        def _print_Float(self, expr: Any) -> str:  # noqa: N802 (sympy naming)
+            return _round_sig(float(expr))
+
+    return _CanonicalPrinter
+
+
+def _sympy_canonical(expr: Any, full: bool) -> str:
+    import sympy
+
+    if full:
+        expr = sympy.cancel(sympy.together(expr))
+    replacements = {r: sympy.Float(_round_sig(float(r)))
+                    for r in expr.atoms(sympy.Rational) if not r.is_Integer}
+    if replacements:
+        expr = expr.xreplace(replacements)
+    return _printer_class()(dict(order="lex")).doprint(expr)
+
+
+@functools.lru_cache(maxsize=4096)
+def _canonical_cached(text: str, k: int, aliases: tuple[str, ...]) -> str:
+    import sympy
+
+    names = _name_table(k, aliases)
+    tree = _parse(text, names, k)
+    symbols = list(sympy.symbols(f"g1:{k + 1}"))
+    expr = _to_sympy(tree.body, names, symbols)
+    num, den = _term_estimate(tree.body)
+    full = num + den <= _CANONICAL_MAX_TERMS
+    if not full:
+        logger.debug("canonical form of %r skips expansion (about %g terms)", text, num + den)
+    try:
+        return _sympy_canonical(expr, full)
+    except (RecursionError, MemoryError, sympy.PolynomialError) as exc:  # pragma: no cover - defensive
+        logger.warning("canonical form of %r fell back to the unexpanded form: %s", text, exc)
+        return _sympy_canonical(expr, False)
+
+
+# ------------------------------------------------------------------------------ MetaReward
+
+class MetaReward:
+    """A checked, compiled Meta-Reward formula over the variables ``g1..gK``.
+
+    ``variables`` is an int ``K`` (variables ``g1..gK``), a sequence of ``K`` primitive names (they
+    become aliases of ``g1..gK``; ``Primitive`` objects work too) or a ``PrimitiveSet`` (its
+    variables with its names as aliases). Raises :class:`InvalidExpression` for invalid text.
+
+    Attributes: ``text`` (as given), ``num_variables`` (K), ``aliases`` (alias name per variable,
+    ``""`` for none), ``canonical``, ``complexity``, ``variables_used``. Equality and hashing use
+    the canonical form. Instances pickle as text + variables and recompile on load.
+    """
+
+    __slots__ = ("text", "num_variables", "aliases", "_names", "_tree", "_fn", "_canonical")
+
+    def __init__(self, text: str, variables: Variables = 4) -> None:
+        self.num_variables, self.aliases = _resolve_variables(variables)
+        self._names = _name_table(self.num_variables, self.aliases)
+        self.text = text
+        self._tree = _parse(text, self._names, self.num_variables)
+        self._fn = _compile(self._tree.body, self._names)
+        self._canonical: str | None = None
+
+    @classmethod
+    def parse(cls, text: str, variables: Variables = 4) -> "MetaReward":
+        """Return the :class:`MetaReward` for ``text``; raises :class:`InvalidExpression`."""
+        return cls(text, variables)
+
+    # ---------------------------------------------------------------- properties
+    @property
+    def variable_names(self) -> tuple[str, ...]:
+        """The positional variable names ``("g1", ..., "gK")``."""
+        return tuple(f"g{i + 1}" for i in range(self.num_variables))
+
+    @property
+    def canonical(self) -> str:
+        """The canonical string (equal for algebraically equal formulas; computed lazily, cached)."""
+        if self._canonical is None:
+            self._canonical = _canonical_cached(self.text, self.num_variables, self.aliases)
+        return self._canonical
+
+    @property
+    def complexity(self) -> int:
+        """Number of AST nodes (numbers, variables, unary and binary operations)."""
+        return _count_nodes(self._tree.body)
+
+    @property
+    def variables_used(self) -> tuple[str, ...]:
+        """Sorted (by index) tuple of the ``g`` names the formula reads, aliases resolved."""
+        used = {self._names[n.id] for n in ast.walk(self._tree) if isinstance(n, ast.Name)}
+        return tuple(f"g{i + 1}" for i in sorted(used))
+
+    # ---------------------------------------------------------------- evaluation
+    def evaluate(self, values: np.ndarray) -> np.ndarray:
+        """Return ``ndarray[N]`` (float64): the formula on each row of ``values[N, K]``.
+
+        Protected division (``|d| < 1e-9`` gives 0), non-finite results become 0, and the output is
+        clipped to ``[-1e6, 1e6]``. Raises ``ValueError`` when ``values`` is not 2-D with K columns.
+        """
+        array = np.asarray(values, dtype=np.float64)
+        if array.ndim != 2 or array.shape[1] != self.num_variables:
+            raise ValueError(f"values must have shape [N, {self.num_variables}] (one column per variable "
+                             f"g1..g{self.num_variables}), got shape {array.shape}; pass a single row "
+                             "to __call__ or reshape with values.reshape(-1, K)")
+        n = array.shape[0]
+        if isinstance(self._fn, float):
+            result = np.full(n, self._fn, dtype=np.float64)
+        else:
+            columns = np.ascontiguousarray(array.T) if n > 64 else array.T
+            with np.errstate(all="ignore"):
+                result = np.asarray(self._fn(columns), dtype=np.float64)
+            if result.shape != (n,):
+                result = np.broadcast_to(result, (n,)).copy()
+            elif result.base is not None or result is array:  # a bare column: do not alias the input
+                result = result.copy()
+        result[~np.isfinite(result)] = 0.0
+        np.clip(result, -OUTPUT_CLIP, OUTPUT_CLIP, out=result)
+        return result
+
+    def __call__(self, values: np.ndarray) -> Any:
+        """Return the formula's value: a float for one row ``values[K]``, ``ndarray[N]`` for ``[N, K]``."""
+        array = np.asarray(values, dtype=np.float64)
+        if array.ndim == 1:
+            if array.shape[0] != self.num_variables:
+                raise ValueError(f"a single row must have {self.num_variables} values (g1..g{self.num_variables}), "
+                                 f"got {array.shape[0]}")
+            return float(self.evaluate(array[None, :])[0])
+        return self.evaluate(array)
+
+    # ---------------------------------------------------------------- dunder
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, MetaReward):
+            return NotImplemented
+        return self.canonical == other.canonical
+
+    def __hash__(self) -> int:
+        return hash(self.canonical)
+
+    def __repr__(self) -> str:
+        return f"MetaReward({self.text!r}, K={self.num_variables})"
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"text": self.text, "num_variables": self.num_variables, "aliases": self.aliases,
+                "canonical": self._canonical}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        aliases = tuple(state["aliases"])
+        variables: Any = [a or f"g{i + 1}" for i, a in enumerate(aliases)]
+        MetaReward.__init__(self, state["text"], variables)
+        self._canonical = state.get("canonical")
+
+
+def canonicalize(text: str, variables: Variables = 4) -> str:
+    """Return the canonical string of ``text`` (see :attr:`MetaReward.canonical`).
+
+    Raises :class:`InvalidExpression` for invalid text.
+    """
+    return MetaReward(text, variables).canonical
