@@ -8,6 +8,7 @@ not import sympy (the canonical form imports it on first use).
 """
 
 from derl_gym.rewards.expression import InvalidExpression, MetaReward, canonicalize
+from derl_gym.rewards.grammar import Grammar
 from derl_gym.rewards.primitives import (
     Primitive,
     PrimitiveSet,
@@ -30,11 +31,3 @@ __all__ = [
     "segment_primitives",
 ]
 
-
-def __getattr__(name: str):
-    """Import :class:`Grammar` on first access (keeps ``import derl_gym.rewards`` light)."""
-    if name == "Grammar":
-        from derl_gym.rewards.grammar import Grammar
-
-        return Grammar
-    raise AttributeError(f"module 'derl_gym.rewards' has no attribute {name!r}")
