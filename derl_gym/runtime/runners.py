@@ -68,6 +68,8 @@ class _Job:
     attempts: int = 0
     errors: list[str] = field(default_factory=list)
     started: float = 0.0
+    dispatched: float = 0.0
+    running: bool = False
 
 
 def _call_job(job_fn: JobFn, spec: InnerLoopSpec, expression: str, seed: int, kwargs: dict[str, Any]) -> InnerResult:
@@ -85,7 +87,8 @@ def _call_job(job_fn: JobFn, spec: InnerLoopSpec, expression: str, seed: int, kw
 
 
 def _worker_main(conn) -> None:
-    """Worker process loop: receive ``(job_fn, spec, expression, seed, kwargs)``, send the result.
+    """Worker process loop: receive ``(job_fn, spec, expression, seed, kwargs)``, send
+    ``("started", None)`` and then ``("result", InnerResult)``.
 
     A ``None`` message (or a closed pipe) ends the loop.
     """
@@ -104,13 +107,14 @@ def _worker_main(conn) -> None:
         if message is None:
             return
         job_fn, spec, expression, seed, kwargs = message
+        conn.send(("started", None))
         result = _call_job(job_fn, spec, expression, seed, kwargs)
         try:
-            conn.send(result)
+            conn.send(("result", result))
         except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable extra
-            conn.send(InnerResult.failure(expression, result.canonical,
-                                          f"could not send the result back: {type(exc).__name__}: {exc}",
-                                          seed=seed, wall_seconds=result.wall_seconds))
+            conn.send(("result", InnerResult.failure(expression, result.canonical,
+                                                     f"could not send the result back: {type(exc).__name__}: {exc}",
+                                                     seed=seed, wall_seconds=result.wall_seconds)))
 
 
 class _Worker:
@@ -205,7 +209,8 @@ class ProcessRunner(_RunnerBase):
     """Run inner-loop jobs in spawned worker processes, ``max_workers`` at a time.
 
     ``max_workers=None`` uses ``os.cpu_count()``; ``timeout`` (seconds, per attempt, measured from
-    the moment a worker starts the job) kills a job that runs longer; ``retries`` re-runs a failed
+    the moment a worker starts the job; a worker that has not started it within ``timeout +
+    startup_grace`` seconds of dispatch counts as timed out too) kills a job that runs longer; ``retries`` re-runs a failed
     or timed-out job up to that many times; ``job_fn`` defaults to
     :func:`derl_gym.runtime.inner.run_inner`. ``max_jobs_per_worker`` recycles a worker after that
     many jobs (None: never), which bounds memory leaks of long runs.
@@ -215,12 +220,14 @@ class ProcessRunner(_RunnerBase):
     """
 
     def __init__(self, max_workers: int | None = None, timeout: float | None = None, retries: int = 0,
-                 job_fn: JobFn | None = None, *, max_jobs_per_worker: int | None = None) -> None:
+                 job_fn: JobFn | None = None, *, max_jobs_per_worker: int | None = None,
+                 startup_grace: float = 120.0) -> None:
         super().__init__(timeout, retries, job_fn)
         self.max_workers = int(max_workers or os.cpu_count() or 1)
         if self.max_workers < 1:
             raise ValueError(f"max_workers must be >= 1, got {max_workers!r}")
         self.max_jobs_per_worker = max_jobs_per_worker
+        self.startup_grace = float(startup_grace)
         self._ctx = mp.get_context("spawn")
         self._pending: deque[_Job] = deque()
         self._lock = threading.Lock()
@@ -279,7 +286,8 @@ class ProcessRunner(_RunnerBase):
                     with self._lock:
                         self._pending.appendleft(job)
                 continue
-            job.started = time.monotonic()
+            job.dispatched = job.started = time.monotonic()
+            job.running = False
             worker.job = job
             self._busy.append(worker)
 
@@ -298,12 +306,17 @@ class ProcessRunner(_RunnerBase):
             result: InnerResult | None = None
             recycle = False
             if worker.conn in ready or worker.process.sentinel in ready:
+                dead = worker.process.sentinel in ready
                 try:
-                    if worker.conn.poll():
-                        result = worker.conn.recv()
+                    while result is None and worker.conn.poll():
+                        kind, payload = worker.conn.recv()
+                        if kind == "started":
+                            job.started, job.running = time.monotonic(), True
+                        else:
+                            result = payload
                 except (EOFError, OSError):
-                    result = None
-                if result is None:
+                    dead = True
+                if result is None and dead:
                     worker.process.join(timeout=1)
                     code = worker.process.exitcode
                     reason = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
@@ -311,7 +324,9 @@ class ProcessRunner(_RunnerBase):
                                                  f"worker process died ({reason}) while running the job",
                                                  seed=job.seed, wall_seconds=now - job.started)
                     recycle = True
-            elif self.timeout is not None and now - job.started > self.timeout:
+            if result is None and self.timeout is not None and (
+                    (job.running and now - job.started > self.timeout)
+                    or (not job.running and now - job.dispatched > self.timeout + self.startup_grace)):
                 result = InnerResult.failure(job.expression, job.expression,
                                              f"job exceeded the timeout of {self.timeout:g} s and was killed",
                                              seed=job.seed, status=STATUS_TIMEOUT, wall_seconds=now - job.started)
@@ -509,16 +524,45 @@ class RayRunner(_RunnerBase):
             self._ray.shutdown()
 
 
+class InlineRunner(_RunnerBase):
+    """Run jobs one after another in the calling process (no isolation, no timeout).
+
+    For debugging, notebooks and tests: a job that kills the process kills the caller. ``submit``
+    runs the jobs before it returns and hands back already-resolved futures.
+    """
+
+    def __init__(self, retries: int = 0, job_fn: JobFn | None = None) -> None:
+        super().__init__(None, retries, job_fn)
+
+    def submit(self, spec: InnerLoopSpec, expressions: Sequence[str], seed: int = 0, init_model: str | None = None,
+               *, save_models: Sequence[str | None] | None = None,
+               eval_splits: Sequence[str] = ()) -> list[Future]:
+        """Run one job per formula now; returns resolved futures in the same order."""
+        jobs = self._make_jobs(spec, expressions, seed, init_model, save_models, eval_splits)
+        for job in jobs:
+            job.future.set_running_or_notify_cancel()
+            while self._finish(job, _call_job(job.job_fn, job.spec, job.expression, job.seed, job.kwargs)):
+                pass
+        return [job.future for job in jobs]
+
+    def close(self) -> None:
+        """Mark the runner closed."""
+        self._closed = True
+
+
 def make_runner(backend: str = "process", *, workers: int | None = None, timeout: float | None = None,
                 retries: int = 0, job_fn: JobFn | None = None, ray_address: str | None = None,
                 num_gpus_per_job: float = 0) -> ProcessRunner | RayRunner:
-    """Return a :class:`ProcessRunner` (``backend="process"``) or :class:`RayRunner` (``"ray"``)."""
+    """Return a :class:`ProcessRunner` (``backend="process"``), :class:`RayRunner` (``"ray"``) or
+    :class:`InlineRunner` (``"inline"``, in-process, for debugging)."""
     if backend == "process":
         return ProcessRunner(max_workers=workers, timeout=timeout, retries=retries, job_fn=job_fn)
+    if backend == "inline":
+        return InlineRunner(retries=retries, job_fn=job_fn)
     if backend == "ray":
         return RayRunner(address=ray_address, timeout=timeout, retries=retries, job_fn=job_fn,
                          num_gpus_per_job=num_gpus_per_job, num_cpus=workers if ray_address is None else None)
-    raise ValueError(f"unknown backend {backend!r}; choose 'process' or 'ray'")
+    raise ValueError(f"unknown backend {backend!r}; choose 'process', 'ray' or 'inline'")
 
 
-__all__ = ["ProcessRunner", "RayRunner", "make_runner", "STATUS_OK", "STATUS_FAILED", "STATUS_TIMEOUT"]
+__all__ = ["ProcessRunner", "RayRunner", "InlineRunner", "make_runner", "STATUS_OK", "STATUS_FAILED", "STATUS_TIMEOUT"]

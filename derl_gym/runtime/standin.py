@@ -81,7 +81,7 @@ def synthetic_data(num_variables: int) -> tuple[np.ndarray, np.ndarray]:
     values[:, 0] = (rng.uniform(size=NUM_SAMPLES) < 0.3).astype(float)  # g1: binary success
     target = 1.0 * values[:, 0]
     if num_variables >= 4:
-        target = target + 0.6 * values[:, 3] + 0.15 * values[:, 1]
+        target = target + 1.5 * values[:, 3] + 0.3 * values[:, 1]
     elif num_variables >= 2:
         target = target + 0.5 * values[:, num_variables - 1]
     target = target + 0.1 * rng.standard_normal(NUM_SAMPLES)
@@ -124,8 +124,8 @@ def standin_inner(spec: InnerLoopSpec, expression: str, *, seed: int | None = No
     bonus of 0.01 (a warm start helps a little); ``eval_splits`` fill ``extra["test"]``."""
     start = time.perf_counter()
     seed = spec.seed if seed is None else int(seed)
-    num_variables = int(spec.primitives.kwargs.get("num_variables", 4))
     try:
+        num_variables = int(spec.primitives.kwargs.get("num_variables") or len(spec.primitives.build()))
         canonical, base = standin_score(expression, num_variables)
     except Exception as exc:  # noqa: BLE001 - a job never raises
         return InnerResult.failure(expression, expression, f"{type(exc).__name__}: {exc}", seed=seed,
