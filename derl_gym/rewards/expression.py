@@ -41,6 +41,7 @@ import functools
 import logging
 import math
 import re
+import warnings
 from typing import Any, Callable, Sequence, Union
 
 import numpy as np
@@ -73,6 +74,8 @@ OUTPUT_CLIP = 1e6
 CANONICAL_DIGITS = 6
 #: Above this many (estimated) expanded terms the canonical form skips expansion/cancellation.
 _CANONICAL_MAX_TERMS = 400
+#: Integer powers up to this exponent are printed as repeated products (``(g1*g1)``), higher as ``**``.
+_CANONICAL_MAX_POWER = 8
 
 _ALLOWED_RULE = ("a formula may only use numbers, the variables, binary + - * /, unary - and +, "
                  "and parentheses")
@@ -241,7 +244,7 @@ def _check(text: str, tree: ast.Expression, names: dict[str, int], k: int,
                     type(value), type(value).__name__)
                 raise _fail(text, _snippet(text, node), col1,
                             f"{kind} literals are not allowed; only finite int/float numbers")
-            if not math.isfinite(value):
+            if isinstance(value, float) and not math.isfinite(value):
                 raise _fail(text, _snippet(text, node), col1, "number literals must be finite")
             if abs(value) > MAX_CONSTANT:
                 raise _fail(text, _snippet(text, node), col1,
@@ -257,7 +260,9 @@ def _check(text: str, tree: ast.Expression, names: dict[str, int], k: int,
 def _parse(text: str, names: dict[str, int], k: int) -> ast.Expression:
     depth_before = _prescan(text)
     try:
-        tree = ast.parse(text.strip(), mode="eval")
+        with warnings.catch_warnings():  # e.g. "invalid decimal literal" for '3g1': the error follows
+            warnings.simplefilter("ignore")
+            tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as exc:
         # positions refer to the stripped text; shift them back
         shift = len(text) - len(text.lstrip())
@@ -389,6 +394,19 @@ def _printer_class() -> type:
 
         def _print_Float(self, expr: Any) -> str:  # noqa: N802 (sympy naming)
             return _round_sig(float(expr))
+
+        def _print_Pow(self, expr: Any, rational: bool = False) -> str:  # noqa: N802
+            # integer powers as repeated products so that the canonical form stays in the language
+            base, exponent = expr.as_base_exp()
+            if exponent.is_Integer and int(exponent) != -1 and 0 < abs(int(exponent)) <= _CANONICAL_MAX_POWER:
+                from sympy.printing.precedence import PRECEDENCE
+
+                factor = self.parenthesize(base, PRECEDENCE["Mul"], strict=False)
+                product = "*".join([factor] * abs(int(exponent)))
+                if int(exponent) > 0:
+                    return f"({product})" if abs(int(exponent)) > 1 else product
+                return f"(1/({product}))"
+            return super()._print_Pow(expr, rational=rational)
 
     return _CanonicalPrinter
 

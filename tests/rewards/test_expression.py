@@ -1,0 +1,336 @@
+"""Tests of the Meta-Reward language: whitelist, limits, evaluation semantics, canonical form."""
+
+from __future__ import annotations
+
+import pickle
+import time
+
+import numpy as np
+import pytest
+
+from derl_gym.rewards import InvalidExpression, MetaReward, agent_primitives, canonicalize
+from derl_gym.rewards.expression import DIV_EPS, MAX_CONSTANT, MAX_DEPTH, MAX_LENGTH, OUTPUT_CLIP
+
+K = 4
+RNG = np.random.default_rng(1234)
+VALUES = RNG.uniform(-2.0, 2.0, size=(257, K))
+
+
+def reject(text: str, variables=K) -> InvalidExpression:
+    with pytest.raises(InvalidExpression) as info:
+        MetaReward(text, variables)
+    assert isinstance(info.value, ValueError)
+    return info.value
+
+
+# ----------------------------------------------------------------------------- whitelist
+
+@pytest.mark.parametrize("text, token, column", [
+    ("g1**2", "**", 3),
+    ("g1 // 2", "//", 4),
+    ("g1 % 2", "%", 4),
+    ("g1 @ g2", "@", 4),
+    ("g1 & g2", "&", 4),
+    ("g1 << 1", "<<", 4),
+    ("g2 + f(g1)", "f(g1)", 6),
+    ("abs(g1)", "abs(g1)", 1),
+    ("g1.real", "g1.real", 1),
+    ("g1 + g2[0]", "g2[0]", 6),
+    ("g1 < g2", "g1 < g2", 1),
+    ("g1 and g2", "g1 and g2", 1),
+    ("not g1", "not", 1),
+    ("~g1", "~", 1),
+    ("lambda: 1", "lambda: 1", 1),
+    ("g1 if g2 else g3", "g1 if g2 else g3", 1),
+    ("[g1 for g1 in g2]", "[g1 for g1 in g2]", 1),
+    ("(g1, g2)", "(g1, g2)", 1),
+    ("(g1 := 2)", "g1 := 2", 2),
+    ("g5", "g5", 1),
+    ("g1 + x", "x", 6),
+    ("g0", "g0", 1),
+    ("nan", "nan", 1),
+    ("inf", "inf", 1),
+    ("1e999", "1e999", 1),
+    ("True", "True", 1),
+    ("1j", "1j", 1),
+    ("'g1'", "'g1'", 1),
+    ("__import__('os').system('x')", "__import__('os').syst...", 1),
+])
+def test_forbidden_constructs_name_token_and_column(text, token, column):
+    error = reject(text)
+    assert error.column == column
+    assert f"{token!r} at column {column}" in str(error)
+    assert "not allowed" in str(error)
+
+
+def test_message_says_which_rule():
+    assert "only the binary operators + - * /" in str(reject("g1**2"))
+    assert "g1..g4" in str(reject("g7"))
+    assert "finite" in str(reject("1e999"))
+    assert "function call" in str(reject("exp(g1)"))
+
+
+def test_syntax_errors_have_positions():
+    error = reject("g1 +")
+    assert error.column == 5 and "end of formula" in str(error)
+    error = reject("g1 g2")
+    assert error.column == 4 and "syntax error" in str(error)
+    assert reject("(g1").column == 1
+    assert reject("g1)").column == 3
+
+
+def test_unicode_lookalike_and_control_characters_are_rejected():
+    # Python would NFKC-normalise the fullwidth 'ｇ1' to 'g1'; we must not accept it
+    error = reject("ｇ1 + g2")
+    assert error.column == 1 and "non-ASCII" in str(error)
+    assert reject("g1\n+ g2").column == 3
+    assert reject("g1 +\x00g2").column == 5
+
+
+def test_hostile_inputs_are_rejected_fast():
+    hostile = ["(" * 10_000 + "g1" + ")" * 10_000, "g1+" * 350_000 + "g1", "__import__('os').system('x')",
+               "-" * 400 + "g1", "1" * 500]
+    for text in hostile:
+        start = time.perf_counter()
+        with pytest.raises(InvalidExpression):
+            MetaReward(text, K)
+        assert time.perf_counter() - start < 0.01, text[:20]
+
+
+# ----------------------------------------------------------------------------- limits
+
+def test_length_limit():
+    ok = "+".join(["g1"] * ((MAX_LENGTH + 1) // 3))
+    assert len(ok) <= MAX_LENGTH
+    MetaReward(ok, K)
+    too_long = ok + "+g2"
+    assert len(too_long) > MAX_LENGTH
+    assert f"{len(too_long)} characters" in str(reject(too_long))
+
+
+def test_empty_text():
+    for text in ["", "   ", "\t"]:
+        assert "empty" in str(reject(text))
+
+
+def test_depth_limit_parentheses_and_unary():
+    ok = "(" * MAX_DEPTH + "g1" + ")" * MAX_DEPTH
+    assert MetaReward(ok, K)(np.array([3.0, 0, 0, 0])) == 3.0
+    deep = "(" * (MAX_DEPTH + 1) + "g1" + ")" * (MAX_DEPTH + 1)
+    error = reject(deep)
+    assert error.column == MAX_DEPTH + 1 and "nesting depth" in str(error)
+    # unary minus nests too: 16 parens each preceded by '-' plus a final '-' on the leaf = 33
+    nested = "-(" * 16 + "-g1" + ")" * 16
+    assert "nesting depth" in str(reject(nested))
+    nested_ok = "-(" * 15 + "-g1" + ")" * 15
+    assert MetaReward(nested_ok, K)(np.array([2.0, 0, 0, 0])) == 2.0
+    # long flat sums are not "nested"
+    MetaReward("+".join(["g1"] * 100), K)
+
+
+def test_constant_limit():
+    MetaReward("1e6 * g1", K)
+    MetaReward("-1000000", K)
+    error = reject("g1 * 1000001")
+    assert error.column == 6 and f"{MAX_CONSTANT:g}" in str(error)
+    reject("2.5e6")
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+def test_evaluate_matches_numpy_reference():
+    reward = MetaReward("g1 + 0.5*(g2 - g4/3) + g3*g2/(g4+1) - -g1 + +g3", K)
+    g1, g2, g3, g4 = VALUES.T
+    expected = g1 + 0.5 * (g2 - g4 / 3) + g3 * g2 / (g4 + 1) + g1 + g3
+    out = reward.evaluate(VALUES)
+    assert out.shape == (len(VALUES),) and out.dtype == np.float64
+    np.testing.assert_allclose(out, expected, rtol=1e-12)
+    assert reward(VALUES[5]) == pytest.approx(expected[5])
+    assert isinstance(reward(VALUES[5]), float)
+
+
+def test_evaluate_does_not_alias_or_modify_input():
+    values = VALUES.copy()
+    out = MetaReward("g2", K).evaluate(values)
+    out[:] = 99.0
+    np.testing.assert_array_equal(values, VALUES)
+
+
+def test_constant_formula_broadcasts():
+    out = MetaReward("2*3 - 1", K).evaluate(VALUES)
+    np.testing.assert_array_equal(out, np.full(len(VALUES), 5.0))
+    assert MetaReward("7", K).evaluate(np.zeros((0, K))).shape == (0,)
+
+
+def test_protected_division():
+    reward = MetaReward("g1 / g2", 2)
+    values = np.array([[1.0, 0.0], [1.0, DIV_EPS / 2], [1.0, -DIV_EPS / 2], [3.0, 2.0], [1e-3, -4 * DIV_EPS]])
+    np.testing.assert_allclose(reward.evaluate(values), [0.0, 0.0, 0.0, 1.5, -1e-3 / (4 * DIV_EPS)])
+    assert MetaReward("g1 / 0", 2)(np.array([5.0, 1.0])) == 0.0
+    assert MetaReward("1/(g1 - g1) + g2", 2)(np.array([5.0, 1.0])) == 1.0
+
+
+def test_non_finite_become_zero():
+    reward = MetaReward("g1 + g2", 2)
+    values = np.array([[np.nan, 1.0], [np.inf, 1.0], [-np.inf, 0.0], [1.0, 2.0]])
+    np.testing.assert_array_equal(reward.evaluate(values), [0.0, 0.0, 0.0, 3.0])
+    inf_minus_inf = MetaReward("g1 - g2", 2).evaluate(np.array([[np.inf, np.inf]]))
+    assert inf_minus_inf[0] == 0.0
+
+
+def test_outputs_are_clipped():
+    reward = MetaReward("g1 * 1e6 * 1e6", 1)
+    out = reward.evaluate(np.array([[1.0], [-1.0], [1e-13], [1e290], [1e300]]))
+    # 1e300 * 1e12 overflows to inf: non-finite results become 0 before clipping
+    np.testing.assert_allclose(out, [OUTPUT_CLIP, -OUTPUT_CLIP, 0.1, OUTPUT_CLIP, 0.0])
+
+
+def test_shape_validation():
+    reward = MetaReward("g1 + g2", 2)
+    with pytest.raises(ValueError, match=r"shape \[N, 2\].*\(3, 3\)"):
+        reward.evaluate(np.zeros((3, 3)))
+    with pytest.raises(ValueError, match=r"shape \[N, 2\]"):
+        reward.evaluate(np.zeros(2))
+    with pytest.raises(ValueError, match="2 values"):
+        reward(np.zeros(3))
+    assert reward([1.0, 2.0]) == 3.0
+    np.testing.assert_array_equal(reward(np.ones((4, 2))), np.full(4, 2.0))
+
+
+# ----------------------------------------------------------------------------- canonical form
+
+@pytest.mark.parametrize("a, b", [
+    ("g2+g1", "g1+g2"),
+    ("2*g1/2+g2", "g1 + g2"),
+    ("g1*(g2+g3)", "g3*g1 + g1*g2"),
+    ("0.5*g1 + 0.5*g1", "g1"),
+    ("g1/2", "0.5*g1"),
+    ("(g1 - g2)/(g3 - g4)", "(g2 - g1)/(g4 - g3)"),
+    ("g1 - (-g2)", "g1 + g2"),
+    ("g1 + 0.1 + 0.2", "g1 + 0.3"),
+    ("(g1*g1 - 1)/(g1 - 1)", "g1 + 1"),
+    ("g1/3", "g1*0.3333333333"),
+    ("g3 + g3 + g3", "3*g3"),
+])
+def test_canonical_merges_equal_formulas(a, b):
+    assert MetaReward(a, K).canonical == MetaReward(b, K).canonical
+    assert MetaReward(a, K) == MetaReward(b, K)
+    assert hash(MetaReward(a, K)) == hash(MetaReward(b, K))
+    assert canonicalize(a, K) == canonicalize(b, K)
+
+
+@pytest.mark.parametrize("a, b", [("g1-g2", "g2-g1"), ("g1/g2", "g2/g1"), ("g1 + 0.5", "g1 + 0.50001"),
+                                  ("g1*g2", "g1 + g2"), ("g1", "g2")])
+def test_canonical_distinguishes_different_formulas(a, b):
+    assert MetaReward(a, K).canonical != MetaReward(b, K).canonical
+    assert MetaReward(a, K) != MetaReward(b, K)
+
+
+def test_canonical_is_stable_and_reparseable():
+    texts = ["g1 + 0.5*(g2 - g4/3) + g3*g2/(g4+1)", "g1/3 + 1/(g2+1)", "(g1+g2)*(g1+g2)/(g3*g4)", "-g1*g1",
+             "0.123456789*g1", "1/(g1*g1*g2)"]
+    for text in texts:
+        canonical = MetaReward(text, K).canonical
+        assert "**" not in canonical
+        again = MetaReward(canonical, K)
+        assert again.canonical == canonical  # idempotent
+        positive = RNG.uniform(0.5, 2.0, size=(50, K))
+        np.testing.assert_allclose(again.evaluate(positive), MetaReward(text, K).evaluate(positive), rtol=1e-5)
+    assert MetaReward("0.123456789*g1", K).canonical == "0.123457*g1"
+
+
+def test_canonical_is_bounded_in_time_for_huge_expansions():
+    text = "*".join(["(g1+g2+g3+g4+1)"] * 20) + "/" + "*".join(["(g1-g2+2)"] * 8)
+    assert len(text) <= MAX_LENGTH
+    MetaReward("g1", K).canonical  # import sympy outside the timed part
+    start = time.perf_counter()
+    canonical = MetaReward(text, K).canonical
+    assert time.perf_counter() - start < 2.0
+    assert canonical  # some deterministic key
+    assert MetaReward(text, K).canonical == canonical
+
+
+def test_canonical_ignores_protected_division_documented():
+    # algebraic canonical form (a cache key): x/x == 1 algebraically, but evaluates to 0 at x = 0
+    a, b = MetaReward("g1/g1", 1), MetaReward("1", 1)
+    assert a.canonical == b.canonical
+    assert a(np.array([0.0])) == 0.0 and b(np.array([0.0])) == 1.0
+
+
+# ----------------------------------------------------------------------------- names and metadata
+
+def test_aliases_resolve_to_positions():
+    names = ["success", "prog_first", "prog_middle", "prog_last"]
+    reward = MetaReward("success + 0.5*prog_last - g2", names)
+    assert reward.variables_used == ("g1", "g2", "g4")
+    assert reward.canonical == MetaReward("g1 + 0.5*g4 - g2", K).canonical
+    np.testing.assert_allclose(reward.evaluate(VALUES), VALUES[:, 0] + 0.5 * VALUES[:, 3] - VALUES[:, 1])
+    error = reject("successs + g1", names)
+    assert "success" in str(error) and "g1..g4" in str(error)
+
+
+def test_primitive_set_variables():
+    prims = agent_primitives()
+    reward = MetaReward("success + progress_first", prims)
+    assert reward.num_variables == len(prims) == 4
+    assert reward.variables_used == ("g1", "g2")
+    assert reward(np.array([1.0, 0.5, 0.0, 0.0])) == 1.5
+
+
+def test_variables_argument_validation():
+    with pytest.raises(ValueError, match="clashes"):
+        MetaReward("g1", ["g2", "x"])
+    with pytest.raises(ValueError, match=">= 1"):
+        MetaReward("g1", 0)
+    with pytest.raises(ValueError, match="duplicate"):
+        MetaReward("a", ["a", "a"])
+    with pytest.raises(TypeError, match="single name"):
+        MetaReward("a", "a")
+    assert MetaReward("g2", ["g1", "g2"]).num_variables == 2
+
+
+def test_complexity_counts_nodes():
+    assert MetaReward("g1", K).complexity == 1
+    assert MetaReward("g1 + g2", K).complexity == 3
+    assert MetaReward("-(g1 + 0.5*g2)", K).complexity == 6
+    assert MetaReward("((g1))", K).complexity == 1
+
+
+def test_variables_used_sorted_by_index():
+    assert MetaReward("g4 + g2*g4 + 3", K).variables_used == ("g2", "g4")
+    assert MetaReward("1 + 2", K).variables_used == ()
+    assert MetaReward("g10 + g2", 10).variables_used == ("g2", "g10")
+
+
+def test_str_repr_parse():
+    reward = MetaReward.parse("g1 + g2", 2)
+    assert str(reward) == "g1 + g2"
+    assert repr(reward) == "MetaReward('g1 + g2', K=2)"
+    assert reward.text == "g1 + g2"
+
+
+def test_pickle_roundtrip_recompiles():
+    reward = MetaReward("success + 0.5*progress_last/(g2 + 1)", agent_primitives())
+    clone = pickle.loads(pickle.dumps(reward))
+    assert clone.text == reward.text and clone.aliases == reward.aliases
+    np.testing.assert_array_equal(clone.evaluate(VALUES), reward.evaluate(VALUES))
+    assert clone == reward
+    fresh = pickle.loads(pickle.dumps(MetaReward("g1", K)))  # canonical not computed yet
+    assert fresh.canonical == "g1"
+
+
+def test_random_token_streams_parse_or_raise_invalid_expression():
+    """Fuzz: random token soup either parses and evaluates finitely or raises InvalidExpression."""
+    pieces = ["g1", "g2", "g3", "g4", "g9", "x", "0.5", "3", "1e400", "+", "-", "*", "/", "**", "//", "(",
+              ")", ",", ".", "[", "]", "'", "lambda", ":", "=", "<", "not", " ", "__class__", "j", "e5"]
+    rng = np.random.default_rng(7)
+    parsed = 0
+    for _ in range(3000):
+        text = "".join(rng.choice(pieces, size=int(rng.integers(1, 12))))
+        try:
+            reward = MetaReward(text, K)
+        except InvalidExpression:
+            continue
+        parsed += 1
+        assert np.isfinite(reward.evaluate(VALUES)).all()
+    assert parsed > 50
