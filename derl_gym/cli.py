@@ -1,25 +1,443 @@
-"""The ``derl-gym`` command line (stub: grows with the meta layer)."""
+"""The ``derl-gym`` command line.
+
+Commands::
+
+    derl-gym list                                  envs, presets, primitives
+    derl-gym evolve --preset alfworld-tiny --method derl --run-dir runs/demo
+    derl-gym compare --preset alfworld-tiny --methods derl,random,outcome,avg --budget 8 --seeds 0,1
+    derl-gym report runs/demo                      markdown + PNG plots
+    derl-gym play derl_gym/GSM8K-v0                play a text env in the terminal
+
+``evolve`` and ``compare`` are resumable: run the same command on the same ``--run-dir`` again after
+an interruption (even ``kill -9``) and finished inner trainings are not redone. ``--standin`` swaps
+the inner loop for a millisecond stand-in (:mod:`derl_gym.runtime.standin`) to try the pipeline.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import shlex
 import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+#: Defaults of ``derl-gym evolve`` (``make demo`` uses them: about 8-10 minutes on 2 cores for
+#: alfworld-tiny, whose inner run takes about 40 s on one core).
+DEFAULT_ITERATIONS = 4
+DEFAULT_GROUP_SIZE = 4
+STANDIN_PRESET = "standin"
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the process exit code."""
-    parser = argparse.ArgumentParser(prog="derl-gym", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="list registered envs")
-    args = parser.parse_args(argv)
-    if args.command == "list":
-        import gymnasium as gym
+def _out(text: str = "") -> None:
+    """Print to stdout (the CLI's only output channel besides progress bars on stderr)."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
 
-        import derl_gym  # noqa: F401
 
-        for env_id in sorted(k for k in gym.registry if k.startswith("derl_gym/")):
-            print(env_id)
+# ----------------------------------------------------------------------------------- helpers
+
+def _load_spec(preset: str, seed: int | None = None):
+    if preset == STANDIN_PRESET:
+        from derl_gym.runtime.standin import standin_spec
+
+        spec = standin_spec()
+    else:
+        from derl_gym.runtime.presets import get_preset
+
+        spec = get_preset(preset)
+    return spec if seed is None else spec.replace(seed=int(seed))
+
+
+def _job_fn(args: argparse.Namespace):
+    inner = "standin" if (args.standin or args.preset == STANDIN_PRESET) else args.inner
+    if inner == "standin":
+        from derl_gym.runtime.standin import standin_inner
+
+        return standin_inner
+    if inner == "run_inner":
+        from derl_gym.runtime.inner import run_inner
+
+        return run_inner
+    module, _, attr = inner.partition(":")
+    if not module or not attr:
+        raise SystemExit(f"--inner {inner!r} must be 'run_inner', 'standin' or 'package.module:function'")
+    import importlib
+
+    return getattr(importlib.import_module(module), attr)
+
+
+def _make_runner(args: argparse.Namespace):
+    from derl_gym.runtime.runners import make_runner
+
+    return make_runner(args.backend, workers=args.workers, timeout=args.timeout, retries=args.retries,
+                       job_fn=_job_fn(args), ray_address=args.ray_address)
+
+
+class _Progress:
+    """tqdm bar over inner evaluations plus one printed line per iteration."""
+
+    def __init__(self, total: int, enabled: bool, desc: str) -> None:
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit="formula", file=sys.stderr, dynamic_ncols=True,
+                            leave=False)
+
+    def on_result(self, result, from_cache: bool) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix_str(f"last={result.score:.2f}{' (cached)' if from_cache else ''}")
+
+    def line(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stdout)
+        else:
+            _out(text)
+
+    def skip(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _iteration_line(record) -> str:
+    tag = " (resumed)" if record.resumed else ""
+    failed = sum(s != "ok" for s in record.statuses)
+    cached = sum(bool(c) for c in record.cached)
+    return (f"[{record.method}] iteration {record.iteration}{tag}: best {record.best_score:.3f}  "
+            f"mean {record.mean_score:.3f}  ({record.trained if not record.resumed else '-'} trained, "
+            f"{cached} cached, {failed} failed, {record.wall_seconds:.0f} s)  best formula: {record.best_expression}")
+
+
+def _parse_seeds(text: str) -> list[int]:
+    """Return seeds from ``"N"`` (0..N-1) or a comma-separated list (``"0,3"``, ``"5,"``)."""
+    text = str(text).strip()
+    try:
+        if "," not in text:
+            count = int(text)
+            if count < 1:
+                raise ValueError
+            return list(range(count))
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise SystemExit(f"error: --seeds {text!r} must be a positive count N or a comma-separated list of seeds") from None
+
+
+def _check_run_dir(store, key: dict[str, Any], run_dir: Path) -> None:
+    """Refuse to resume a run directory that holds a different experiment."""
+    previous = store.get_meta("run_key")
+    if previous is not None and previous != key:
+        diff = {k: (previous.get(k), v) for k, v in key.items() if previous.get(k) != v}
+        raise SystemExit(f"error: {run_dir} holds a different run ({', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in diff.items())}); "
+                         "re-run with the same arguments to resume, or pass a new --run-dir")
+    store.set_meta("run_key", key)
+
+
+# ----------------------------------------------------------------------------------- commands
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """Print registered envs, presets and each preset's primitives."""
+    import gymnasium as gym
+
+    import derl_gym  # noqa: F401
+
+    _out("Environments:")
+    for env_id in sorted(k for k in gym.registry if k.startswith("derl_gym/")):
+        _out(f"  {env_id}")
+    _out("")
+    _out("Presets (derl-gym evolve --preset NAME):")
+    try:
+        from derl_gym.runtime.presets import describe_presets, preset_names
+
+        for line in describe_presets().splitlines():
+            _out(f"  {line}")
+        names = preset_names()
+    except ImportError as exc:
+        _out(f"  (presets unavailable: {exc})")
+        names = []
+    _out(f"  {STANDIN_PRESET}: stand-in inner loop (no training; scores formulas on synthetic data, for demos/tests)")
+    _out("")
+    _out("Primitives (Meta-Reward variables g1..gK) per preset:")
+    for name in [*names, STANDIN_PRESET]:
+        try:
+            pset = _load_spec(name).primitives.build()
+            _out(f"  {name}:")
+            for line in pset.describe().splitlines():
+                _out(f"    {line}")
+        except Exception as exc:  # noqa: BLE001 - list what can be listed
+            _out(f"  {name}: (primitives unavailable: {type(exc).__name__}: {exc})")
     return 0
+
+
+def cmd_evolve(args: argparse.Namespace) -> int:
+    """Run (or resume) one method, retrain the best formula, test it next to outcome and avg, report."""
+    from derl_gym.agents.meta import make_optimizer
+    from derl_gym.runtime.evolve import baseline_formulas, final_test, run_evolution
+    from derl_gym.runtime.report import write_report
+    from derl_gym.runtime.store import ResultStore
+
+    spec = _load_spec(args.preset, args.seed)
+    run_dir = Path(args.run_dir or f"runs/{args.preset}-{args.method}-s{args.seed}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    num_variables = len(spec.primitives.build())
+    start = time.perf_counter()
+    store = ResultStore(run_dir)
+    _check_run_dir(store, {"command": "evolve", "preset": args.preset, "method": args.method, "seed": args.seed,
+                           "group_size": args.group_size, "spec_hash": spec.spec_hash(),
+                           "inner": "standin" if (args.standin or args.preset == STANDIN_PRESET) else args.inner},
+                   run_dir)
+    store.set_meta("command", " ".join(shlex.quote(a) for a in ["derl-gym", *args.argv]))
+    store.set_meta("args", {k: v for k, v in vars(args).items() if k not in ("func", "argv")})
+    store.set_meta("spec", spec.to_dict())
+    store.set_meta("spec_hash", spec.spec_hash())
+    _out(f"derl-gym evolve: preset {args.preset} ({spec.spec_hash()}), method {args.method}, "
+         f"{args.iterations} iterations x group {args.group_size}, backend {args.backend}, run dir {run_dir}")
+    optimizer = make_optimizer(args.method, num_variables, seed=args.seed)
+    progress = _Progress(args.iterations * args.group_size, not args.no_progress, f"{args.method}")
+    runner = _make_runner(args)
+    try:
+        def on_iteration(record) -> None:
+            if record.resumed:
+                progress.skip(len(record.expressions))
+            progress.line(_iteration_line(record))
+
+        result = run_evolution(spec, optimizer, runner, store, args.iterations, args.group_size, seed=args.seed,
+                               method=args.method, progress=on_iteration, on_result=progress.on_result)
+        progress.close()
+        _out(f"best formula: {result.best_expression}  (validation {result.best_score:.3f}; "
+             f"{result.trained} inner trainings, {result.cache_hits} cache hits)")
+        store.set_meta("evolution", {"best_expression": result.best_expression, "best_score": result.best_score,
+                                     "best_canonical": result.best_canonical, "trained": result.trained})
+        if not args.no_test and result.best_expression is not None:
+            seeds = [int(s) for s in str(args.test_seeds).split(",") if s.strip()] or [args.seed]
+            formulas = {f"best ({args.method})": result.best_expression, **baseline_formulas(num_variables)}
+            _out(f"final test: retraining {len(formulas)} formulas from scratch on seeds {seeds}, "
+                 f"test splits {sorted(spec.test_envs) or ['validation']} ...")
+            test_progress = _Progress(len(formulas) * len(seeds), not args.no_progress, "final test")
+            table = final_test(spec, formulas, runner, seeds, store, on_result=test_progress.on_result)
+            test_progress.close()
+            store.set_meta("final_test", table.to_dict())
+            store.set_meta("final_test_markdown", table.to_markdown())
+            _out("")
+            _out(table.to_markdown())
+            _out("")
+    finally:
+        progress.close()
+        runner.close()
+    report = write_report(run_dir, store)
+    store.close()
+    _out(f"wall time: {time.perf_counter() - start:.0f} s")
+    _out(f"run dir:   {run_dir.resolve()}")
+    _out(f"store:     {store.path.resolve()}")
+    _out(f"report:    {report.markdown.resolve()}")
+    _out(f"plots:     {', '.join(str(p.resolve()) for p in report.plots)}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Run several methods on the same budget, test each method's best formula, print the table."""
+    from derl_gym.runtime.evolve import compare
+    from derl_gym.runtime.report import write_report
+    from derl_gym.runtime.store import ResultStore
+
+    spec = _load_spec(args.preset)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    seeds = _parse_seeds(args.seeds)
+    run_dir = Path(args.run_dir or f"runs/compare-{args.preset}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    store = ResultStore(run_dir)
+    _check_run_dir(store, {"command": "compare", "preset": args.preset, "spec_hash": spec.spec_hash(),
+                           "group_size": args.group_size, "budget": args.budget,
+                           "inner": "standin" if (args.standin or args.preset == STANDIN_PRESET) else args.inner},
+                   run_dir)
+    store.set_meta("command", " ".join(shlex.quote(a) for a in ["derl-gym", *args.argv]))
+    store.set_meta("args", {k: v for k, v in vars(args).items() if k not in ("func", "argv")})
+    store.set_meta("spec", spec.to_dict())
+    store.set_meta("spec_hash", spec.spec_hash())
+    _out(f"derl-gym compare: preset {args.preset}, methods {methods}, budget {args.budget} per method and seed, "
+         f"seeds {seeds}, run dir {run_dir}")
+    total = len(methods) * len(seeds) * (args.budget + len(seeds))
+    progress = _Progress(total, not args.no_progress, "compare")
+    runner = _make_runner(args)
+    try:
+        def on_iteration(record) -> None:
+            if record.resumed:
+                progress.skip(len(record.expressions))
+            progress.line(_iteration_line(record))
+
+        result = compare(spec, methods, args.budget, seeds, runner, store, group_size=args.group_size,
+                         progress=on_iteration, on_result=progress.on_result)
+    finally:
+        progress.close()
+        runner.close()
+    table = result.to_markdown()
+    (run_dir / "compare.md").write_text(table + "\n", encoding="utf-8")
+    (run_dir / "compare.json").write_text(json.dumps(result.to_dict(), indent=1, default=str), encoding="utf-8")
+    report = write_report(run_dir, store)
+    store.close()
+    _out("")
+    _out(table)
+    _out("")
+    _out(f"table:  {(run_dir / 'compare.md').resolve()}")
+    _out(f"report: {report.markdown.resolve()}")
+    _out(f"plots:  {', '.join(str(p.resolve()) for p in report.plots)}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write report.md and the PNG plots of a run directory."""
+    from derl_gym.runtime.report import write_report
+
+    try:
+        report = write_report(args.run_dir)
+    except FileNotFoundError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    _out(f"report: {report.markdown.resolve()}")
+    for plot in report.plots:
+        _out(f"plot:   {plot.resolve()}")
+    return 0
+
+
+def cmd_play(args: argparse.Namespace, stdin=None) -> int:
+    """Play a registered text env in the terminal: type a command (or its number), ``quit`` to stop."""
+    import gymnasium as gym
+
+    import derl_gym  # noqa: F401
+
+    stdin = stdin if stdin is not None else sys.stdin
+    try:
+        kwargs = json.loads(args.kwargs) if args.kwargs else {}
+    except json.JSONDecodeError as exc:
+        sys.stderr.write(f"error: --kwargs must be a JSON object, e.g. '{{\"split\": \"test\"}}': {exc}\n")
+        return 2
+    try:
+        env = gym.make(args.env_id, **kwargs)
+    except gym.error.Error as exc:
+        sys.stderr.write(f"error: cannot make {args.env_id!r}: {exc}; see `derl-gym list`\n")
+        return 2
+    episodes, total_reward = 0, 0.0
+    try:
+        obs, info = env.reset(seed=args.seed)
+        _out(str(obs))
+        while True:
+            commands = list(info.get("admissible_commands") or [])
+            if commands:
+                _out("Admissible commands: " + "; ".join(f"[{i}] {c}" for i, c in enumerate(commands)))
+            sys.stdout.write("> ")
+            sys.stdout.flush()
+            line = stdin.readline()
+            if not line:
+                _out("")
+                break
+            text = line.strip()
+            if text.lower() in ("quit", "exit", "q"):
+                break
+            action: Any = text
+            if text.isdigit() and commands and int(text) < len(commands):
+                action = commands[int(text)]
+            elif isinstance(env.action_space, gym.spaces.Discrete):
+                if not text.lstrip("-").isdigit():
+                    _out(f"this env takes an integer action in [0, {env.action_space.n}); got {text!r}")
+                    continue
+                action = int(text)
+            obs, reward, terminated, truncated, info = env.step(action)
+            total_reward += float(reward)
+            _out(str(obs))
+            _out(f"reward {float(reward):g}" + (f"  (task reward {info['task_reward']:g})" if "task_reward" in info else ""))
+            if terminated or truncated:
+                episodes += 1
+                _out(f"episode {episodes} {'finished' if terminated else 'truncated'}; "
+                     f"won={bool(info.get('won', reward >= 1.0))}; return {total_reward:g}. New episode.")
+                total_reward = 0.0
+                obs, info = env.reset()
+                _out(str(obs))
+    finally:
+        env.close()
+    _out(f"bye ({episodes} episode(s) finished)")
+    return 0
+
+
+# ----------------------------------------------------------------------------------- parser
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="alfworld-tiny",
+                   help=f"inner-loop preset (see `derl-gym list`; '{STANDIN_PRESET}' = stand-in, no training)")
+    p.add_argument("--group-size", type=int, default=DEFAULT_GROUP_SIZE, help="formulas per meta iteration")
+    p.add_argument("--backend", choices=("process", "ray", "inline"), default="process",
+                   help="where inner runs execute (inline = in this process, for debugging)")
+    p.add_argument("--workers", type=int, default=None, help="parallel inner runs (default: CPU count)")
+    p.add_argument("--run-dir", default=None, help="run directory (store, report, plots); re-use it to resume")
+    p.add_argument("--timeout", type=float, default=None, help="seconds before an inner run is killed (failed)")
+    p.add_argument("--retries", type=int, default=0, help="re-run a failed inner run up to N times")
+    p.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--inner", default="run_inner",
+                   help="inner job: run_inner (train an agent), standin, or package.module:function")
+    p.add_argument("--standin", action="store_true", help="shortcut for --inner standin (quick demo, no training)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (iteration lines are still printed)")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argparse parser of ``derl-gym``."""
+    parser = argparse.ArgumentParser(prog="derl-gym", description="DERL: evolve reward functions (Meta-Rewards) "
+                                     "for RL agents on text environments.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="list envs, presets and primitives")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("evolve", help="evolve a Meta-Reward with one method, then test the best formula")
+    _add_run_options(p)
+    p.add_argument("--method", default="derl", help="derl, derl-pop, evolution, random, cmaes, outcome, avg")
+    p.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS, help="meta iterations")
+    p.add_argument("--seed", type=int, default=0, help="seed of the meta-optimizer and of every inner run")
+    p.add_argument("--test-seeds", default=None,
+                   help="comma-separated seeds of the final retraining (default: --seed)")
+    p.add_argument("--no-test", action="store_true", help="skip the final retraining and test")
+    p.set_defaults(func=cmd_evolve)
+
+    p = sub.add_parser("compare", help="compare methods on the same number of inner trainings")
+    _add_run_options(p)
+    p.add_argument("--methods", default="derl,derl-pop,evolution,random,cmaes,outcome,avg",
+                   help="comma-separated methods")
+    p.add_argument("--budget", type=int, default=8, help="inner trainings per method and seed")
+    p.add_argument("--seeds", default="2",
+                   help="number of seeds N (seeds 0..N-1), or a comma-separated list such as 0,3 or 5,")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("report", help="write report.md and PNG plots for a run directory")
+    p.add_argument("run_dir", help="a run directory of evolve or compare")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("play", help="play a registered text env in the terminal")
+    p.add_argument("env_id", help="e.g. derl_gym/GSM8K-v0 or derl_gym/ALFWorld-v0")
+    p.add_argument("--kwargs", default=None, help="JSON object of gymnasium.make keyword arguments")
+    p.add_argument("--seed", type=int, default=None, help="reset seed")
+    p.set_defaults(func=cmd_play)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.argv = argv
+    level = logging.WARNING - 10 * min(2, getattr(args, "verbose", 0) or 0)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if getattr(args, "standin", False) or getattr(args, "preset", None) == STANDIN_PRESET:
+        args.inner, args.standin = "standin", True
+    if getattr(args, "test_seeds", "unset") is None:
+        args.test_seeds = str(args.seed)
+    return int(args.func(args) or 0)
 
 
 if __name__ == "__main__":

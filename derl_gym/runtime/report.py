@@ -1,0 +1,273 @@
+"""Reports of a run directory: a markdown summary and PNG plots.
+
+:func:`write_report` reads ``<run_dir>/store.sqlite`` and writes
+
+- ``report.md``: run metadata, per-method iteration tables (best / mean validation, best formula),
+  the final test table (``derl-gym evolve``) and the comparison table (``derl-gym compare``);
+- ``validation.png``: best and mean validation score per iteration for each method;
+- ``structure.png``: the share of formula structures per iteration (as in the paper's analysis):
+  ``additive`` (a weighted sum of two or more primitives), ``multiplicative`` (primitives multiplied
+  or divided by each other), ``single`` (one primitive, possibly scaled or shifted) and ``degenerate``
+  (constant, invalid, or a failed inner run).
+
+Formulas are classified by a small parser of their own (numbers, variables, ``+ - * /``,
+parentheses); nothing is evaluated.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from derl_gym.runtime.store import ResultStore
+
+logger = logging.getLogger(__name__)
+
+STRUCTURES = ("additive", "multiplicative", "single", "degenerate")
+_TOKEN = re.compile(r"\s*(?:(\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)|([A-Za-z_][A-Za-z0-9_]*)|(.))")
+
+
+class _Parser:
+    """Recursive-descent parser returning ``(degree, variables)``: the polynomial-like degree of the
+    expression in its variables (division by a variable counts as nonlinear) and the set of variables."""
+
+    def __init__(self, text: str) -> None:
+        self.tokens: list[tuple[str, str]] = []
+        for number, name, other in _TOKEN.findall(text):
+            if number:
+                self.tokens.append(("num", number))
+            elif name:
+                self.tokens.append(("var", name))
+            elif other.strip():
+                self.tokens.append(("op", other))
+        self.pos = 0
+
+    def peek(self) -> str | None:
+        return self.tokens[self.pos][1] if self.pos < len(self.tokens) else None
+
+    def take(self) -> tuple[str, str]:
+        if self.pos >= len(self.tokens):
+            raise ValueError("unexpected end of formula")
+        token = self.tokens[self.pos]
+        self.pos += 1
+        return token
+
+    def parse(self) -> tuple[int, frozenset[str]]:
+        out = self.expr()
+        if self.pos != len(self.tokens):
+            raise ValueError(f"unexpected token {self.peek()!r}")
+        return out
+
+    def expr(self) -> tuple[int, frozenset[str]]:
+        degree, names = self.term()
+        while self.peek() in ("+", "-"):
+            self.take()
+            d, n = self.term()
+            degree, names = max(degree, d), names | n
+        return degree, names
+
+    def term(self) -> tuple[int, frozenset[str]]:
+        degree, names = self.unary()
+        while self.peek() in ("*", "/"):
+            op = self.take()[1]
+            d, n = self.unary()
+            if op == "*":
+                degree = degree + d
+            else:
+                degree = degree + (2 if d else 0)  # dividing by a variable is nonlinear
+            names = names | n
+        return degree, names
+
+    def unary(self) -> tuple[int, frozenset[str]]:
+        if self.peek() in ("-", "+"):
+            self.take()
+            return self.unary()
+        kind, value = self.take()
+        if kind == "num":
+            return 0, frozenset()
+        if kind == "var":
+            return 1, frozenset([value])
+        if value == "(":
+            out = self.expr()
+            if self.take()[1] != ")":
+                raise ValueError("missing ')'")
+            return out
+        raise ValueError(f"unexpected token {value!r}")
+
+
+def classify_formula(formula: str, status: str = "ok", score: float | None = None) -> str:
+    """Return the structure of a formula: ``"additive"``, ``"multiplicative"``, ``"single"`` or
+    ``"degenerate"`` (constant, unparsable, or ``status`` not ``"ok"``).
+
+    ``score`` is accepted for symmetry with stored rows; a valid formula with score 0 is still
+    classified by its shape (the inner agent may simply have failed to learn)."""
+    if status != "ok" or not formula:
+        return "degenerate"
+    try:
+        degree, names = _Parser(formula).parse()
+    except (ValueError, IndexError):
+        return "degenerate"
+    if not names:
+        return "degenerate"
+    if degree >= 2:
+        return "multiplicative"
+    return "additive" if len(names) >= 2 else "single"
+
+
+def structure_shares(formulas: Sequence[str], statuses: Sequence[str] | None = None) -> dict[str, float]:
+    """Return the share (0..1) of each structure in :data:`STRUCTURES` among ``formulas``."""
+    statuses = list(statuses) if statuses is not None else ["ok"] * len(formulas)
+    counts = {s: 0 for s in STRUCTURES}
+    for formula, status in zip(formulas, statuses):
+        counts[classify_formula(formula, status)] += 1
+    total = max(1, len(formulas))
+    return {s: counts[s] / total for s in STRUCTURES}
+
+
+@dataclass
+class Report:
+    """Paths written by :func:`write_report`: the markdown file and the PNG plots."""
+
+    markdown: Path
+    plots: list[Path]
+
+
+def _method_series(store: ResultStore) -> dict[str, list[dict[str, Any]]]:
+    series: dict[str, list[dict[str, Any]]] = {}
+    for method in store.methods():
+        rows = []
+        for cp in store.checkpoints(method):
+            scores = [float(s) for s in cp["scores"]]
+            best = max(range(len(scores)), key=scores.__getitem__) if scores else None
+            formulas = [c or e for c, e in zip(cp["canonicals"], cp["expressions"])] or cp["expressions"]
+            rows.append({"iteration": cp["iteration"], "best": scores[best] if best is not None else 0.0,
+                         "mean": statistics.fmean(scores) if scores else 0.0,
+                         "best_expression": cp["expressions"][best] if best is not None else "",
+                         "shares": structure_shares(formulas, cp["statuses"]),
+                         "n": len(scores), "cached": sum(bool(c) for c in cp["cached"]),
+                         "failed": sum(s != "ok" for s in cp["statuses"])})
+        series[method] = rows
+    return series
+
+
+def plot_validation(series: dict[str, list[dict[str, Any]]], path: Path) -> Path:
+    """Plot best (solid) and mean (dashed) validation score per iteration per method; returns ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for i, (method, rows) in enumerate(series.items()):
+        color = f"C{i % 10}"
+        its = [r["iteration"] for r in rows]
+        ax.plot(its, [r["best"] for r in rows], "-o", color=color, label=f"{method} best", markersize=3)
+        ax.plot(its, [r["mean"] for r in rows], "--", color=color, label=f"{method} mean", alpha=0.8)
+    ax.set_xlabel("meta iteration")
+    ax.set_ylabel("validation success")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("Validation score of the proposed Meta-Rewards")
+    ax.grid(alpha=0.3)
+    if series:
+        ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_structure(series: dict[str, list[dict[str, Any]]], path: Path) -> Path:
+    """Plot stacked shares of formula structures per iteration, one panel per method; returns ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(series) or ["(no iterations)"]
+    cols = min(3, len(methods))
+    nrows = (len(methods) + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.2 * nrows), squeeze=False)
+    colors = {"additive": "#4c72b0", "multiplicative": "#dd8452", "single": "#55a868", "degenerate": "#8c8c8c"}
+    for k, method in enumerate(methods):
+        ax = axes[k // cols][k % cols]
+        rows = series.get(method, [])
+        its = [r["iteration"] for r in rows]
+        bottom = [0.0] * len(rows)
+        for structure in STRUCTURES:
+            values = [r["shares"][structure] for r in rows]
+            ax.bar(its, values, bottom=bottom, color=colors[structure], label=structure, width=0.8)
+            bottom = [b + v for b, v in zip(bottom, values)]
+        ax.set_title(method, fontsize=9)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("share of formulas")
+    for k in range(len(methods), nrows * cols):
+        axes[k // cols][k % cols].axis("off")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="upper center", ncol=4, fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.9))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(run_dir: str | Path, store: ResultStore | None = None) -> Report:
+    """Write ``report.md``, ``validation.png`` and ``structure.png`` into ``run_dir``; returns their
+    paths. Raises ``FileNotFoundError`` when the directory has no ``store.sqlite``."""
+    run_dir = Path(run_dir)
+    own = store is None
+    if own:
+        if not (run_dir / "store.sqlite").exists():
+            raise FileNotFoundError(f"{run_dir} has no store.sqlite; pass the --run-dir of an evolve or compare run")
+        store = ResultStore(run_dir)
+    try:
+        series = _method_series(store)
+        meta = store.meta()
+        plots = [plot_validation(series, run_dir / "validation.png"), plot_structure(series, run_dir / "structure.png")]
+        lines = ["# derl-gym run report", "", f"Run directory: `{run_dir}`", ""]
+        args = meta.get("args")
+        if args:
+            lines += ["## Command", "", "```", str(meta.get("command", "")), "```", "",
+                      "| argument | value |", "|---|---|"]
+            lines += [f"| {k} | `{v}` |" for k, v in sorted(args.items())]
+            lines.append("")
+        spec = meta.get("spec")
+        if spec:
+            lines += [f"Preset / spec: **{spec.get('name', '?')}** (spec hash `{meta.get('spec_hash', '?')}`). "
+                      f"{spec.get('description', '')}", ""]
+        rows = store.rows()
+        n_ok = sum(r["status"] == "ok" for r in rows)
+        total_wall = sum(float(r["wall_seconds"]) for r in rows)
+        lines += [f"Stored evaluations: {len(rows)} ({n_ok} ok, {len(rows) - n_ok} failed or timed out); "
+                  f"inner training time summed over jobs: {total_wall:.0f} s.", ""]
+        for method, mrows in series.items():
+            lines += [f"## {method}", "", "| iteration | best val | mean val | trained | cached | failed | "
+                      "additive | multiplicative | single | degenerate | best formula |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|"]
+            for r in mrows:
+                s = r["shares"]
+                lines.append(f"| {r['iteration']} | {r['best']:.3f} | {r['mean']:.3f} | {r['n'] - r['cached']} | "
+                             f"{r['cached']} | {r['failed']} | {s['additive']:.2f} | {s['multiplicative']:.2f} | "
+                             f"{s['single']:.2f} | {s['degenerate']:.2f} | `{r['best_expression']}` |")
+            lines.append("")
+        if "final_test_markdown" in meta:
+            lines += ["## Final test (best formula retrained from scratch)", "", meta["final_test_markdown"], ""]
+        if "compare_markdown" in meta:
+            lines += ["## Comparison", "", meta["compare_markdown"], ""]
+        lines += ["## Plots", "", "![validation](validation.png)", "",
+                  "Best (solid) and mean (dashed) validation success per meta iteration.", "",
+                  "![structure](structure.png)", "",
+                  "Share of formula structures per iteration: additive (weighted sums of primitives), "
+                  "multiplicative (primitives multiplied or divided by each other), single primitive, "
+                  "degenerate (constant, invalid or failed run).", ""]
+        markdown = run_dir / "report.md"
+        markdown.write_text("\n".join(lines), encoding="utf-8")
+        return Report(markdown=markdown, plots=plots)
+    finally:
+        if own:
+            store.close()
