@@ -304,31 +304,65 @@ _NUMPY_BINOPS: dict[type, Callable[[Any, Any], Any]] = {
 }
 
 
+def _binary(fn: Callable[..., Any], left: Any, right: Any, divide: bool) -> Callable[[Any], Any]:
+    """Return ``columns -> (ndarray, is_temporary)`` for one binary operation.
+
+    Temporaries (results of earlier operations, never input columns) are overwritten in place to
+    save allocations; protected division zeroes the quotient where ``|denominator| < DIV_EPS``.
+    """
+    if isinstance(right, float):
+        if divide and abs(right) < DIV_EPS:
+            def zero(cols: Any) -> Any:
+                value, _ = left(cols)
+                return np.zeros(value.shape, dtype=np.float64), True
+            return zero
+
+        def with_right_constant(cols: Any) -> Any:
+            value, temp = left(cols)
+            return fn(value, right, out=value if temp else None), True
+        return with_right_constant
+
+    def with_arrays(cols: Any) -> Any:
+        if isinstance(left, float):
+            lvalue, ltemp = left, False
+        else:
+            lvalue, ltemp = left(cols)
+        rvalue, rtemp = right(cols)
+        bad = np.abs(rvalue) < DIV_EPS if divide else None
+        out = lvalue if ltemp else (rvalue if rtemp else None)
+        result = fn(lvalue, rvalue, out=out)
+        if bad is not None:
+            np.copyto(result, 0.0, where=bad)
+        return result, True
+    return with_arrays
+
+
 def _compile(node: ast.AST, names: dict[str, int]) -> Any:
-    """Return a float (constant subtree, folded) or a function ``columns -> ndarray[N]``."""
+    """Return a float (constant subtree, folded) or a function ``columns -> (ndarray[N], is_temporary)``."""
     if isinstance(node, ast.Constant):
         return float(node.value)
     if isinstance(node, ast.Name):
         index = names[node.id]
-        return lambda cols, _i=index: cols[_i]
+        return lambda cols, _i=index: (cols[_i], False)
     if isinstance(node, ast.UnaryOp):
         inner = _compile(node.operand, names)
         if isinstance(node.op, ast.UAdd):
             return inner
         if isinstance(inner, float):
             return -inner
-        return lambda cols, _f=inner: np.negative(_f(cols))
+
+        def negate(cols: Any, _f: Any = inner) -> Any:
+            value, temp = _f(cols)
+            return np.negative(value, out=value if temp else None), True
+        return negate
     if isinstance(node, ast.BinOp):
-        fn = _NUMPY_BINOPS[type(node.op)]
         left, right = _compile(node.left, names), _compile(node.right, names)
+        divide = isinstance(node.op, ast.Div)
         if isinstance(left, float) and isinstance(right, float):
             with np.errstate(all="ignore"):
-                return float(fn(left, right))
-        if isinstance(left, float):
-            return lambda cols, _f=fn, _a=left, _r=right: _f(_a, _r(cols))
-        if isinstance(right, float):
-            return lambda cols, _f=fn, _l=left, _b=right: _f(_l(cols), _b)
-        return lambda cols, _f=fn, _l=left, _r=right: _f(_l(cols), _r(cols))
+                return float(_NUMPY_BINOPS[type(node.op)](left, right))
+        fn = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply, ast.Div: np.divide}[type(node.op)]
+        return _binary(fn, left, right, divide)
     raise AssertionError(f"unchecked node {ast.dump(node)}")  # _check guarantees this is unreachable
 
 
@@ -513,11 +547,9 @@ class MetaReward:
         else:
             columns = np.ascontiguousarray(array.T) if n > 64 else array.T
             with np.errstate(all="ignore"):
-                result = np.asarray(self._fn(columns), dtype=np.float64)
-            if result.shape != (n,):
-                result = np.broadcast_to(result, (n,)).copy()
-            elif result.base is not None or result is array:  # a bare column: do not alias the input
-                result = result.copy()
+                result, temporary = self._fn(columns)
+            if not temporary:  # a bare input column: do not alias the input
+                result = np.array(result, dtype=np.float64)
         result[~np.isfinite(result)] = 0.0
         np.clip(result, -OUTPUT_CLIP, OUTPUT_CLIP, out=result)
         return result

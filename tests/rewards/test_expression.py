@@ -334,3 +334,47 @@ def test_random_token_streams_parse_or_raise_invalid_expression():
         parsed += 1
         assert np.isfinite(reward.evaluate(VALUES)).all()
     assert parsed > 50
+
+
+def _reference(node, row):
+    """Independent per-row evaluator of a checked AST with Python floats (test oracle)."""
+    import ast
+
+    if isinstance(node, ast.Constant):
+        return float(node.value)
+    if isinstance(node, ast.Name):
+        return row[int(node.id[1:]) - 1]
+    if isinstance(node, ast.UnaryOp):
+        value = _reference(node.operand, row)
+        return -value if isinstance(node.op, ast.USub) else value
+    a, b = _reference(node.left, row), _reference(node.right, row)
+    if isinstance(node.op, ast.Add):
+        return a + b
+    if isinstance(node.op, ast.Sub):
+        return a - b
+    if isinstance(node.op, ast.Mult):
+        return a * b
+    return 0.0 if abs(b) < DIV_EPS else a / b
+
+
+def test_vectorised_evaluation_matches_per_row_oracle_on_random_formulas():
+    import ast
+
+    from derl_gym.rewards import Grammar
+
+    grammar = Grammar(num_variables=K, max_tokens=30)
+    rng = np.random.default_rng(3)
+    values = np.round(rng.uniform(-2, 2, size=(40, K)), 1)  # rounding makes exact zeros (g - g, g/0) common
+    values[:5] = 0.0
+    for _ in range(300):
+        text = grammar.sample_text(rng, uniform=True)
+        tree = ast.parse(text, mode="eval").body
+        expected = []
+        for row in values.tolist():
+            try:
+                value = _reference(tree, row)
+            except OverflowError:
+                value = float("inf")
+            expected.append(float(np.clip(value, -OUTPUT_CLIP, OUTPUT_CLIP)) if np.isfinite(value) else 0.0)
+        np.testing.assert_allclose(MetaReward(text, K).evaluate(values), expected, rtol=1e-9, atol=1e-9,
+                                   err_msg=text)
