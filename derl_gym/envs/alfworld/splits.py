@@ -274,8 +274,9 @@ def get_split_games(level: str = "L0", split: str = "train",
         generator: knobs of generated games: a :class:`GeneratorConfig`, a dict of its fields
             (optionally ``{"preset": "tiny", ...}``), a preset name (``"tiny"``, ``"small"``,
             ``"full"``) or ``None`` (defaults). ``games_per_task`` sizes train+validation per
-            task type, ``test_games_per_task`` the test split. Its ``task_types`` field is
-            ignored here (use ``task_types=``); its ``floor_plans`` restrict the seen pool.
+            task type, ``test_games_per_task`` the test split. Its ``task_types`` further
+            restrict the generated splits (like ``task_types=``); its ``floor_plans`` restrict
+            the seen pool (unseen ones listed there are used for L1's test).
         data_dir: an official ALFWorld ``json_2.1.1`` folder (or ``$ALFWORLD_DATA``) to use
             instead of generated games; see the module docstring for the mapping.
         cache_dir: where generated games are cached (default ``$DERL_GYM_CACHE/alfworld`` or
@@ -291,6 +292,9 @@ def get_split_games(level: str = "L0", split: str = "train",
     if root is not None:
         return _official_split(root, level, split, types)
     cfg = as_generator_config(generator)
+    types = tuple(t for t in types if t in cfg.task_types)
+    if not types:
+        return []
     return _generated_split(cfg, level, split, types, cache_dir)
 
 
