@@ -36,6 +36,7 @@ task variants are not generated (upstream ALFWorld skips them too).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -848,6 +849,34 @@ def ensure_games(config: GeneratorConfig, cache_dir: str | os.PathLike | None = 
     if cached is not None:
         return cached
     folder.parent.mkdir(parents=True, exist_ok=True)
+    # one generator per config at a time: parallel workers wait for the first one's games
+    with _file_lock(folder.parent / f".{config.key()}.lock"):
+        cached = _read_manifest(folder, config)
+        if cached is not None:
+            return cached
+        for stale in folder.parent.glob(f".{config.key()}-*"):  # left by a killed generation
+            shutil.rmtree(stale, ignore_errors=True)
+        return _generate_into(config, folder)
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    """Holds an exclusive ``flock`` on ``path`` (no-op where ``fcntl`` is unavailable)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - non-POSIX
+        yield
+        return
+    with open(path, "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _generate_into(config: GeneratorConfig, folder: Path) -> list[Path]:
+    """Generates ``config`` in a temporary sibling folder and renames it to ``folder``."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{config.key()}-", dir=folder.parent))
     try:
         paths = write_games(config, tmp)

@@ -255,3 +255,19 @@ def test_bigger_set_all_types_upstream_env_plays_walkthroughs(tmp_path):
             obs, _, dones, info = env.step([cmd])
         assert info["won"][0], info["extra.gamefile"][0]
     env.close()
+
+
+def test_parallel_ensure_games_share_one_folder(tmp_path):
+    """Two processes asking for the same uncached config get the same files; stale temp dirs go."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    cfg = GeneratorConfig(task_types=("pick_and_place_simple",), games_per_task=2, num_receptacles=0,
+                          num_distractors=0, seed=21)
+    stale = tmp_path / f".{cfg.key()}-killed"
+    stale.mkdir()  # what a killed generation leaves behind
+    with cf.ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as pool:
+        results = list(pool.map(ensure_games, [cfg, cfg], [tmp_path, tmp_path]))
+    assert results[0] == results[1] and len(results[0]) == 2
+    assert not stale.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [cfg.key()]
