@@ -21,9 +21,11 @@ TextWorld keeps after negative effects, because the grammar reads them).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
+import re
 import sys
 import threading
 from collections import OrderedDict
@@ -202,14 +204,54 @@ def _translate(domain: str, problem: str, optimize: bool):
         sys.argv[:] = argv
 
 
-def get_logic(game: GameFile):
-    """Return the (memoised) TextWorld ``GameLogic`` parsed from the game's domain and grammar."""
+# ALFWorld games share alfred.twl2 and differ only in the "task" rule's text (add_task_to_grammar).
+_TASK_RULE_RE = re.compile(r'("task"\s*:\s*\[\s*\{\s*"rhs"\s*:\s*")((?:[^"\\]|\\.)*)(")')
+_TASK_MASK = "DERL_GYM_TASK_PLACEHOLDER"
+
+
+def _parse_logic(domain: str, grammar: str):
     _, pddl_logic = _pddl_modules()
-    key = _digest(game.pddl_domain, game.grammar)
+    key = _digest(domain, grammar)
     logic = _LOGIC_CACHE.get(key)
     if logic is None:
-        logic = pddl_logic.GameLogic(domain=game.pddl_domain, grammar=game.grammar)
+        logic = pddl_logic.GameLogic(domain=domain, grammar=grammar)
         _LOGIC_CACHE.put(key, logic)
+    return logic
+
+
+def get_logic(game: GameFile):
+    """Return the TextWorld ``GameLogic`` of the game's domain and grammar (memoised).
+
+    When the grammar has exactly one ``"task"`` rule (every ALFWorld grammar does: it is
+    ``alfred.twl2`` with the task text filled in), the rest of the grammar is parsed once per
+    process and only the task rule is parsed per game; the result equals a full parse.
+    """
+    key = _digest(game.pddl_domain, game.grammar)
+    logic = _LOGIC_CACHE.get(key)
+    if logic is not None:
+        return logic
+    matches = list(_TASK_RULE_RE.finditer(game.grammar))
+    if len(matches) != 1:
+        return _parse_logic(game.pddl_domain, game.grammar)
+    m = matches[0]
+    try:
+        task_rhs = json.loads('"' + m.group(2) + '"')
+    except ValueError:
+        return _parse_logic(game.pddl_domain, game.grammar)
+    masked = game.grammar[:m.start(2)] + _TASK_MASK + game.grammar[m.end(2):]
+    base = _parse_logic(game.pddl_domain, masked)
+    rules = base.grammar._rules.get("task", [])
+    if len(rules) != 1 or "".join(str(sym) for sym in rules[0].rhs) != _TASK_MASK:
+        return _parse_logic(game.pddl_domain, game.grammar)
+    from textworld.envs.pddl import textgen
+
+    logic = copy.copy(base)
+    logic.grammar = textgen.ContextSensitiveGrammar()
+    logic.grammar.update(base.grammar)
+    logic.grammar._rules["task"] = [textgen.ProductionRule(
+        lhs="task", rhs=textgen._parse_and_convert(task_rhs, rule_name="symbols"),
+        weight=rules[0].weight, condition=rules[0].condition)]
+    _LOGIC_CACHE.put(key, logic)
     return logic
 
 
@@ -227,8 +269,8 @@ def get_translation(game: GameFile):
 
 # ----------------------------------------------------------------------------- state digests
 
-def _fact_strings(facts: Iterable[Any]) -> list[str]:
-    return sorted(str(f) for f in facts)
+def _fact_text(fact: Any) -> str:
+    return fact.name + "(" + ",".join(v.name for v in fact.arguments) + ")"
 
 
 def state_digests(facts: Iterable[Any]) -> tuple[bytes, bytes]:
@@ -236,12 +278,42 @@ def state_digests(facts: Iterable[Any]) -> tuple[bytes, bytes]:
 
     ``state_key`` covers every fact (the cache key); ``world_key`` covers the positive facts other
     than the bookkeeping predicates in :data:`BOOKKEEPING_PREDICATES` (used for ``state_changed``).
+    A fact is written ``name(arg1,arg2)`` (object names are unique within a game).
     """
-    facts = list(facts)
-    full = _fact_strings(facts)
-    world = _fact_strings(f for f in facts if not f.is_negation and f.name not in BOOKKEEPING_PREDICATES)
+    full, world = [], []
+    for fact in facts:
+        text = _fact_text(fact)
+        full.append(text)
+        if not fact.is_negation and fact.name not in BOOKKEEPING_PREDICATES:
+            world.append(text)
+    full.sort()
+    world.sort()
     return (hashlib.blake2b("\n".join(full).encode(), digest_size=16).digest(),
             hashlib.blake2b("\n".join(world).encode(), digest_size=16).digest())
+
+
+_QUERY_PREDICATE_RE = re.compile(r"([A-Za-z_][\w-]*)\s*\(")
+
+
+def static_command_actions(logic, task) -> frozenset[str]:
+    """Return the action names whose command text depends only on the action's arguments.
+
+    A command template qualifies when it uses no grammar nonterminal (``#...#``) and every
+    predicate its queries mention is static: no action effect and no axiom of the translated task
+    changes it (e.g. ``receptacleatlocation`` in ALFWorld's ``go to`` template). Their commands can
+    be memoised per planner operator.
+    """
+    changing = {eff.literal.predicate for action in task.actions for eff in action.effects}
+    changing |= {axiom.name for axiom in getattr(task, "axioms", [])}
+    static = set()
+    for name, action in logic.actions.items():
+        template = action.template
+        if "#" in template:
+            continue
+        predicates = set(_QUERY_PREDICATE_RE.findall(template.split("|", 1)[1])) if "|" in template else set()
+        if not predicates & changing:
+            static.add(name)
+    return frozenset(static)
 
 
 @dataclass(frozen=True)
@@ -443,6 +515,27 @@ def _demangled_entity_infos(state) -> dict:
     return infos
 
 
+_LIB_POOL: list = []
+
+
+def _acquire_lib(fast_downward):
+    """Return a fast-downward library copy from the process pool (or load a new one)."""
+    with _LOCK:
+        if _LIB_POOL:
+            return _LIB_POOL.pop()
+    return fast_downward.load_lib()
+
+
+def _release_lib(lib) -> None:
+    """Give a library copy back to the pool.
+
+    Copies are reused rather than unloaded: ``dlclose`` on fast-downward's C++ library followed by
+    loading another copy crashed the process in testing (TextWorld itself never unloads them).
+    """
+    with _LOCK:
+        _LIB_POOL.append(lib)
+
+
 class FastEngine:
     """TextWorld's PDDL game logic driven directly, with memoised parsing and cheap replay.
 
@@ -454,7 +547,7 @@ class FastEngine:
     def __init__(self) -> None:
         fast_downward, _ = _pddl_modules()
         self._fd = fast_downward
-        self._lib = fast_downward.load_lib()
+        self._lib = _acquire_lib(fast_downward)
         self.game: GameFile | None = None
         self._state = None
         self._actions: list | None = None
@@ -470,6 +563,8 @@ class FastEngine:
         self.game = game
         self._logic = get_logic(game)
         self._translation = get_translation(game)
+        self._static_actions = static_command_actions(self._logic, self._translation[0])
+        self._command_memo: dict[str, str] = {}
         self._new_state()
         self._entity_infos = _demangled_entity_infos(self._state)
         self._mapping = {k: info.name for k, info in self._entity_infos.items()}
@@ -535,14 +630,12 @@ class FastEngine:
         return derive_text(self._logic.grammar, "#intro#", self._context({}, {}))
 
     def close(self) -> None:
-        """Unload the fast-downward library copy."""
+        """Return the fast-downward library copy to the process pool (the engine is unusable after)."""
         if self._lib is not None:
-            try:
-                self._fd.close_lib(self._lib)
-            except Exception:  # pragma: no cover - best effort on shutdown
-                logger.debug("closing fast-downward library failed", exc_info=True)
+            _release_lib(self._lib)
             self._lib = None
             self._state = None
+            self.game = None
 
     # -- queries
     def _context(self, variables: dict, mapping: dict) -> dict:
@@ -551,14 +644,26 @@ class FastEngine:
 
     def _gather_commands(self) -> None:
         actions = list(self._state.all_applicable_actions())
-        facts = list(self._state.facts)
+        operators = self._state._operators
+        facts = None
         commands = []
         for action in actions:
+            memoisable = action.name in self._static_actions
+            if memoisable:
+                command = self._command_memo.get(operators[action.id].name)
+                if command is not None:
+                    commands.append(command)
+                    continue
+            if facts is None:
+                facts = list(self._state.facts)
             context = {"state": self._state, "facts": facts,
                        "variables": {ph.name: self._entity_infos[var.name] for ph, var in action.mapping.items()},
                        "mapping": action.mapping, "entity_infos": self._entity_infos}
             action.command_template = derive_text(self._logic.grammar, action.command_template, context)
-            commands.append(action.format_command(self._mapping))
+            command = action.format_command(self._mapping)
+            if memoisable:
+                self._command_memo[operators[action.id].name] = command
+            commands.append(command)
         self._actions, self._commands = actions, commands
 
     def admissible_commands(self) -> tuple[str, ...]:
@@ -683,13 +788,13 @@ class ReferenceEngine:
         return StateInfo(state_key, world_key, self.admissible_commands(), self.won(), self.plan_length())
 
     def close(self) -> None:
-        """Close the TextWorld env and unload its fast-downward library copy."""
+        """Close the TextWorld env; its fast-downward library copy goes to the process pool."""
+        lib = getattr(self._pddl, "downward_lib", None)
         try:
-            import fast_downward
-            lib = getattr(self._pddl, "downward_lib", None)
             self._env.close()
-            if lib is not None:
-                fast_downward.close_lib(lib)
-                self._pddl.downward_lib = None
         except Exception:  # pragma: no cover - best effort on shutdown
             logger.debug("closing the reference engine failed", exc_info=True)
+        if lib is not None:
+            _release_lib(lib)
+            self._pddl.downward_lib = None
+        self.game = None
