@@ -271,3 +271,21 @@ def test_parallel_ensure_games_share_one_folder(tmp_path):
     assert results[0] == results[1] and len(results[0]) == 2
     assert not stale.exists()
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [cfg.key()]
+
+
+def test_generation_does_not_depend_on_the_process_hash_seed():
+    import os
+    import subprocess
+    import sys
+
+    code = ("from derl_gym.envs.alfworld.games import generate_game as g;"
+            "import hashlib,sys;x=g('look_at_obj_in_light',None,seed=4,num_receptacles=1,num_distractors=2,"
+            "verify=False);sys.stdout.write(hashlib.sha256((x.pddl_problem+x.game['grammar']).encode()).hexdigest())")
+    outs = set()
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        outs.add(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                check=True).stdout)
+    here = generate_game("look_at_obj_in_light", None, seed=4, num_receptacles=1, num_distractors=2, verify=False)
+    import hashlib
+    assert outs == {hashlib.sha256((here.pddl_problem + here.game["grammar"]).encode()).hexdigest()}
