@@ -288,7 +288,6 @@ def _parse(text: str, names: dict[str, int], k: int) -> ast.Expression:
 
 # ------------------------------------------------------------------------------ compiling
 
-Compiled = Union[float, Callable[[np.ndarray], np.ndarray]]
 
 
 def _protected_div(a: Any, b: Any) -> Any:

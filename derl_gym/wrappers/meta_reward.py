@@ -90,8 +90,8 @@ class MetaRewardWrapper(gym.Wrapper):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         """Reset the env and clear the trajectory; returns the env's ``(observation, info)``."""
         observation, info = self.env.reset(seed=seed, options=options)
-        self.trajectory = Trajectory(initial_observation=observation, initial_info=info)
-        self._prev_info = info
+        self.trajectory = Trajectory(initial_observation=observation, initial_info=dict(info))
+        self._prev_info = self.trajectory.initial_info
         self._potential = 0.0
         return observation, info
 
@@ -103,10 +103,11 @@ class MetaRewardWrapper(gym.Wrapper):
         """
         observation, task_reward, terminated, truncated, info = self.env.step(action)
         task_reward = float(task_reward)
+        recorded = dict(info)  # a copy: envs may reuse and mutate their info dict
         self.trajectory.append(Step(action=action, observation=observation, reward=task_reward,
                                     terminated=bool(terminated), truncated=bool(truncated),
-                                    info=info, prev_info=self._prev_info))
-        self._prev_info = info
+                                    info=recorded, prev_info=self._prev_info))
+        self._prev_info = recorded
         out_info = dict(info)
         out_info["task_reward"] = task_reward
         done = bool(terminated) or bool(truncated)
