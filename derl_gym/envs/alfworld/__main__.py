@@ -64,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     gen = sub.add_parser("generate", help="write games in the json_2.1.1 layout")
     gen.add_argument("--out", required=True, help="output folder")
     gen.add_argument("--split", default=None, help="sub-folder name (default: 'generated')")
+    gen.add_argument("--workers", type=int, default=None,
+                     help="generation processes (default $DERL_GYM_GEN_WORKERS or 1)")
     add_knobs(gen)
 
     spl = sub.add_parser("split", help="print the game files of a split (generating if needed)")
@@ -78,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "generate":
         cfg = _config_from_args(args)
         t0 = time.perf_counter()
-        paths = write_games(cfg, args.out)
+        paths = write_games(cfg, args.out, args.workers)
         dt = time.perf_counter() - t0
         summary = {"games": len(paths), "seconds": round(dt, 2),
                    "games_per_s": round(len(paths) / dt, 2) if dt > 0 else None,

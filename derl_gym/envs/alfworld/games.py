@@ -767,9 +767,9 @@ def _game_seed(config: GeneratorConfig, task_type: str, index: int) -> int:
     return int(digest[:8], 16)
 
 
-def iter_games(config: GeneratorConfig) -> Iterable[GeneratedGame]:
-    """Yields the games of ``config`` in a deterministic order (task type, then index)."""
-    env = _make_pddl_env(policy=True)
+def _game_jobs(config: GeneratorConfig) -> list[tuple[Any, ...]]:
+    """Returns the ``generate_game`` arguments of every game of ``config``, in order."""
+    jobs: list[tuple[Any, ...]] = []
     for task_type in config.task_types:
         plans = floor_plans_for_task(task_type, config.floor_plans)
         if not plans:
@@ -778,10 +778,40 @@ def iter_games(config: GeneratorConfig) -> Iterable[GeneratedGame]:
         order = list(plans)
         random.Random(f"plans-{config.seed}-{task_type}").shuffle(order)
         for i in range(config.games_per_task):
-            seed = _game_seed(config, task_type, i)
             fp = order[i % len(order)]  # cycle through a seeded permutation of the floor plans
-            yield generate_game(task_type, fp, seed, config.num_receptacles, config.num_distractors,
-                                max_attempts=config.max_attempts, env=env)
+            jobs.append((task_type, fp, _game_seed(config, task_type, i), config.num_receptacles,
+                         config.num_distractors, config.max_attempts))
+    return jobs
+
+
+def _generate_jobs(jobs: Sequence[tuple[Any, ...]]) -> list[GeneratedGame]:
+    """Generates a chunk of jobs with one verification env (worker-process entry point)."""
+    env = _make_pddl_env(policy=True)
+    return [generate_game(t, fp, seed, nr, nd, max_attempts=ma, env=env) for t, fp, seed, nr, nd, ma in jobs]
+
+
+def iter_games(config: GeneratorConfig, workers: int | None = None) -> Iterable[GeneratedGame]:
+    """Yields the games of ``config`` in a deterministic order (task type, then index).
+
+    ``workers`` > 1 generates in that many spawned processes (same games, same order); default
+    ``$DERL_GYM_GEN_WORKERS`` or 1.
+    """
+    jobs = _game_jobs(config)
+    if workers is None:
+        workers = int(os.environ.get("DERL_GYM_GEN_WORKERS", "1") or 1)
+    if workers <= 1 or len(jobs) <= 1:
+        env = _make_pddl_env(policy=True)
+        for t, fp, seed, nr, nd, ma in jobs:
+            yield generate_game(t, fp, seed, nr, nd, max_attempts=ma, env=env)
+        return
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    size = max(1, len(jobs) // (4 * workers))
+    chunks = [jobs[i:i + size] for i in range(0, len(jobs), size)]
+    with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        for chunk in pool.map(_generate_jobs, chunks):
+            yield from chunk
 
 
 def save_game(game: GeneratedGame, root: str | os.PathLike) -> Path:
@@ -798,15 +828,16 @@ def save_game(game: GeneratedGame, root: str | os.PathLike) -> Path:
     return path
 
 
-def write_games(config: GeneratorConfig, out_dir: str | os.PathLike) -> list[Path]:
+def write_games(config: GeneratorConfig, out_dir: str | os.PathLike, workers: int | None = None) -> list[Path]:
     """Generates the games of ``config`` into ``<out_dir>/<config.split>/...`` (json_2.1.1 layout).
 
-    Returns the ``game.tw-pddl`` paths in generation order. Logs games/s.
+    Returns the ``game.tw-pddl`` paths in generation order. Logs games/s. ``workers``: see
+    :func:`iter_games` (the games do not depend on it).
     """
     root = Path(out_dir) / config.split
     paths: list[Path] = []
     t0 = time.perf_counter()
-    for game in iter_games(config):
+    for game in iter_games(config, workers):
         paths.append(save_game(game, root))
     dt = time.perf_counter() - t0
     logger.info("generated %d ALFWorld games in %.1fs (%.2f games/s) into %s", len(paths), dt,
@@ -836,12 +867,15 @@ def _read_manifest(folder: Path, config: GeneratorConfig) -> list[Path] | None:
     return paths
 
 
-def ensure_games(config: GeneratorConfig, cache_dir: str | os.PathLike | None = None) -> list[Path]:
+def ensure_games(config: GeneratorConfig, cache_dir: str | os.PathLike | None = None,
+                 workers: int | None = None) -> list[Path]:
     """Returns the cached ``game.tw-pddl`` paths of ``config``, generating them if needed.
 
     Games live in ``<cache_dir or default_cache_dir()>/<config.key()>/<config.split>/...``. A
     ``manifest.json`` is written last (atomically), so an interrupted generation is redone
     from scratch on the next call; a complete folder is reused without generating anything.
+    Parallel callers of one config wait for the first one (file lock). ``workers``: generation
+    processes (see :func:`iter_games`).
     """
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder = folder / config.key()
@@ -856,7 +890,7 @@ def ensure_games(config: GeneratorConfig, cache_dir: str | os.PathLike | None = 
             return cached
         for stale in folder.parent.glob(f".{config.key()}-*"):  # left by a killed generation
             shutil.rmtree(stale, ignore_errors=True)
-        return _generate_into(config, folder)
+        return _generate_into(config, folder, workers)
 
 
 @contextlib.contextmanager
@@ -875,11 +909,11 @@ def _file_lock(path: Path):
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def _generate_into(config: GeneratorConfig, folder: Path) -> list[Path]:
+def _generate_into(config: GeneratorConfig, folder: Path, workers: int | None) -> list[Path]:
     """Generates ``config`` in a temporary sibling folder and renames it to ``folder``."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{config.key()}-", dir=folder.parent))
     try:
-        paths = write_games(config, tmp)
+        paths = write_games(config, tmp, workers)
         rel = [str(p.relative_to(tmp)) for p in paths]
         manifest = {"key": config.key(), "config": config.to_dict(), "games": rel,
                     "generator_version": GENERATOR_VERSION}

@@ -289,3 +289,12 @@ def test_generation_does_not_depend_on_the_process_hash_seed():
     here = generate_game("look_at_obj_in_light", None, seed=4, num_receptacles=1, num_distractors=2, verify=False)
     import hashlib
     assert outs == {hashlib.sha256((here.pddl_problem + here.game["grammar"]).encode()).hexdigest()}
+
+
+def test_parallel_generation_gives_the_same_games(tmp_path):
+    cfg = GeneratorConfig(task_types=("pick_heat_then_place_in_recep", "pick_two_obj_and_place"), games_per_task=2,
+                          num_receptacles=1, num_distractors=1, seed=8)
+    serial = write_games(cfg, tmp_path / "a", workers=1)
+    parallel = write_games(cfg, tmp_path / "b", workers=2)
+    assert [p.relative_to(tmp_path / "a") for p in serial] == [p.relative_to(tmp_path / "b") for p in parallel]
+    assert [p.read_text() for p in serial] == [p.read_text() for p in parallel]
