@@ -27,6 +27,7 @@ is detected; the episode in progress is truncated and the next ``reset()`` start
 from __future__ import annotations
 
 import logging
+import os
 import string
 import time
 import weakref
@@ -309,8 +310,22 @@ class ScienceWorldJVM:
         return self._proc.poll()
 
     def alive(self) -> bool:
-        """Return True while the Java process runs and has not been closed."""
-        return self._finalizer.alive and self._proc.poll() is None
+        """Return True while the Java process runs and has not been closed.
+
+        ``Popen.poll()`` alone is not enough: while py4j's watcher thread sits in ``wait()`` on the
+        process, ``poll()`` from another thread answers None even for a dead one, so on Linux the
+        process state is read from ``/proc`` as well (a zombie counts as dead).
+        """
+        if not self._finalizer.alive or self._proc.poll() is not None:
+            return False
+        try:
+            with open(f"/proc/{self._proc.pid}/stat") as handle:
+                state = handle.read().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return not os.path.isdir("/proc/self")
+        except (OSError, IndexError):
+            return True
+        return state not in ("Z", "X")
 
     def close(self) -> None:
         """End the Java process and wait for it to exit (idempotent)."""
@@ -331,6 +346,7 @@ class _Episode:
     steps: int = 0
     done: bool = False
     observation: str = ""
+    commands: list[str] | None = None  # admissible commands of the current state, once computed
 
 
 def normalize_text(text: str, max_length: int) -> str:
@@ -389,7 +405,8 @@ class ScienceWorldEnv(gym.Env[str, str]):
             observations are cut, longer actions are cut before they reach the simulator.
         java_options: extra JVM options.
 
-    Reward: 1.0 on the step where the score reaches 100 (``info["won"]``), else 0.0. ``info["progress"]``
+    Reward: 1.0 on the step where the score reaches 100 (``info["won"]``), else 0.0 (also on
+    steps taken after the episode ended). ``info["progress"]``
     is 1.0 when the score rose this step, else 0.0 (``info["score_delta"]`` has the signed change / 100).
     ``info["score"]`` is the simulator's score clipped to [0, 100]; a negative raw score means the task
     failed (``info["failed"]``) and terminates the episode with reward 0.
@@ -495,7 +512,7 @@ class ScienceWorldEnv(gym.Env[str, str]):
         else:
             name, variation = self._next_episode()
         gold = bool(options.get("gold_path", False))
-        from py4j.protocol import Py4JNetworkError
+        from py4j.protocol import Py4JError, Py4JJavaError
 
         for attempt in range(2):
             jvm = self._ensure_jvm()
@@ -504,9 +521,14 @@ class ScienceWorldEnv(gym.Env[str, str]):
                 # The score is only refreshed by a step; like the upstream reset, take a first look.
                 jvm.server.step("look around")
                 break
-            except Py4JNetworkError:
-                if attempt or jvm.alive():
-                    raise
+            except Py4JJavaError:
+                raise
+            except Py4JError as error:  # the connection broke: the JVM is gone or unusable
+                if attempt:
+                    raise RuntimeError(f"the ScienceWorld JVM failed twice while loading {name!r} "
+                                       f"variation {variation}: {error}") from error
+                logger.warning("ScienceWorld JVM (pid %d) stopped answering (%s); restarting it", jvm.pid, error)
+                jvm.close()
         server = jvm.server
         episode = _Episode(task=name, variation=variation)
         episode.task_description = server.freeActionTaskDesc().strip()
@@ -550,11 +572,18 @@ class ScienceWorldEnv(gym.Env[str, str]):
         }
 
     def admissible_commands(self) -> list[str]:
-        """Return the current state's valid action-object combinations, bounded (see :func:`bound_commands`)."""
-        if self._jvm is None or self._episode is None:
+        """Return the current state's valid action-object combinations, bounded (see :func:`bound_commands`).
+
+        The list is computed at most once per state: after an action the simulator did not understand
+        (``valid_action`` False, nothing happened) the previous list is reused.
+        """
+        episode = self._episode
+        if self._jvm is None or episode is None:
             raise RuntimeError("call reset() before admissible_commands()")
-        combos = self._jvm.server.getValidActionObjectCombinations()
-        return bound_commands((str(c) for c in combos), self.max_admissible)
+        if episode.commands is None:
+            combos = self._jvm.server.getValidActionObjectCombinations()
+            episode.commands = bound_commands((str(c) for c in combos), self.max_admissible)
+        return list(episode.commands)
 
     # ------------------------------------------------------------------ step
 
@@ -571,7 +600,7 @@ class ScienceWorldEnv(gym.Env[str, str]):
         episode = self._episode
         if episode is None:
             raise RuntimeError("call reset() before step()")
-        from py4j.protocol import Py4JError, Py4JJavaError, Py4JNetworkError
+        from py4j.protocol import Py4JError, Py4JJavaError
 
         command = self._to_command(action)
         episode.steps += 1
@@ -579,6 +608,7 @@ class ScienceWorldEnv(gym.Env[str, str]):
         if jvm is None or not jvm.alive():
             return self._jvm_died(episode, command)
         server = jvm.server
+        java_error = False
         try:
             feedback = str(server.step(command))
             if self.resolve_ambiguous and feedback.startswith(AMBIGUOUS_FEEDBACK):
@@ -591,15 +621,19 @@ class ScienceWorldEnv(gym.Env[str, str]):
             feedback = f"The simulator could not process that action ({error.java_exception}); try another."
             logger.debug("ScienceWorld rejected %r: %s", command[:80], error)
             raw_score, completed, look, inventory = episode.score, False, episode.look, episode.inventory
-        except (Py4JNetworkError, Py4JError):
-            if jvm.alive():
-                raise
+            java_error = True
+        except Py4JError as error:  # network / protocol failure: the JVM is gone or unusable
+            logger.debug("ScienceWorld JVM call failed: %s", error)
+            jvm.close()
             return self._jvm_died(episode, command)
-        valid = not feedback.lstrip().startswith(INVALID_FEEDBACK)
+        valid = not java_error and not feedback.lstrip().startswith(INVALID_FEEDBACK)
+        if valid or java_error:
+            episode.commands = None  # the state may have changed
         changed = valid and (look != episode.look or inventory != episode.inventory or raw_score != episode.score)
         delta = (raw_score - episode.score) / 100.0
         progress = 1.0 if raw_score > episode.score else 0.0
         won, failed = raw_score >= 100, raw_score < 0
+        reward = 1.0 if won and episode.score < 100 else 0.0  # paid once, on the winning step
         terminated = won or failed or completed
         truncated = not terminated and episode.steps >= self.max_episode_steps
         episode.look, episode.inventory, episode.score = look, inventory, raw_score
@@ -608,7 +642,7 @@ class ScienceWorldEnv(gym.Env[str, str]):
         info = self._make_info(episode, feedback=feedback, valid=valid, changed=changed, progress=progress,
                                delta=delta, raw_score=raw_score)
         self._info = info
-        return episode.observation, (1.0 if won else 0.0), terminated, truncated, info
+        return episode.observation, reward, terminated, truncated, info
 
     def _jvm_died(self, episode: _Episode, command: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         pid = self._jvm.pid if self._jvm is not None else None
