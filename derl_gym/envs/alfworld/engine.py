@@ -182,6 +182,7 @@ class _LRU:
 
 _LOGIC_CACHE = _LRU(64)         # digest(domain, grammar) -> textworld GameLogic
 _TRANSLATION_CACHE = _LRU(512)  # digest(domain, problem) -> (task, sas, sas_replan)
+_COMMAND_MEMO = _LRU(2048)      # game key -> {planner operator: command text} (static templates)
 
 
 def _pddl_modules():
@@ -345,10 +346,11 @@ class TransitionCache:
 
     ``states[(game_key, state_key)] -> StateInfo``, ``transitions[(game_key, state_key, command)] ->
     Transition`` and ``initial[game_key] -> (state_key, intro text)``. Entries are immutable, so
-    sharing them between envs of one process is safe.
+    sharing them between envs of one process is safe. The default bounds keep the tables under
+    roughly 100 MB (a state is about 0.5 kB, a transition about 0.4 kB).
     """
 
-    def __init__(self, max_states: int = 200_000, max_transitions: int = 500_000) -> None:
+    def __init__(self, max_states: int = 50_000, max_transitions: int = 150_000) -> None:
         self.states = _LRU(max_states)
         self.transitions = _LRU(max_transitions)
         self.initial = _LRU(max(1024, max_states // 50))
@@ -375,6 +377,7 @@ def clear_caches() -> None:
     GLOBAL_CACHE.clear()
     _LOGIC_CACHE.clear()
     _TRANSLATION_CACHE.clear()
+    _COMMAND_MEMO.clear()
     with _LOCK:
         _GAME_FILE_CACHE.clear()
 
@@ -564,7 +567,11 @@ class FastEngine:
         self._logic = get_logic(game)
         self._translation = get_translation(game)
         self._static_actions = static_command_actions(self._logic, self._translation[0])
-        self._command_memo: dict[str, str] = {}
+        memo = _COMMAND_MEMO.get(game.key)
+        if memo is None:
+            memo = {}
+            _COMMAND_MEMO.put(game.key, memo)
+        self._command_memo: dict[str, str] = memo
         self._new_state()
         self._entity_infos = _demangled_entity_infos(self._state)
         self._mapping = {k: info.name for k, info in self._entity_infos.items()}

@@ -190,6 +190,17 @@ def test_cached_and_uncached_identical_on_generated_games(generated_games):
         fast_env.close()
 
 
+def test_tiny_cache_with_evictions_and_game_switches_matches_uncached(generated_games):
+    games = [HANDMADE, *generated_games[:3]]
+    kwargs = dict(games=games, max_episode_steps=8)
+    reference = play(ALFWorldEnv(cache=False, **kwargs), seed=9, steps=120, junk_prob=0.1)
+    tiny = TransitionCache(max_states=6, max_transitions=6)
+    env = ALFWorldEnv(cache=tiny, **kwargs)
+    assert play(env, seed=9, steps=120, junk_prob=0.1) == reference
+    assert len(tiny.states) <= 6 and len(tiny.transitions) <= 6
+    assert len({o[1]["gamefile"] for o in reference if len(o) == 2}) == len(games)
+
+
 def test_fast_engine_matches_textworld_pddl_env_state_by_state(generated_games):
     for path in [HANDMADE, *generated_games[:3]]:
         game = load_game_file(path)
