@@ -54,19 +54,36 @@ def make_games(games_per_task: int, cache_dir: str | None) -> tuple[list[Path], 
 
 
 def bench_ours(env: ALFWorldEnv, steps: int, seed: int) -> dict:
-    """Random play for ``steps`` env steps; returns steps/s and counts (resets included in time)."""
+    """Random play for ``steps`` env steps; returns steps/s and counts (resets included in time).
+
+    Also reports the mean reset time for games this env had not played before in this call
+    (``new_game_reset_s``: parse + PDDL->SAS translation on a cold process) and for the others.
+    """
     rng = random.Random(seed)
+    seen: set[str] = set()
+    new_resets: list[float] = []
+    old_resets: list[float] = []
+
+    def timed_reset(**kwargs):
+        t = time.perf_counter()
+        obs, info = env.reset(**kwargs)
+        (old_resets if info["gamefile"] in seen else new_resets).append(time.perf_counter() - t)
+        seen.add(info["gamefile"])
+        return obs, info
+
     t0 = time.perf_counter()
-    _, info = env.reset(seed=seed)
+    _, info = timed_reset(seed=seed)
     episodes, wins = 1, 0
     for _ in range(steps):
         _, reward, terminated, truncated, info = env.step(rng.choice(info["admissible_commands"]))
         wins += int(reward > 0)
         if terminated or truncated:
-            _, info = env.reset()
+            _, info = timed_reset()
             episodes += 1
     dt = time.perf_counter() - t0
-    return {"steps": steps, "seconds": dt, "steps_per_s": steps / dt, "episodes": episodes, "wins": wins}
+    mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
+    return {"steps": steps, "seconds": dt, "steps_per_s": steps / dt, "episodes": episodes, "wins": wins,
+            "new_game_reset_s": mean(new_resets), "seen_game_reset_s": mean(old_resets)}
 
 
 def upstream_env(data_path: Path, planner: bool):
@@ -167,6 +184,9 @@ def main(argv: list[str] | None = None) -> dict:
     for name, r in results.items():
         print(f"{name:<18}{r['steps']:>7}{r['seconds']:>9.2f}{r['steps_per_s']:>10.1f}{r['episodes']:>10}{r['wins']:>6}")
     print(f"\nwarm-cache transition hit rate: {results['ours_warm']['transition_hit_rate']:.1%}")
+    cold = results["ours_cold"]
+    print(f"ours_cold reset: {cold['new_game_reset_s']:.3f}s for a game not seen before in this process, "
+          f"{cold['seen_game_reset_s'] or 0:.4f}s for a seen game")
     for name, value in ratios.items():
         print(f"ratio {name:<30} {value:8.2f}x")
     print("(upstream = AlfredTWEnv's training env without planner; *_planner = with the planner expert, "
