@@ -154,3 +154,14 @@ def test_tiny_generator_preset_works(cache):
     assert len(train) == 4 and len(val) == 1 and len(test) == 1
     assert {S.game_task_type(p) for p in train + val + test} == {"pick_and_place_simple"}
     assert get_split_games("L2", "test", generator=gen, cache_dir=cache) == []
+
+
+def test_cli_split_prints_the_split(all_splits, cache, capsys):
+    from derl_gym.envs.alfworld.__main__ import main
+
+    args = ["split", "--level", "L2", "--split", "test", "--cache-dir", str(cache)]
+    for key in ("games_per_task", "test_games_per_task", "num_receptacles", "num_distractors", "seed"):
+        args += ["--" + key.replace("_", "-"), str(GEN[key])]
+    assert main(args) == 0
+    printed = [Path(line) for line in capsys.readouterr().out.splitlines()]
+    assert printed == all_splits[("L2", "test")]
