@@ -1,0 +1,27 @@
+"""Inner-loop agents: the DRRN-style action-scoring policy and SB3 training/evaluation helpers."""
+
+from derl_gym.agents.inner.policy import ActionScoringHead, ActionScoringPolicy, TextActionExtractor
+from derl_gym.agents.inner.trainer import (
+    ALGORITHMS,
+    EvalResult,
+    SuccessCurveCallback,
+    build_model,
+    evaluate_policy,
+    evaluate_random,
+    get_algorithm,
+    make_vec_env,
+)
+
+__all__ = [
+    "ALGORITHMS",
+    "ActionScoringHead",
+    "ActionScoringPolicy",
+    "EvalResult",
+    "SuccessCurveCallback",
+    "TextActionExtractor",
+    "build_model",
+    "evaluate_policy",
+    "evaluate_random",
+    "get_algorithm",
+    "make_vec_env",
+]

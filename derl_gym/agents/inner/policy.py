@@ -1,0 +1,231 @@
+"""A DRRN-style action-scoring policy for sb3-contrib's ``MaskablePPO``.
+
+The observation (from :class:`~derl_gym.wrappers.text_actions.TextActionWrapper`) holds encodings
+of the state texts and ``[max_actions, dim]`` candidate-command encodings. Instead of a fixed
+softmax layer over action *indices* (meaningless when every game lists different commands), the
+policy scores every candidate from the interaction of a state embedding and that candidate's
+embedding::
+
+    s   = MLP_state(concat(state text vectors))            [hidden]
+    c_i = MLP_action(candidate_i)                          [hidden]
+    logit_i = MLP_score(s * c_i)   (scoring="product", default)
+            | (s . c_i) / sqrt(hidden)   (scoring="dot")
+            | MLP_score(concat(s, c_i))   (scoring="concat")
+            | MLP_score(c_i)   (scoring="match": the state enters only through the features below)
+    value = MLP_value(concat(state text vectors))
+
+With ``similarity=True`` (default) the score MLP also sees, per candidate, the raw dot products
+between the candidate's encoding and each state text's encoding (task, observation, history):
+name-agnostic matching features ("the command mentions the object the task names", "the command
+repeats a recent one") that let the policy generalise to games with unseen object names.
+
+so the same weights apply to any game. Masked-out candidates are removed by sb3-contrib's masked
+distribution. The policy is a :class:`MaskableActorCriticPolicy` subclass: ``model.save`` /
+``MaskablePPO.load`` work as for the built-in policies.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Sequence
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.common.type_aliases import Schedule
+from torch import nn
+
+__all__ = ["TextActionExtractor", "ActionScoringHead", "ActionScoringPolicy", "SCORINGS"]
+
+SCORINGS = ("product", "dot", "concat", "match")
+
+
+def _split_keys(observation_space: spaces.Dict) -> tuple[list[str], list[str]]:
+    """Return (state-text keys with shape [dim], per-candidate feature keys with shape [N])."""
+    actions = observation_space.spaces["actions"]
+    n, dim = int(actions.shape[0]), int(actions.shape[1])
+    state, per_candidate = [], []
+    for key, space in observation_space.spaces.items():
+        if key in ("actions", "action_mask"):
+            continue
+        shape = tuple(space.shape or ())
+        if shape == (dim,):
+            state.append(key)
+        elif shape == (n,):
+            per_candidate.append(key)
+        else:
+            raise ValueError(f"observation key {key!r} has shape {shape}; expected ({dim},) for a text "
+                             f"encoding or ({n},) for a per-candidate feature")
+    return state, per_candidate
+
+
+class TextActionExtractor(BaseFeaturesExtractor):
+    """Flatten the wrapper's Dict observation into ``[state vectors | candidate vectors | candidate features]``.
+
+    Returns a tensor ``[batch, S*dim + N*dim + F*N]`` (S state fields, N = max_actions, F
+    per-candidate features such as ``action_counts``); it has no parameters: learning happens in
+    :class:`ActionScoringHead`.
+    """
+
+    def __init__(self, observation_space: spaces.Dict) -> None:
+        if not isinstance(observation_space, spaces.Dict) or "actions" not in observation_space.spaces:
+            raise ValueError("ActionScoringPolicy needs the Dict observation of TextActionWrapper "
+                             f"(keys incl. 'actions'), got {observation_space}")
+        actions = observation_space.spaces["actions"]
+        self.max_actions, self.dim = int(actions.shape[0]), int(actions.shape[1])
+        self.state_keys, self.candidate_keys = _split_keys(observation_space)
+        features = (len(self.state_keys) + self.max_actions) * self.dim + len(self.candidate_keys) * self.max_actions
+        super().__init__(observation_space, features_dim=features)
+
+    def forward(self, observations: dict[str, th.Tensor]) -> th.Tensor:
+        """Return ``[batch, S*dim + N*dim + F*N]``."""
+        parts = [observations[k].float() for k in self.state_keys]
+        parts.append(observations["actions"].float().flatten(1))
+        parts.extend(observations[k].float() for k in self.candidate_keys)
+        return th.cat(parts, dim=1)
+
+
+def _mlp(sizes: Sequence[int], activation: type[nn.Module], last_activation: bool = True) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if last_activation or i < len(sizes) - 2:
+            layers.append(activation())
+    return nn.Sequential(*layers)
+
+
+class ActionScoringHead(nn.Module):
+    """Map flattened features to (candidate logits ``[batch, N]``, value latent ``[batch, hidden]``).
+
+    Plays the role of SB3's ``mlp_extractor``: ``latent_dim_pi = N`` (the logits themselves, the
+    policy's ``action_net`` is the identity) and ``latent_dim_vf = hidden``.
+    """
+
+    def __init__(self, num_state_fields: int, max_actions: int, dim: int, hidden_dim: int = 128,
+                 layers: int = 1, scoring: str = "product", activation_fn: type[nn.Module] = nn.ReLU,
+                 similarity: bool = True, num_candidate_features: int = 0) -> None:
+        super().__init__()
+        if scoring not in SCORINGS:
+            raise ValueError(f"scoring must be one of {SCORINGS}, got {scoring!r}")
+        self.num_state_fields, self.max_actions, self.dim = num_state_fields, max_actions, dim
+        self.hidden_dim, self.scoring, self.similarity = hidden_dim, scoring, bool(similarity)
+        self.num_candidate_features = int(num_candidate_features)
+        extra = (num_state_fields if self.similarity else 0) + self.num_candidate_features
+        state_in = num_state_fields * dim
+        trunk = [hidden_dim] * max(1, layers)
+        self.state_net = _mlp([state_in, *trunk], activation_fn)
+        self.action_net = _mlp([dim, *trunk], activation_fn)
+        self.value_trunk = _mlp([state_in, *trunk], activation_fn)
+        if scoring in ("product", "match"):
+            self.score_net = _mlp([hidden_dim + extra, hidden_dim, 1], activation_fn, last_activation=False)
+        elif scoring == "concat":
+            self.score_net = _mlp([2 * hidden_dim + extra, hidden_dim, 1], activation_fn, last_activation=False)
+        else:
+            self.score_net = nn.Identity()
+        # dot scoring: similarities enter linearly
+        self.similarity_weights = nn.Linear(extra, 1) if (scoring == "dot" and extra) else None
+        self.latent_dim_pi = max_actions
+        self.latent_dim_vf = hidden_dim
+
+    def _split(self, features: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        cut = self.num_state_fields * self.dim
+        cut2 = cut + self.max_actions * self.dim
+        state = features[:, :cut]
+        actions = features[:, cut:cut2].reshape(-1, self.max_actions, self.dim)
+        per_candidate = features[:, cut2:].reshape(-1, self.num_candidate_features, self.max_actions).transpose(1, 2)
+        return state, actions, per_candidate
+
+    def forward_actor(self, features: th.Tensor) -> th.Tensor:
+        """Return candidate logits ``[batch, max_actions]``."""
+        state, actions, per_candidate = self._split(features)
+        s = self.state_net(state).unsqueeze(1)  # [B, 1, H]
+        c = self.action_net(actions)  # [B, N, H]
+        extras = [per_candidate] if self.num_candidate_features else []
+        if self.similarity:  # [B, N, S]: raw candidate . state-field products
+            fields = state.reshape(-1, self.num_state_fields, self.dim)
+            extras.insert(0, th.bmm(actions, fields.transpose(1, 2)))
+        sims = th.cat(extras, dim=-1) if extras else None
+        if self.scoring == "dot":
+            logits = (s * c).sum(-1) / float(np.sqrt(self.hidden_dim))
+            if self.similarity_weights is not None:
+                logits = logits + self.similarity_weights(sims).squeeze(-1)
+            return logits
+        if self.scoring == "product":
+            inputs = s * c
+        elif self.scoring == "match":  # the state enters only through the similarity features
+            inputs = c
+        else:
+            inputs = th.cat([s.expand_as(c), c], dim=-1)
+        if sims is not None:
+            inputs = th.cat([inputs, sims], dim=-1)
+        return self.score_net(inputs).squeeze(-1)
+
+    def forward_critic(self, features: th.Tensor) -> th.Tensor:
+        """Return the value latent ``[batch, hidden]``."""
+        return self.value_trunk(features[:, : self.num_state_fields * self.dim])
+
+    def forward(self, features: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """Return ``(logits, value latent)``."""
+        return self.forward_actor(features), self.forward_critic(features)
+
+
+class ActionScoringPolicy(MaskableActorCriticPolicy):
+    """MaskablePPO policy that scores each candidate command (DRRN-style); see the module docstring.
+
+    Extra keyword arguments: ``hidden_dim`` (width, default 128), ``layers`` (trunk depth, 1),
+    ``scoring`` (``"product"``, ``"dot"`` or ``"concat"``), ``similarity`` (add candidate/state
+    dot products to the score input, default True). ``net_arch`` is ignored.
+    """
+
+    def __init__(self, observation_space: spaces.Dict, action_space: spaces.Discrete, lr_schedule: Schedule,
+                 hidden_dim: int = 128, layers: int = 1, scoring: str = "product", similarity: bool = True,
+                 activation_fn: type[nn.Module] = nn.ReLU, **kwargs: Any) -> None:
+        if not isinstance(action_space, spaces.Discrete):
+            raise ValueError(f"ActionScoringPolicy needs a Discrete action space, got {action_space}")
+        self.hidden_dim, self.layers, self.scoring = int(hidden_dim), int(layers), scoring
+        self.similarity = bool(similarity)
+        kwargs.pop("net_arch", None)
+        if kwargs.pop("use_sde", False):
+            raise ValueError("ActionScoringPolicy has a discrete action space; use_sde must be False")
+        for key in ("log_std_init", "full_std", "use_expln", "squash_output"):  # continuous-action options
+            kwargs.pop(key, None)
+        kwargs.setdefault("features_extractor_class", TextActionExtractor)
+        super().__init__(observation_space, action_space, lr_schedule, net_arch=[],
+                         activation_fn=activation_fn, **kwargs)
+
+    def _build_mlp_extractor(self) -> None:
+        extractor = self.features_extractor
+        self.mlp_extractor = ActionScoringHead(
+            num_state_fields=len(extractor.state_keys), max_actions=extractor.max_actions, dim=extractor.dim,
+            hidden_dim=self.hidden_dim, layers=self.layers, scoring=self.scoring,
+            activation_fn=self.activation_fn, similarity=self.similarity,
+            num_candidate_features=len(extractor.candidate_keys),
+        ).to(self.device)
+        if extractor.max_actions != int(self.action_space.n):
+            raise ValueError(f"observation has {extractor.max_actions} candidate rows but the action space "
+                             f"has {self.action_space.n} actions; they must match")
+
+    def _build(self, lr_schedule: Schedule) -> None:
+        self._build_mlp_extractor()
+        self.action_net = nn.Identity()  # the head already outputs one logit per candidate
+        self.value_net = nn.Linear(self.mlp_extractor.latent_dim_vf, 1)
+        if self.ortho_init:
+            head = self.mlp_extractor
+            gains = {head.state_net: np.sqrt(2), head.action_net: np.sqrt(2), head.value_trunk: np.sqrt(2),
+                     head.score_net: np.sqrt(2), self.value_net: 1.0}
+            for module, gain in gains.items():
+                module.apply(partial(self.init_weights, gain=gain))
+            if isinstance(head.score_net, nn.Sequential):  # near-uniform initial policy
+                last = head.score_net[-1]
+                nn.init.orthogonal_(last.weight, gain=0.01)
+                nn.init.zeros_(last.bias)
+        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.pop("net_arch", None)
+        data.update(hidden_dim=self.hidden_dim, layers=self.layers, scoring=self.scoring,
+                    similarity=self.similarity)
+        return data

@@ -1,0 +1,221 @@
+"""Build, train and evaluate Stable-Baselines3 agents on text worlds wrapped by TextActionWrapper.
+
+- :data:`ALGORITHMS` / :func:`get_algorithm`: ``"maskable_ppo"`` (sb3-contrib, masked, default),
+  ``"ppo"`` and ``"a2c"`` (SB3, unmasked: a masked-out index reaches the env as the wrapper's
+  invalid command). All use :class:`~derl_gym.agents.inner.policy.ActionScoringPolicy` unless
+  ``policy`` is given.
+- :func:`make_vec_env`: ``n`` env factories -> ``DummyVecEnv`` (or ``SubprocVecEnv``).
+- :func:`build_model`: an algorithm instance from an :class:`~derl_gym.runtime.spec.AgentSpec`.
+- :class:`SuccessCurveCallback`: records ``(env_steps, mean task success)`` after each rollout.
+- :func:`evaluate_policy` / :func:`evaluate_random`: success rate with the task reward.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import gymnasium as gym
+import numpy as np
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
+
+from derl_gym.agents.inner.policy import ActionScoringPolicy
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ALGORITHMS",
+    "DEFAULT_ALGO_KWARGS",
+    "get_algorithm",
+    "make_vec_env",
+    "build_model",
+    "SuccessCurveCallback",
+    "EvalResult",
+    "episode_success",
+    "evaluate_policy",
+    "evaluate_random",
+]
+
+
+def _maskable_ppo():
+    from sb3_contrib import MaskablePPO
+
+    return MaskablePPO
+
+
+def _ppo():
+    from stable_baselines3 import PPO
+
+    return PPO
+
+
+def _a2c():
+    from stable_baselines3 import A2C
+
+    return A2C
+
+
+#: algorithm name -> zero-argument loader of the algorithm class
+ALGORITHMS: dict[str, Callable[[], type[BaseAlgorithm]]] = {
+    "maskable_ppo": _maskable_ppo,
+    "ppo": _ppo,
+    "a2c": _a2c,
+}
+
+#: defaults merged under AgentSpec.algo_kwargs (small rollouts: text-world episodes are short)
+DEFAULT_ALGO_KWARGS: dict[str, dict[str, Any]] = {
+    "maskable_ppo": {"n_steps": 128, "batch_size": 64, "n_epochs": 4, "learning_rate": 1e-3,
+                     "gamma": 0.95, "gae_lambda": 0.95, "ent_coef": 0.01},
+    "ppo": {"n_steps": 128, "batch_size": 64, "n_epochs": 4, "learning_rate": 1e-3,
+            "gamma": 0.95, "gae_lambda": 0.95, "ent_coef": 0.01},
+    "a2c": {"n_steps": 16, "learning_rate": 7e-4, "gamma": 0.95, "ent_coef": 0.01},
+}
+
+#: keys of ``AgentSpec.algo_kwargs`` consumed by the trainer, not passed to the algorithm
+TRAINER_KEYS = ("vec_env",)
+
+
+def get_algorithm(name: str) -> type[BaseAlgorithm]:
+    """Return the algorithm class registered as ``name`` (see :data:`ALGORITHMS`)."""
+    try:
+        return ALGORITHMS[name]()
+    except KeyError:
+        raise ValueError(f"unknown algorithm {name!r}; choose one of {sorted(ALGORITHMS)}") from None
+
+
+def is_maskable(model: BaseAlgorithm) -> bool:
+    """Return True when ``model.predict`` accepts ``action_masks`` (sb3-contrib MaskablePPO)."""
+    from sb3_contrib import MaskablePPO
+
+    return isinstance(model, MaskablePPO)
+
+
+def make_vec_env(env_fns: Sequence[Callable[[], gym.Env]], kind: str = "dummy") -> VecEnv:
+    """Return a ``DummyVecEnv`` (``kind="dummy"``) or a spawn ``SubprocVecEnv`` (``"subproc"``)."""
+    if kind == "dummy" or len(env_fns) == 1:
+        return DummyVecEnv(list(env_fns))
+    if kind == "subproc":
+        return SubprocVecEnv(list(env_fns), start_method="spawn")
+    raise ValueError(f"vec_env must be 'dummy' or 'subproc', got {kind!r}")
+
+
+def build_model(agent: Any, env: VecEnv, seed: int | None = None) -> BaseAlgorithm:
+    """Return an untrained algorithm for ``agent`` (an AgentSpec) on ``env``.
+
+    ``agent.algo_kwargs`` override :data:`DEFAULT_ALGO_KWARGS`; ``agent.policy_kwargs`` go to the
+    policy (``policy`` may be given inside ``policy_kwargs`` to replace ActionScoringPolicy).
+    ``n_steps`` is per env; ``batch_size`` is clipped to ``n_steps * n_envs``.
+    """
+    algo_cls = get_algorithm(agent.algorithm)
+    kwargs = {**DEFAULT_ALGO_KWARGS.get(agent.algorithm, {}), **dict(agent.algo_kwargs)}
+    for key in TRAINER_KEYS:
+        kwargs.pop(key, None)
+    if "batch_size" in kwargs and "n_steps" in kwargs:
+        kwargs["batch_size"] = int(min(kwargs["batch_size"], kwargs["n_steps"] * env.num_envs))
+    policy_kwargs = dict(agent.policy_kwargs)
+    policy = policy_kwargs.pop("policy", ActionScoringPolicy)
+    return algo_cls(policy, env, policy_kwargs=policy_kwargs, seed=seed, device=agent.device, verbose=0, **kwargs)
+
+
+def episode_success(info: dict[str, Any], reward: float | None = None) -> bool:
+    """Return True when a finished episode's ``info`` says it was won (or its task reward reached 1)."""
+    if bool(info.get("won", False)):
+        return True
+    task_reward = info.get("task_reward", reward)
+    return task_reward is not None and float(task_reward) >= 1.0
+
+
+class SuccessCurveCallback(BaseCallback):
+    """Record ``(env_steps, mean task success of the episodes finished in that rollout)`` per rollout.
+
+    ``curve`` holds the points (rollouts that finished no episode add none); ``successes`` every
+    finished episode's 0/1 outcome in order.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(verbose=0)
+        self.curve: list[tuple[int, float]] = []
+        self.successes: list[int] = []
+        self._pending: list[int] = []
+
+    def _on_step(self) -> bool:
+        dones = self.locals.get("dones")
+        infos = self.locals.get("infos") or []
+        if dones is None:
+            return True
+        for done, info in zip(dones, infos):
+            if done:
+                ok = int(episode_success(info))
+                self._pending.append(ok)
+                self.successes.append(ok)
+        return True
+
+    def _on_rollout_end(self) -> None:
+        if self._pending:
+            self.curve.append((int(self.num_timesteps), float(np.mean(self._pending))))
+            self._pending = []
+
+
+@dataclass
+class EvalResult:
+    """Evaluation outcome: ``success_rate`` in [0, 1], per-episode successes, returns and lengths."""
+
+    success_rate: float
+    successes: list[int] = field(default_factory=list)
+    returns: list[float] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+    env_steps: int = 0
+
+
+def _run_episodes(env: gym.Env, choose: Callable[[Any, np.ndarray], int], episodes: int, seed: int | None,
+                  max_steps: int) -> EvalResult:
+    successes, returns, lengths, total = [], [], [], 0
+    for episode in range(episodes):
+        obs, info = env.reset(seed=seed if episode == 0 else None)
+        ret, length, success = 0.0, 0, False
+        while True:
+            masks = np.asarray(env.get_wrapper_attr("action_masks")(), dtype=bool)
+            obs, reward, terminated, truncated, info = env.step(choose(obs, masks))
+            ret += float(reward)
+            length += 1
+            if terminated or truncated or length >= max_steps:
+                success = episode_success(info, reward)
+                break
+        successes.append(int(success))
+        returns.append(ret)
+        lengths.append(length)
+        total += length
+    rate = float(np.mean(successes)) if successes else 0.0
+    return EvalResult(rate, successes, returns, lengths, total)
+
+
+def evaluate_policy(model: BaseAlgorithm, env: gym.Env, episodes: int, seed: int | None = None,
+                    deterministic: bool = True, max_steps: int = 10_000) -> EvalResult:
+    """Run ``episodes`` episodes of ``model`` on ``env`` (a TextActionWrapper env, task reward).
+
+    The first reset uses ``seed``; actions are masked (MaskablePPO) and deterministic by default.
+    ``max_steps`` caps an episode in case the env never truncates. Returns an :class:`EvalResult`.
+    """
+    maskable = is_maskable(model)
+
+    def choose(obs: Any, masks: np.ndarray) -> int:
+        if maskable:
+            action, _ = model.predict(obs, deterministic=deterministic, action_masks=masks)
+        else:
+            action, _ = model.predict(obs, deterministic=deterministic)
+        return int(np.asarray(action).item())
+
+    return _run_episodes(env, choose, episodes, seed, max_steps)
+
+
+def evaluate_random(env: gym.Env, episodes: int, seed: int | None = None, max_steps: int = 10_000) -> EvalResult:
+    """Run ``episodes`` episodes of the masked uniform-random policy; returns an :class:`EvalResult`."""
+    rng = np.random.default_rng(seed)
+
+    def choose(obs: Any, masks: np.ndarray) -> int:
+        return int(rng.choice(np.flatnonzero(masks)))
+
+    return _run_episodes(env, choose, episodes, seed, max_steps)

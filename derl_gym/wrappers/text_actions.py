@@ -1,0 +1,366 @@
+"""Turn a text world into Stable-Baselines3 spaces: encoded observation + candidate commands.
+
+:class:`TextActionWrapper` wraps an env whose observations and actions are text and whose ``info``
+lists the currently admissible commands (``info["admissible_commands"]``). The wrapped env has
+
+- observation: a ``gymnasium.spaces.Dict`` with one ``[dim]`` vector per included text field
+  (``"observation"``, ``"task"``, ``"inventory"``, ``"history"``), ``"actions"``: a
+  ``[max_actions, dim]`` array with one encoded candidate command per row (zero rows past the
+  current count), ``"action_mask"``: ``[max_actions]`` with 1.0 for the rows in use, and (with
+  ``count_actions=True``, the default) ``"action_counts"``: ``[max_actions]``, how often each
+  candidate was already sent this episode, as ``n / (n + 1)`` (a name-free memory feature);
+- action: ``Discrete(max_actions)``, the index of a candidate row;
+- :meth:`TextActionWrapper.action_masks` for sb3-contrib's ``MaskablePPO`` (works through
+  ``DummyVecEnv``/``SubprocVecEnv`` via ``env_method("action_masks")``).
+
+Candidate order: the admissible commands are de-duplicated and sorted alphabetically (so a state
+always gives the same rows whatever order the engine lists them in). When there are more than
+``max_actions``, the ones dropped first are those matching ``low_priority`` prefixes (look,
+inventory, examine, help by default), then the alphabetically last ones; ``exclude`` prefixes are
+removed outright unless that would leave no command. A masked-out (or out-of-range) index is sent
+to the env as ``invalid_command`` (``"noop"``), which text worlds answer with feedback such as
+"Nothing happens." instead of crashing.
+
+Encoders map texts to float32 vectors: :class:`HashEncoder` (default; hashed word uni/bi-grams and
+character trigrams, L2-normalised, cached; no downloads) and :class:`SentenceEncoder` (a
+transformers model from a LOCAL directory, mean pooling).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import zlib
+from collections import OrderedDict
+from typing import Any, Iterable, Protocol, Sequence, runtime_checkable
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "Encoder",
+    "HashEncoder",
+    "SentenceEncoder",
+    "TextActionWrapper",
+    "make_encoder",
+    "TEXT_FIELDS",
+]
+
+#: text fields the wrapper can encode into the observation
+TEXT_FIELDS = ("observation", "task", "inventory", "history")
+
+_TOKEN_RE = re.compile(r"[a-z0-9]+")
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """Anything with ``dim`` and ``encode(texts) -> float32 ndarray [len(texts), dim]``."""
+
+    dim: int
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Return one float32 row per text."""
+        ...
+
+
+class _LRUCache:
+    """A small least-recently-used dict (text -> vector)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._data: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def get(self, key: str) -> np.ndarray | None:
+        value = self._data.get(key)
+        if value is not None:
+            self._data.move_to_end(key)
+        return value
+
+    def put(self, key: str, value: np.ndarray) -> None:
+        self._data[key] = value
+        self._data.move_to_end(key)
+        while len(self._data) > self.size:
+            self._data.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class HashEncoder:
+    """Hashed bag of n-grams: word uni/bi-grams plus character trigrams, signed, L2-normalised.
+
+    ``encode(texts)`` returns a float32 array ``[len(texts), dim]``. Hashing uses CRC32 (stable
+    across processes and Python versions, unlike ``hash``); each feature's sign comes from a
+    second hash so that collisions cancel on average. Vectors are cached per text (LRU,
+    ``cache_size`` entries). The empty string encodes to the zero vector.
+    """
+
+    def __init__(self, dim: int = 256, word_ngrams: Sequence[int] = (1, 2), char_ngrams: Sequence[int] = (3,),
+                 cache_size: int = 50_000) -> None:
+        if dim < 8:
+            raise ValueError(f"HashEncoder dim must be >= 8, got {dim}")
+        self.dim = int(dim)
+        self.word_ngrams = tuple(word_ngrams)
+        self.char_ngrams = tuple(char_ngrams)
+        self.cache_size = cache_size
+        self._cache = _LRUCache(cache_size)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_cache"] = _LRUCache(self.cache_size)  # do not ship the cache between processes
+        return state
+
+    def _features(self, text: str) -> Iterable[str]:
+        words = _TOKEN_RE.findall(text.lower())
+        for n in self.word_ngrams:
+            for i in range(len(words) - n + 1):
+                yield "w" + " ".join(words[i:i + n])
+        for n in self.char_ngrams:
+            for word in words:
+                padded = f"<{word}>"
+                for i in range(len(padded) - n + 1):
+                    yield "c" + padded[i:i + n]
+
+    def encode_one(self, text: str) -> np.ndarray:
+        """Return the (cached, read-only) float32 vector ``[dim]`` of one text."""
+        cached = self._cache.get(text)
+        if cached is not None:
+            return cached
+        vec = np.zeros(self.dim, dtype=np.float32)
+        for feature in self._features(text):
+            h = zlib.crc32(feature.encode("utf-8"))
+            sign = 1.0 if (h >> 31) & 1 else -1.0
+            vec[h % self.dim] += sign
+        norm = float(np.linalg.norm(vec))
+        if norm > 0:
+            vec /= norm
+        vec.setflags(write=False)
+        self._cache.put(text, vec)
+        return vec
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Return a float32 array ``[len(texts), dim]`` of L2-normalised hashed n-gram vectors."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([self.encode_one(t) for t in texts]).astype(np.float32, copy=False)
+
+    def __repr__(self) -> str:
+        return f"HashEncoder(dim={self.dim}, word_ngrams={self.word_ngrams}, char_ngrams={self.char_ngrams})"
+
+
+class SentenceEncoder:
+    """Mean-pooled transformers encoder loaded from a LOCAL directory (never downloads).
+
+    ``encode(texts)`` returns float32 ``[len(texts), dim]`` L2-normalised embeddings, where ``dim``
+    is the model's hidden size. ``device="auto"`` uses CUDA when available. Raises
+    ``FileNotFoundError`` when ``path`` is not an existing directory.
+    """
+
+    def __init__(self, path: str | os.PathLike, device: str = "auto", max_length: int = 128,
+                 batch_size: int = 32, cache_size: int = 50_000) -> None:
+        path = os.fspath(path)
+        if not os.path.isdir(path):
+            raise FileNotFoundError(
+                f"sentence encoder path {path!r} does not exist or is not a directory; pass a local "
+                "directory holding a transformers model (config.json, tokenizer and weights) — derl-gym "
+                "never downloads models — or use encoder='hash'")
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        self.path = path
+        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.cache_size = cache_size
+        self._tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self._model = AutoModel.from_pretrained(path, local_files_only=True).to(self.device).eval()
+        self.dim = int(self._model.config.hidden_size)
+        self._cache = _LRUCache(cache_size)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "device": self.device, "max_length": self.max_length,
+                "batch_size": self.batch_size, "cache_size": self.cache_size}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)  # type: ignore[misc]
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Return float32 ``[len(texts), dim]`` mean-pooled, L2-normalised embeddings."""
+        import torch
+
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        missing = []
+        for i, text in enumerate(texts):
+            cached = self._cache.get(text)
+            if cached is None:
+                missing.append(i)
+            else:
+                out[i] = cached
+        for start in range(0, len(missing), self.batch_size):
+            idx = missing[start:start + self.batch_size]
+            batch = self._tokenizer([texts[i] for i in idx], padding=True, truncation=True,
+                                    max_length=self.max_length, return_tensors="pt").to(self.device)
+            with torch.no_grad():
+                hidden = self._model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+            pooled = torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy()
+            for row, i in enumerate(idx):
+                vec = pooled[row].copy()
+                vec.setflags(write=False)
+                self._cache.put(texts[i], vec)
+                out[i] = vec
+        return out
+
+
+def make_encoder(encoder: str | Encoder | None = "hash", dim: int = 256, **kwargs: Any) -> Encoder:
+    """Return an :class:`Encoder` from a name or an instance.
+
+    ``"hash"`` (or ``None``) -> :class:`HashEncoder` of size ``dim``; ``"sentence:<local dir>"`` or
+    an existing local directory -> :class:`SentenceEncoder`; an object with ``dim`` and ``encode``
+    is returned as is.
+    """
+    if encoder is None or encoder == "hash":
+        return HashEncoder(dim=dim, **kwargs)
+    if isinstance(encoder, str):
+        path = encoder[len("sentence:"):] if encoder.startswith("sentence:") else encoder
+        if encoder.startswith("sentence:") or os.path.isdir(path):
+            return SentenceEncoder(path, **kwargs)
+        raise ValueError(f"unknown encoder {encoder!r}; use 'hash', 'sentence:/local/model/dir' "
+                         "or an object with .dim and .encode(texts)")
+    if isinstance(encoder, Encoder):
+        return encoder
+    raise TypeError(f"encoder must be 'hash', 'sentence:<dir>' or an Encoder, got {type(encoder).__name__}")
+
+
+class TextActionWrapper(gym.Wrapper):
+    """Encode a text world's observation and candidate commands; act by choosing a candidate index.
+
+    ``step(index)`` sends ``candidates[index]`` (or ``invalid_command`` for a masked index) to the
+    wrapped env and returns the encoded observation; ``info`` gains ``"command"`` (the text sent)
+    and ``"candidates"`` (the current candidate list). :meth:`action_masks` returns the boolean mask
+    of valid indices for the current observation.
+    """
+
+    def __init__(self, env: gym.Env, max_actions: int = 32, encoder: str | Encoder | None = "hash",
+                 dim: int = 256, include: Sequence[str] = ("observation", "task", "history"),
+                 history_length: int = 3, exclude: Sequence[str] = (),
+                 low_priority: Sequence[str] = ("look", "inventory", "examine", "help"),
+                 invalid_command: str = "noop", count_actions: bool = True) -> None:
+        super().__init__(env)
+        if max_actions < 1:
+            raise ValueError(f"max_actions must be >= 1, got {max_actions}")
+        unknown = [f for f in include if f not in TEXT_FIELDS]
+        if unknown or "observation" not in include:
+            raise ValueError(f"include must contain 'observation' and only fields from {TEXT_FIELDS}, "
+                             f"got {tuple(include)}")
+        self.max_actions = int(max_actions)
+        self.encoder = make_encoder(encoder, dim=dim)
+        self.dim = int(self.encoder.dim)
+        self.include = tuple(dict.fromkeys(include))
+        self.history_length = int(history_length)
+        self.exclude = tuple(p.lower() for p in exclude)
+        self.low_priority = tuple(p.lower() for p in low_priority)
+        self.invalid_command = invalid_command
+        self.count_actions = bool(count_actions)
+        box = dict(low=-np.inf, high=np.inf, dtype=np.float32)
+        obs_spaces: dict[str, spaces.Space] = {k: spaces.Box(shape=(self.dim,), **box) for k in self.include}
+        obs_spaces["actions"] = spaces.Box(shape=(self.max_actions, self.dim), **box)
+        obs_spaces["action_mask"] = spaces.Box(low=0.0, high=1.0, shape=(self.max_actions,), dtype=np.float32)
+        if self.count_actions:
+            obs_spaces["action_counts"] = spaces.Box(low=0.0, high=1.0, shape=(self.max_actions,), dtype=np.float32)
+        self.observation_space = spaces.Dict(obs_spaces)
+        self.action_space = spaces.Discrete(self.max_actions)
+        self._candidates: list[str] = []
+        self._history: list[str] = []
+        self._counts: dict[str, int] = {}
+        self._task = ""
+
+    # ----------------------------------------------------------------- candidates
+    def select_candidates(self, commands: Sequence[str]) -> list[str]:
+        """Return the candidate list for ``commands``: de-duplicated, filtered, truncated, sorted."""
+        unique = sorted(dict.fromkeys(str(c) for c in commands))
+        if self.exclude:
+            kept = [c for c in unique if not c.lower().startswith(self.exclude)]
+            unique = kept or unique
+        if len(unique) > self.max_actions:
+            ranked = sorted(unique, key=lambda c: (c.lower().startswith(self.low_priority), c))
+            unique = sorted(ranked[: self.max_actions])
+        return unique
+
+    @property
+    def candidates(self) -> list[str]:
+        """The commands the current action indices refer to."""
+        return list(self._candidates)
+
+    def action_masks(self) -> np.ndarray:
+        """Return a bool array ``[max_actions]``: True for indices that map to a current candidate."""
+        mask = np.zeros(self.max_actions, dtype=bool)
+        mask[: len(self._candidates)] = True
+        if not self._candidates:  # nothing admissible: let index 0 (-> invalid_command) be chosen
+            mask[0] = True
+        return mask
+
+    def command(self, action: int | np.integer) -> str:
+        """Return the text command for ``action`` (``invalid_command`` when it is masked out)."""
+        index = int(np.asarray(action).item())
+        if 0 <= index < len(self._candidates):
+            return self._candidates[index]
+        return self.invalid_command
+
+    # ----------------------------------------------------------------- encoding
+    def _encode(self, observation: Any, info: dict[str, Any]) -> dict[str, np.ndarray]:
+        self._candidates = self.select_candidates(info.get("admissible_commands", []) or [])
+        texts = {
+            "observation": str(observation),
+            "task": str(info.get("task", self._task) or ""),
+            "inventory": str(info.get("inventory", "") or ""),
+            "history": " | ".join(self._history[-self.history_length:]) if self.history_length else "",
+        }
+        fields = list(self.include)
+        vectors = self.encoder.encode([texts[f] for f in fields] + self._candidates)
+        obs = {f: np.asarray(vectors[i], dtype=np.float32).copy() for i, f in enumerate(fields)}
+        actions = np.zeros((self.max_actions, self.dim), dtype=np.float32)
+        n = len(self._candidates)
+        if n:
+            actions[:n] = vectors[len(fields):]
+        obs["actions"] = actions
+        mask = np.zeros(self.max_actions, dtype=np.float32)
+        mask[:n] = 1.0
+        obs["action_mask"] = mask
+        if self.count_actions:
+            counts = np.zeros(self.max_actions, dtype=np.float32)
+            for i, cand in enumerate(self._candidates):
+                n_sent = self._counts.get(cand, 0)
+                counts[i] = n_sent / (n_sent + 1.0)
+            obs["action_counts"] = counts
+        return obs
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Reset the text env; returns ``(encoded observation, info)``."""
+        observation, info = self.env.reset(seed=seed, options=options)
+        self._history = []
+        self._counts = {}
+        self._task = str(info.get("task", "") or "")
+        info = dict(info)
+        obs = self._encode(observation, info)
+        info["candidates"] = self.candidates
+        return obs, info
+
+    def step(self, action: int | np.integer):
+        """Send the chosen candidate's text to the env; returns the encoded 5-tuple."""
+        command = self.command(action)
+        observation, reward, terminated, truncated, info = self.env.step(command)
+        self._counts[command] = self._counts.get(command, 0) + 1
+        if self.history_length:
+            self._history.append(command)
+            del self._history[: -self.history_length]
+        info = dict(info)
+        info["command"] = command
+        obs = self._encode(observation, info)
+        info["candidates"] = self.candidates
+        return obs, float(reward), bool(terminated), bool(truncated), info
