@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import os
 import string
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import gymnasium as gym

@@ -86,6 +86,11 @@ def test_reset_observation_and_info_read_like_alfworld():
     assert info["gamefile"] == str(HANDMADE)
     assert env.observation_space.contains(obs)
     env.close()
+    ansi = ALFWorldEnv(games=[HANDMADE], render_mode="ansi")
+    ansi.reset(seed=0)
+    ansi.step("go to fridge 1")
+    assert ansi.render() == "> go to fridge 1\nYou arrive at fridge 1. The fridge 1 is closed."
+    assert env.render() is None
 
 
 def test_handmade_game_walkthrough_wins():
