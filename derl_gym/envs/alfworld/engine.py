@@ -22,11 +22,14 @@ TextWorld keeps after negative effects, because the grammar reads them).
 from __future__ import annotations
 
 import copy
+import gzip
 import hashlib
 import json
 import logging
+import os
 import re
 import sys
+import tempfile
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -256,15 +259,92 @@ def get_logic(game: GameFile):
     return logic
 
 
+#: set to "0" to disable the on-disk cache of SAS translations.
+SAS_CACHE_ENV = "DERL_GYM_ALFWORLD_SAS_CACHE"
+
+
+def sas_cache_dir() -> Path | None:
+    """Return the folder of the on-disk SAS translation cache, or ``None`` when disabled.
+
+    ``$DERL_GYM_CACHE/alfworld/sas`` (default ``~/.cache/derl_gym/alfworld/sas``); disabled by
+    ``DERL_GYM_ALFWORLD_SAS_CACHE=0``.
+    """
+    if os.environ.get(SAS_CACHE_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+        return None
+    base = os.environ.get("DERL_GYM_CACHE")
+    return (Path(base) if base else Path.home() / ".cache" / "derl_gym") / "alfworld" / "sas"
+
+
+def _fd_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("fast-downward-textworld")
+    except Exception:  # pragma: no cover - metadata missing
+        return "unknown"
+
+
+def _parse_task(domain: str, problem: str):
+    """Parse and normalise the PDDL task (what ``pddl2sas`` does before translating), restoring argv."""
+    argv = list(sys.argv)
+    try:
+        sys.argv[:] = ["translate.py", "domain", "task"]
+        from fast_downward.translate import normalize
+        from fast_downward.translate.pddl_parser import lisp_parser, parsing_functions
+
+        task = parsing_functions.parse_task(lisp_parser.parse_nested_list(domain.split("\n")),
+                                            lisp_parser.parse_nested_list(problem.split("\n")))
+        normalize.normalize(task)
+        return task
+    finally:
+        sys.argv[:] = argv
+
+
+def _read_sas(path: Path) -> tuple[str, str] | None:
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            data = json.load(f)
+        return data["sas"], data["sas_replan"]
+    except (OSError, ValueError, KeyError, TypeError, EOFError):
+        return None
+
+
+def _write_sas(path: Path, sas: str, sas_replan: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".sas-", dir=path.parent)
+        with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
+            f.write(json.dumps({"sas": sas, "sas_replan": sas_replan}).encode("utf-8"))
+        os.replace(tmp, path)
+    except OSError:
+        logger.debug("could not write the SAS cache file %s", path, exc_info=True)
+
+
 def get_translation(game: GameFile):
-    """Return the (memoised) ``(task, sas, sas_replan)`` fast-downward translation of the game."""
+    """Return the ``(task, sas, sas_replan)`` fast-downward translation of the game (memoised).
+
+    In-process results are kept in an LRU table. The two SAS texts (the expensive part: about
+    0.1-0.4 s per game) are also stored on disk under :func:`sas_cache_dir`, keyed by the domain,
+    the problem and the fast-downward version, so that other processes (inner-loop jobs) only
+    re-parse the PDDL task (a few ms). The translation is deterministic (it does not depend on the
+    hash seed), so the cached texts equal a fresh translation.
+    """
     key = _digest(game.pddl_domain, game.pddl_problem)
     value = _TRANSLATION_CACHE.get(key)
-    if value is None:
+    if value is not None:
+        return value
+    folder = sas_cache_dir()
+    path = folder / f"{_digest(_fd_version(), game.pddl_domain, game.pddl_problem)}.json.gz" if folder else None
+    cached = _read_sas(path) if path is not None and path.is_file() else None
+    if cached is not None:
+        value = (_parse_task(game.pddl_domain, game.pddl_problem), *cached)
+    else:
         task, sas = _translate(game.pddl_domain, game.pddl_problem, optimize=False)
         _, sas_replan = _translate(game.pddl_domain, game.pddl_problem, optimize=True)
         value = (task, sas, sas_replan)
-        _TRANSLATION_CACHE.put(key, value)
+        if path is not None:
+            _write_sas(path, sas, sas_replan)
+    _TRANSLATION_CACHE.put(key, value)
     return value
 
 

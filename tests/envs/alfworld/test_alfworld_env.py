@@ -22,6 +22,12 @@ INFO_KEYS = {"admissible_commands", "won", "lost", "task", "valid_action", "stat
              "plan_length", "gamefile", "step"}
 
 
+@pytest.fixture(autouse=True)
+def _private_sas_cache(tmp_path_factory, monkeypatch):
+    """Keep the on-disk SAS translation cache of these tests out of the user's cache folder."""
+    monkeypatch.setenv("DERL_GYM_CACHE", str(tmp_path_factory.getbasetemp() / "derl_gym_cache"))
+
+
 @pytest.fixture(scope="module")
 def generated_games(tmp_path_factory) -> list[Path]:
     """One generated game of each of the six task types (skipped if the generator is missing)."""
@@ -204,6 +210,38 @@ def test_tiny_cache_with_evictions_and_game_switches_matches_uncached(generated_
     assert play(env, seed=9, steps=120, junk_prob=0.1) == reference
     assert len(tiny.states) <= 6 and len(tiny.transitions) <= 6
     assert len({o[1]["gamefile"] for o in reference if len(o) == 2}) == len(games)
+
+
+def test_sas_disk_cache_round_trip_plays_like_textworld(tmp_path, monkeypatch):
+    from derl_gym.envs.alfworld import engine
+
+    monkeypatch.setenv("DERL_GYM_CACHE", str(tmp_path))
+    monkeypatch.setenv(engine.SAS_CACHE_ENV, "1")
+    game = load_game_file(HANDMADE)
+    engine.clear_caches()
+    _, sas, sas_replan = engine.get_translation(game)  # translated, written to disk
+    files = list((tmp_path / "alfworld" / "sas").glob("*.json.gz"))
+    assert len(files) == 1
+    engine.clear_caches()
+    task, sas2, sas_replan2 = engine.get_translation(load_game_file(HANDMADE))  # read from disk
+    assert (sas2, sas_replan2) == (sas, sas_replan)
+    assert task.init and task.actions
+    fast, ref = FastEngine(), ReferenceEngine()
+    fast.load(game)
+    ref.load(game)
+    assert fast.reset() == ref.reset()
+    for command in json.loads(HANDMADE.read_text())["walkthrough"]:
+        assert fast.state_info() == ref.state_info()
+        assert fast.step(command)[0] == ref.step(command)[0]
+    assert fast.state_info() == ref.state_info() and fast.won()
+    # a corrupt cache file is ignored (re-translated and rewritten)
+    files[0].write_bytes(b"not gzip")
+    engine.clear_caches()
+    assert engine.get_translation(load_game_file(HANDMADE))[1] == sas
+    monkeypatch.setenv(engine.SAS_CACHE_ENV, "0")
+    assert engine.sas_cache_dir() is None
+    fast.close()
+    ref.close()
 
 
 def test_fast_engine_matches_textworld_pddl_env_state_by_state(generated_games):

@@ -14,6 +14,12 @@ from derl_gym.rewards.primitives import Step, Trajectory, segment_bounds
 
 HANDMADE = Path(__file__).resolve().parents[2] / "data" / "alfworld" / "clean_apple_in_fridge.tw-pddl"
 
+@pytest.fixture(autouse=True)
+def _private_sas_cache(tmp_path_factory, monkeypatch):
+    """Keep the on-disk SAS translation cache of these tests out of the user's cache folder."""
+    monkeypatch.setenv("DERL_GYM_CACHE", str(tmp_path_factory.getbasetemp() / "derl_gym_cache"))
+
+
 
 def record(env: ALFWorldEnv, actions) -> Trajectory:
     obs, info = env.reset(seed=0)
