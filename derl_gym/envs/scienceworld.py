@@ -17,6 +17,10 @@ L1 tests on its *test* variations (unseen instances), L2 holds out whole tasks
 (:data:`L2_HELD_OUT_TASKS`, the Electricity topic). ``validation`` is a deterministic 20% of the
 train variations and is never trained on.
 
+Vector envs: works in ``gymnasium.vector.AsyncVectorEnv`` (pass ``shared_memory=False``: gymnasium
+reads ``Text`` observations out of shared memory once, when the vector env is created, so text
+must travel through the pipes) and in SB3's ``SubprocVecEnv``; each worker runs its own JVM.
+
 JVM lifecycle: the JVM starts on the first ``reset()``, ``close()`` ends it and waits for the
 process to exit, a ``weakref.finalize`` ends it when the env is garbage-collected or the
 interpreter exits, and the JVM is started with py4j's ``--die-on-broken-pipe`` so that it also

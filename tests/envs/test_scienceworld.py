@@ -486,7 +486,7 @@ def _tiny_spec(total_timesteps: int, eval_episodes: int):
                         policy_kwargs={"hidden_dim": 32}),
         eval_episodes=eval_episodes,
         seed=0,
-        wrapper_kwargs={"max_actions": 64, "dim": 64, "include": ["observation", "task"], "exclude": TINY_EXCLUDE},
+        wrapper_kwargs={"max_actions": 64, "dim": 128, "include": ["observation", "task"], "exclude": TINY_EXCLUDE},
     )
 
 
