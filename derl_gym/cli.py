@@ -116,6 +116,34 @@ def _iteration_line(record) -> str:
             f"{cached} cached, {failed} failed, {record.wall_seconds:.0f} s)  best formula: {record.best_expression}")
 
 
+#: Methods that take the supervised cold start (paper-style seed formulas) unless --no-cold-start.
+COLD_START_METHODS = ("derl", "derl-pop")
+#: A soft prior: 30 Adam steps at 3e-3 leave ~10 distinct formulas in a group of 16 (mostly of the seed
+#: family); the optimizer's own default (150 steps at 1e-2) collapses the policy onto the 5 seed formulas,
+#: after which GRPO sees identical groups (zero advantages) and the run only re-hits the cache.
+SOFT_COLD_START = {"cold_start_steps": 30, "cold_start_lr": 3e-3}
+ALL_METHOD_NAMES = ("derl", "derl-pop", "evolution", "random", "cmaes", "outcome", "avg")
+
+
+def _optimizer_kwargs(args: argparse.Namespace, method: str) -> dict[str, Any]:
+    """Return the meta-optimizer keyword arguments for ``method``: ``--optimizer-kwargs`` plus
+    ``cold_start=True`` for DERL / DERL-pop unless ``--no-cold-start``."""
+    try:
+        kwargs = json.loads(args.optimizer_kwargs) if args.optimizer_kwargs else {}
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"error: --optimizer-kwargs must be a JSON object, e.g. '{{\"lr\": 0.003}}': {exc}") from None
+    if not isinstance(kwargs, dict):
+        raise SystemExit(f"error: --optimizer-kwargs must be a JSON object, got {args.optimizer_kwargs!r}")
+    if kwargs and set(kwargs) <= set(ALL_METHOD_NAMES):  # {"derl": {...}, "cmaes": {...}}: per method
+        kwargs = dict(kwargs.get(method) or {})
+    if method in COLD_START_METHODS and not args.no_cold_start:
+        kwargs.setdefault("cold_start", True)
+        if kwargs["cold_start"] or kwargs.get("seed_formulas"):
+            for key, value in SOFT_COLD_START.items():
+                kwargs.setdefault(key, value)
+    return kwargs
+
+
 def _parse_seeds(text: str) -> list[int]:
     """Return seeds from ``"N"`` (0..N-1) or a comma-separated list (``"0,3"``, ``"5,"``)."""
     text = str(text).strip()
@@ -190,8 +218,8 @@ def cmd_evolve(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     store = ResultStore(run_dir)
     _check_run_dir(store, {"command": "evolve", "preset": args.preset, "method": args.method, "seed": args.seed,
-                           "group_size": args.group_size, "spec_hash": spec.spec_hash(),
-                           "inner": "standin" if (args.standin or args.preset == STANDIN_PRESET) else args.inner},
+                           "group_size": args.group_size, "spec_hash": spec.spec_hash(), "inner": args.inner,
+                           "optimizer_kwargs": _optimizer_kwargs(args, args.method)},
                    run_dir)
     store.set_meta("command", " ".join(shlex.quote(a) for a in ["derl-gym", *args.argv]))
     store.set_meta("args", {k: v for k, v in vars(args).items() if k not in ("func", "argv")})
@@ -199,7 +227,7 @@ def cmd_evolve(args: argparse.Namespace) -> int:
     store.set_meta("spec_hash", spec.spec_hash())
     _out(f"derl-gym evolve: preset {args.preset} ({spec.spec_hash()}), method {args.method}, "
          f"{args.iterations} iterations x group {args.group_size}, backend {args.backend}, run dir {run_dir}")
-    optimizer = make_optimizer(args.method, num_variables, seed=args.seed)
+    optimizer = make_optimizer(args.method, num_variables, seed=args.seed, **_optimizer_kwargs(args, args.method))
     progress = _Progress(args.iterations * args.group_size, not args.no_progress, f"{args.method}")
     runner = _make_runner(args)
     try:
@@ -254,8 +282,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     store = ResultStore(run_dir)
     _check_run_dir(store, {"command": "compare", "preset": args.preset, "spec_hash": spec.spec_hash(),
-                           "group_size": args.group_size, "budget": args.budget,
-                           "inner": "standin" if (args.standin or args.preset == STANDIN_PRESET) else args.inner},
+                           "group_size": args.group_size, "budget": args.budget, "inner": args.inner,
+                           "optimizer_kwargs": {m: _optimizer_kwargs(args, m) for m in methods}},
                    run_dir)
     store.set_meta("command", " ".join(shlex.quote(a) for a in ["derl-gym", *args.argv]))
     store.set_meta("args", {k: v for k, v in vars(args).items() if k not in ("func", "argv")})
@@ -273,6 +301,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             progress.line(_iteration_line(record))
 
         result = compare(spec, methods, args.budget, seeds, runner, store, group_size=args.group_size,
+                         optimizer_kwargs={m: _optimizer_kwargs(args, m) for m in methods},
                          progress=on_iteration, on_result=progress.on_result)
     finally:
         progress.close()
@@ -376,11 +405,18 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=None, help="parallel inner runs (default: CPU count)")
     p.add_argument("--run-dir", default=None, help="run directory (store, report, plots); re-use it to resume")
     p.add_argument("--timeout", type=float, default=None, help="seconds before an inner run is killed (failed)")
-    p.add_argument("--retries", type=int, default=0, help="re-run a failed inner run up to N times")
+    p.add_argument("--retries", type=int, default=1,
+                   help="re-run a failed inner run (crashed worker, timeout, error) up to N times (default 1)")
     p.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local Ray)")
     p.add_argument("--inner", default="run_inner",
                    help="inner job: run_inner (train an agent), standin, or package.module:function")
     p.add_argument("--standin", action="store_true", help="shortcut for --inner standin (quick demo, no training)")
+    p.add_argument("--optimizer-kwargs", default=None,
+                   help="JSON object of meta-optimizer arguments, e.g. '{\"lr\": 0.003}', or one object per "
+                        "method: '{\"derl\": {\"kl_coef\": 0.1}, \"cmaes\": {\"sigma0\": 0.5}}'")
+    p.add_argument("--no-cold-start", action="store_true",
+                   help="DERL / DERL-pop: start from a random token policy instead of the (soft) supervised "
+                        "cold start on paper-style seed formulas (g1, g1 + 0.5*gk, the average)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (iteration lines are still printed)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)")
 

@@ -152,7 +152,8 @@ def test_sigkill_mid_iteration_then_resume_redoes_no_finished_evaluation(tmp_pat
     run_dir, log = tmp_path / "run", tmp_path / "executions.log"
     env = {**os.environ, "DERL_GYM_STANDIN_LOG": str(log), "DERL_GYM_STANDIN_SLEEP": "0.6"}
     cmd = [sys.executable, "-m", "derl_gym.cli", "evolve", "--preset", "standin", "--method", "derl",
-           "--iterations", "4", "--group-size", "4", "--workers", "2", "--run-dir", str(run_dir), "--no-test"]
+           "--iterations", "4", "--group-size", "4", "--workers", "2", "--run-dir", str(run_dir), "--no-test",
+           "--no-cold-start"]  # a random initial policy proposes many distinct formulas: many trainings to kill
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 120
     try:
@@ -184,3 +185,19 @@ def test_sigkill_mid_iteration_then_resume_redoes_no_finished_evaluation(tmp_pat
     assert checkpoints_after == 4
     assert set(finished_before) <= set(finished_after)
     assert len(finished_after) == len(set(finished_after))
+
+
+def test_optimizer_kwargs_defaults_and_per_method_json():
+    from derl_gym.cli import _optimizer_kwargs, build_parser
+
+    args = build_parser().parse_args(["evolve"])
+    assert _optimizer_kwargs(args, "derl")["cold_start"] is True
+    assert _optimizer_kwargs(args, "random") == {}
+    args = build_parser().parse_args(["compare", "--optimizer-kwargs", '{"derl": {"lr": 0.01}, "cmaes": {"sigma0": 0.5}}'])
+    assert _optimizer_kwargs(args, "derl")["lr"] == 0.01 and _optimizer_kwargs(args, "cmaes") == {"sigma0": 0.5}
+    assert _optimizer_kwargs(args, "evolution") == {}
+    args = build_parser().parse_args(["evolve", "--no-cold-start", "--optimizer-kwargs", '{"kl_coef": 0.1}'])
+    assert _optimizer_kwargs(args, "derl-pop") == {"kl_coef": 0.1}
+    args = build_parser().parse_args(["evolve", "--optimizer-kwargs", "[1]"])
+    with pytest.raises(SystemExit, match="JSON object"):
+        _optimizer_kwargs(args, "derl")

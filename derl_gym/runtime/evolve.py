@@ -74,7 +74,9 @@ class IterationRecord:
         stats = dict(checkpoint.get("stats") or {})
         scores = [float(s) for s in checkpoint.get("scores", [])]
         expressions = list(checkpoint.get("expressions", []))
-        best = max(range(len(scores)), key=scores.__getitem__) if scores else None
+        statuses = list(checkpoint.get("statuses", []))
+        ok = [i < len(statuses) and statuses[i] == "ok" for i in range(len(scores))]
+        best = max(range(len(scores)), key=lambda i: (ok[i], scores[i])) if scores else None
         return cls(method=checkpoint["method"], iteration=int(checkpoint["iteration"]), expressions=expressions,
                    canonicals=list(checkpoint.get("canonicals", [])), scores=scores,
                    statuses=list(checkpoint.get("statuses", [])), cached=list(checkpoint.get("cached", [])),
@@ -151,7 +153,7 @@ def run_evolution(spec: InnerLoopSpec, optimizer: Any, runner: Any, store: Resul
         results = [r for r, _ in pairs]
         scores = [float(r.score) if math.isfinite(r.score) else 0.0 for r in results]
         stats = optimizer.update(expressions, scores) or {}
-        best = max(range(len(scores)), key=scores.__getitem__)
+        best = max(range(len(scores)), key=lambda i: (results[i].ok, scores[i]))  # a failed run is never "best"
         best_model = results[best].model_path if warm else None
         if warm and best_model is None and init_model is not None:
             best_model = init_model  # the best run saved nothing: keep warm-starting from the last agent

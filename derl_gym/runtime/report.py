@@ -136,26 +136,51 @@ class Report:
     plots: list[Path]
 
 
+def method_of(label: str) -> str:
+    """Return the method of a checkpoint label: ``"derl/seed1"`` -> ``"derl"`` (compare runs one
+    label per method and seed); other labels are returned unchanged."""
+    return re.sub(r"/seed-?\d+$", "", label)
+
+
 def _method_series(store: ResultStore) -> dict[str, list[dict[str, Any]]]:
+    """Return per method (seeds pooled) one row per iteration: best and mean validation (averaged
+    over seeds), the best formula (of the best seed), structure shares over all formulas, counts."""
+    grouped: dict[str, dict[int, list[Any]]] = {}
+    for label in store.methods():
+        for cp in store.checkpoints(label):
+            grouped.setdefault(method_of(label), {}).setdefault(int(cp["iteration"]), []).append(cp)
     series: dict[str, list[dict[str, Any]]] = {}
-    for method in store.methods():
+    for method, by_iteration in grouped.items():
         rows = []
-        for cp in store.checkpoints(method):
-            scores = [float(s) for s in cp["scores"]]
-            best = max(range(len(scores)), key=scores.__getitem__) if scores else None
-            formulas = [c or e for c, e in zip(cp["canonicals"], cp["expressions"])] or cp["expressions"]
-            rows.append({"iteration": cp["iteration"], "best": scores[best] if best is not None else 0.0,
-                         "mean": statistics.fmean(scores) if scores else 0.0,
-                         "best_expression": cp["expressions"][best] if best is not None else "",
-                         "shares": structure_shares(formulas, cp["statuses"]),
-                         "n": len(scores), "cached": sum(bool(c) for c in cp["cached"]),
-                         "failed": sum(s != "ok" for s in cp["statuses"])})
+        for iteration in sorted(by_iteration):
+            bests, means, formulas, statuses = [], [], [], []
+            best_score, best_expression, n, cached, failed = -1.0, "", 0, 0, 0
+            for cp in by_iteration[iteration]:
+                scores = [float(x) for x in cp["scores"]]
+                if not scores:
+                    continue
+                i = max(range(len(scores)), key=scores.__getitem__)
+                bests.append(scores[i])
+                means.append(statistics.fmean(scores))
+                if scores[i] > best_score:
+                    best_score, best_expression = scores[i], cp["expressions"][i]
+                canon = cp["canonicals"] if len(cp["canonicals"]) == len(cp["expressions"]) else cp["expressions"]
+                formulas += [c or e for c, e in zip(canon, cp["expressions"])]
+                statuses += list(cp["statuses"])
+                n += len(scores)
+                cached += sum(bool(c) for c in cp["cached"])
+                failed += sum(st != "ok" for st in cp["statuses"])
+            rows.append({"iteration": iteration, "best": statistics.fmean(bests) if bests else 0.0,
+                         "mean": statistics.fmean(means) if means else 0.0, "best_expression": best_expression,
+                         "shares": structure_shares(formulas, statuses), "n": n, "cached": cached,
+                         "failed": failed, "runs": len(by_iteration[iteration])})
         series[method] = rows
     return series
 
 
 def plot_validation(series: dict[str, list[dict[str, Any]]], path: Path) -> Path:
-    """Plot best (solid) and mean (dashed) validation score per iteration per method; returns ``path``."""
+    """Plot best (solid) and mean (dashed) validation score per iteration per method (averaged over
+    seeds when a method ran with several); returns ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -246,7 +271,10 @@ def write_report(run_dir: str | Path, store: ResultStore | None = None) -> Repor
         lines += [f"Stored evaluations: {len(rows)} ({n_ok} ok, {len(rows) - n_ok} failed or timed out); "
                   f"inner training time summed over jobs: {total_wall:.0f} s.", ""]
         for method, mrows in series.items():
-            lines += [f"## {method}", "", "| iteration | best val | mean val | trained | cached | failed | "
+            runs = max((r["runs"] for r in mrows), default=1)
+            pooled = f" (best/mean averaged over {runs} seeds, structure over all their formulas)" if runs > 1 else ""
+            lines += [f"## {method}", "", f"Validation per iteration{pooled}.", "",
+                      "| iteration | best val | mean val | trained | cached | failed | "
                       "additive | multiplicative | single | degenerate | best formula |",
                       "|---|---|---|---|---|---|---|---|---|---|---|"]
             for r in mrows:

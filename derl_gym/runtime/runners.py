@@ -92,6 +92,9 @@ def _worker_main(conn) -> None:
 
     A ``None`` message (or a closed pipe) ends the loop.
     """
+    import faulthandler
+
+    faulthandler.enable()  # a segfault in a job prints the Python stack to the worker's stderr
     _single_thread_env()
     try:
         import torch

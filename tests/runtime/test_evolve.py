@@ -91,7 +91,9 @@ def test_compare_same_budget_per_method_and_report(tmp_path):
             assert f"| {method} |" in md
         assert store.get_meta("compare_markdown") == md
         report = write_report(tmp_path, store)
-    assert report.markdown.read_text().count("## ") >= 5
+    text = report.markdown.read_text()
+    assert text.count("## ") >= 5
+    assert "## random" in text and "## random/seed0" not in text and "averaged over 2 seeds" in text
     for plot in report.plots:
         assert plot.stat().st_size > 5000 and plot.read_bytes()[:4] == b"\x89PNG"
 
