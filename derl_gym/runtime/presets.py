@@ -1,0 +1,189 @@
+"""Named inner-loop specs (:class:`~derl_gym.runtime.spec.InnerLoopSpec`) with documented budgets.
+
+``get_preset(name, **overrides)`` returns a fresh spec; ``overrides`` replace top-level spec fields
+(``seed=3``, ``eval_episodes=50`` ...) and the shortcuts ``total_timesteps``, ``n_envs``,
+``algorithm`` and ``device`` replace the agent's fields. ``describe_presets()`` lists every preset
+with its budget. Wall times were measured on one core of the development machine (2 shared cores)
+with ``benchmarks/bench_inner.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from derl_gym.runtime.spec import AgentSpec, EnvSpec, InnerLoopSpec, PrimitiveSpec
+
+__all__ = ["PRESETS", "PresetInfo", "get_preset", "describe_presets", "preset_names"]
+
+ALFWORLD_ID = "derl_gym/ALFWorld-v0"
+ALFWORLD_PRIMITIVES = PrimitiveSpec("derl_gym.envs.alfworld.primitives:alfworld_primitives",
+                                    {"step_scorer": "progress"})
+
+#: ALFWorld commands that only gather information; the tiny/small presets drop them from the
+#: candidate list (they never advance a task, and removing them shortens random exploration less
+#: than it speeds up learning, see benchmarks/results/bench_inner.md)
+INFO_COMMANDS = ("examine", "inventory", "look", "help")
+
+AGENT_KEYS = ("total_timesteps", "n_envs", "algorithm", "device", "algo_kwargs", "policy_kwargs")
+
+
+@dataclass(frozen=True)
+class PresetInfo:
+    """A preset's factory and its documented budget (for :func:`describe_presets`)."""
+
+    factory: Callable[[], InnerLoopSpec]
+    budget: str
+
+
+def _alfworld_env(split: str, level: str, task_types: tuple[str, ...], generator: dict[str, Any],
+                  max_episode_steps: int) -> EnvSpec:
+    return EnvSpec(ALFWORLD_ID, {"split": split, "level": level, "task_types": list(task_types),
+                                 "generator": dict(generator), "max_episode_steps": max_episode_steps})
+
+
+# ------------------------------------------------------------------------------- alfworld-tiny
+TINY_TASKS = ("pick_and_place_simple",)
+TINY_GENERATOR = {"task_types": list(TINY_TASKS), "games_per_task": 30, "num_receptacles": 2,
+                  "num_distractors": 1, "seed": 0}
+TINY_STEPS = 20
+
+
+def alfworld_tiny() -> InnerLoopSpec:
+    """Return the ``alfworld-tiny`` spec: pick_and_place_simple, few receptacles, ~40 s per run."""
+    def env(split: str, level: str = "L0") -> EnvSpec:
+        return _alfworld_env(split, level, TINY_TASKS, TINY_GENERATOR, TINY_STEPS)
+
+    return InnerLoopSpec(
+        name="alfworld-tiny",
+        train_env=env("train"),
+        validation_env=env("validation"),
+        test_envs={"L0": env("test"), "L1": env("test", "L1")},
+        primitives=ALFWORLD_PRIMITIVES,
+        agent=AgentSpec(algorithm="maskable_ppo", total_timesteps=6000, n_envs=1,
+                        algo_kwargs={"n_steps": 256, "batch_size": 64, "n_epochs": 4, "learning_rate": 1e-3,
+                                     "gamma": 0.95, "gae_lambda": 0.95, "ent_coef": 0.01},
+                        policy_kwargs={"hidden_dim": 64, "scoring": "product"}),
+        reward_mode="episode",
+        eval_episodes=20,
+        seed=0,
+        wrapper_kwargs={"max_actions": 24, "dim": 128, "include": ["observation", "task", "history"],
+                        "history_length": 3, "exclude": list(INFO_COMMANDS)},
+        description="ALFWorld pick_and_place_simple, 2 extra receptacles, 1 distractor, 20-step episodes; "
+                    "MaskablePPO with the DRRN-style action-scoring policy",
+    )
+
+
+# ------------------------------------------------------------------------------ alfworld-small
+SMALL_TASKS = ("pick_and_place_simple", "look_at_obj_in_light", "pick_clean_then_place_in_recep",
+               "pick_heat_then_place_in_recep", "pick_cool_then_place_in_recep", "pick_two_obj_and_place")
+SMALL_GENERATOR = {"task_types": list(SMALL_TASKS), "games_per_task": 20, "num_receptacles": 4,
+                   "num_distractors": 2, "seed": 0}
+
+
+def alfworld_small() -> InnerLoopSpec:
+    """Return the ``alfworld-small`` spec: all six task types, more receptacles, bigger budget."""
+    def env(split: str, level: str = "L0") -> EnvSpec:
+        return _alfworld_env(split, level, SMALL_TASKS, SMALL_GENERATOR, 40)
+
+    return InnerLoopSpec(
+        name="alfworld-small",
+        train_env=env("train"),
+        validation_env=env("validation"),
+        test_envs={"L0": env("test"), "L1": env("test", "L1")},
+        primitives=ALFWORLD_PRIMITIVES,
+        agent=AgentSpec(algorithm="maskable_ppo", total_timesteps=50_000, n_envs=1,
+                        algo_kwargs={"n_steps": 512, "batch_size": 128, "n_epochs": 4, "learning_rate": 5e-4,
+                                     "gamma": 0.97, "gae_lambda": 0.95, "ent_coef": 0.01},
+                        policy_kwargs={"hidden_dim": 128, "scoring": "product"}),
+        eval_episodes=40,
+        wrapper_kwargs={"max_actions": 48, "dim": 256, "include": ["observation", "task", "history"],
+                        "history_length": 4, "exclude": list(INFO_COMMANDS)},
+        description="ALFWorld, all six task types, 4 extra receptacles, 2 distractors, 40-step episodes",
+    )
+
+
+# -------------------------------------------------------------------------------- alfworld-l2
+L2_TRAIN_TASKS = ("pick_and_place_simple", "look_at_obj_in_light", "pick_clean_then_place_in_recep",
+                  "pick_heat_then_place_in_recep")
+L2_TEST_TASKS = ("pick_cool_then_place_in_recep", "pick_two_obj_and_place")
+
+
+def alfworld_l2() -> InnerLoopSpec:
+    """Return the ``alfworld-l2`` spec: train on pick/look/clean/heat, test L2 on cool/pick-two."""
+    generator = {**SMALL_GENERATOR, "task_types": list(SMALL_TASKS)}
+
+    def env(split: str, level: str, tasks: tuple[str, ...]) -> EnvSpec:
+        return _alfworld_env(split, level, tasks, generator, 40)
+
+    return InnerLoopSpec(
+        name="alfworld-l2",
+        train_env=env("train", "L0", L2_TRAIN_TASKS),
+        validation_env=env("validation", "L0", L2_TRAIN_TASKS),
+        test_envs={"L0": env("test", "L0", L2_TRAIN_TASKS), "L1": env("test", "L1", L2_TRAIN_TASKS),
+                   "L2": env("test", "L2", L2_TEST_TASKS)},
+        primitives=ALFWORLD_PRIMITIVES,
+        agent=AgentSpec(algorithm="maskable_ppo", total_timesteps=50_000, n_envs=1,
+                        algo_kwargs={"n_steps": 512, "batch_size": 128, "n_epochs": 4, "learning_rate": 5e-4,
+                                     "gamma": 0.97, "gae_lambda": 0.95, "ent_coef": 0.01},
+                        policy_kwargs={"hidden_dim": 128, "scoring": "product"}),
+        eval_episodes=40,
+        wrapper_kwargs={"max_actions": 48, "dim": 256, "include": ["observation", "task", "history"],
+                        "history_length": 4, "exclude": list(INFO_COMMANDS)},
+        description="ALFWorld L2 (out of distribution): train pick/look/clean/heat, test cool/pick-two",
+    )
+
+
+# ---------------------------------------------------------------------------- scienceworld-tiny
+# scienceworld-tiny: to be added by the lead once derl_gym/ScienceWorld-v0 exists
+# (env kwargs {"task": "...", "simplification": "easy"}); register it in PRESETS below.
+
+
+PRESETS: dict[str, PresetInfo] = {
+    "alfworld-tiny": PresetInfo(alfworld_tiny, "6,000 env steps (MaskablePPO, 1 env): about 40 s on one core"),
+    "alfworld-small": PresetInfo(alfworld_small, "50,000 env steps (MaskablePPO, 1 env): about 10 min on one core"),
+    "alfworld-l2": PresetInfo(alfworld_l2, "50,000 env steps (MaskablePPO, 1 env): about 10 min on one core"),
+}
+
+
+def preset_names() -> list[str]:
+    """Return the registered preset names, sorted."""
+    return sorted(PRESETS)
+
+
+def get_preset(name: str, **overrides: Any) -> InnerLoopSpec:
+    """Return a fresh :class:`InnerLoopSpec` for preset ``name`` with ``overrides`` applied.
+
+    ``overrides`` may name spec fields (``seed``, ``eval_episodes``, ``wrapper_kwargs`` ...) or agent
+    fields (``total_timesteps``, ``n_envs``, ``algorithm``, ``device``, ``algo_kwargs``,
+    ``policy_kwargs``). Raises ``KeyError`` listing the known names for an unknown preset and
+    ``TypeError`` for an unknown override.
+    """
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}; known presets: {', '.join(preset_names())}")
+    spec = PRESETS[name].factory()
+    agent_changes = {k: overrides.pop(k) for k in list(overrides) if k in AGENT_KEYS}
+    fields = {f.name for f in dataclasses.fields(InnerLoopSpec)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise TypeError(f"unknown override(s) {unknown} for preset {name!r}; use InnerLoopSpec fields "
+                        f"{sorted(fields)} or agent fields {list(AGENT_KEYS)}")
+    if agent_changes:
+        overrides["agent"] = dataclasses.replace(overrides.get("agent", spec.agent), **agent_changes)
+    return spec.replace(**overrides) if overrides else spec
+
+
+def describe_presets() -> str:
+    """Return a text table: one block per preset with its description, budget and split envs."""
+    lines = []
+    for name in preset_names():
+        info = PRESETS[name]
+        spec = info.factory()
+        lines.append(f"{name}: {spec.description}")
+        lines.append(f"  budget: {info.budget}; agent={spec.agent.algorithm}, "
+                     f"total_timesteps={spec.agent.total_timesteps}, n_envs={spec.agent.n_envs}, "
+                     f"eval_episodes={spec.eval_episodes}")
+        lines.append(f"  train={spec.train_env.kwargs.get('split')}, validation={spec.validation_env.kwargs.get('split')}, "
+                     f"test={{{', '.join(sorted(spec.test_envs))}}}, reward_mode={spec.reward_mode}")
+    return "\n".join(lines)
