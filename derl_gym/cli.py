@@ -24,9 +24,10 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-#: Defaults of ``derl-gym evolve`` (``make demo`` uses them: about 8-10 minutes on 2 cores for
-#: alfworld-tiny, whose inner run takes about 40 s on one core).
-DEFAULT_ITERATIONS = 4
+#: Defaults of ``derl-gym evolve`` (``make demo`` uses them): at most 5 x 4 = 20 inner trainings plus 3
+#: for the final test; an alfworld-tiny inner run takes 25-60 s on one core, so the demo takes about
+#: 4-6 minutes on 2 idle cores (equivalent formulas hit the cache) and stays under 15 on a loaded machine.
+DEFAULT_ITERATIONS = 5
 DEFAULT_GROUP_SIZE = 4
 STANDIN_PRESET = "standin"
 
