@@ -437,6 +437,10 @@ class ScienceWorldEnv(gym.Env[str, str]):
             raise ValueError(f"unknown simplification(s) {bad} in {simplification!r}; use a comma-separated "
                              f"subset of {sorted(allowed - {''})}")
         self.episodes = split_episodes(task, split, level)
+        electrical = sorted({t for t, _ in self.episodes if "power-component" in t or "conductivity" in t})
+        if electrical and "noElectricalAction" in simplification.split(","):
+            raise ValueError(f"simplification 'noElectricalAction' removes the actions that tasks {electrical} "
+                             "need; use 'easy' (which keeps them for these tasks) or drop that simplification")
         self.task = task
         self.split = split
         self.level = level

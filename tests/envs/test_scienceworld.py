@@ -301,6 +301,9 @@ def test_task_resolution_and_bad_arguments():
         ScienceWorldEnv(task="boil", split="dev")
     with pytest.raises(ValueError, match="simplification"):
         ScienceWorldEnv(task="boil", simplification="hard")
+    with pytest.raises(ValueError, match="noElectricalAction"):
+        ScienceWorldEnv(task="test-conductivity", simplification="openDoors,noElectricalAction")
+    assert ScienceWorldEnv(task="boil", simplification="openDoors,noElectricalAction").java_pid is None
 
 
 def test_bound_commands_and_normalize_text():
