@@ -45,8 +45,8 @@ def _alfworld_env(split: str, level: str, task_types: tuple[str, ...], generator
 
 # ------------------------------------------------------------------------------- alfworld-tiny
 TINY_TASKS = ("pick_and_place_simple",)
-TINY_GENERATOR = {"task_types": list(TINY_TASKS), "games_per_task": 30, "num_receptacles": 2,
-                  "num_distractors": 1, "seed": 0}
+TINY_GENERATOR = {"task_types": list(TINY_TASKS), "games_per_task": 300, "test_games_per_task": 50,
+                  "num_receptacles": 2, "num_distractors": 1, "seed": 0}
 TINY_STEPS = 20
 
 
@@ -61,12 +61,12 @@ def alfworld_tiny() -> InnerLoopSpec:
         validation_env=env("validation"),
         test_envs={"L0": env("test"), "L1": env("test", "L1")},
         primitives=ALFWORLD_PRIMITIVES,
-        agent=AgentSpec(algorithm="maskable_ppo", total_timesteps=6000, n_envs=1,
+        agent=AgentSpec(algorithm="maskable_ppo", total_timesteps=16_000, n_envs=1,
                         algo_kwargs={"n_steps": 256, "batch_size": 64, "n_epochs": 4, "learning_rate": 1e-3,
-                                     "gamma": 0.95, "gae_lambda": 0.95, "ent_coef": 0.01},
+                                     "gamma": 0.95, "gae_lambda": 0.95, "ent_coef": 0.0},
                         policy_kwargs={"hidden_dim": 64, "scoring": "product"}),
         reward_mode="episode",
-        eval_episodes=20,
+        eval_episodes=30,
         seed=0,
         wrapper_kwargs={"max_actions": 24, "dim": 128, "include": ["observation", "task", "history"],
                         "history_length": 3, "exclude": list(INFO_COMMANDS)},

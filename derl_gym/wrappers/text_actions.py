@@ -8,7 +8,11 @@ lists the currently admissible commands (``info["admissible_commands"]``). The w
   ``[max_actions, dim]`` array with one encoded candidate command per row (zero rows past the
   current count), ``"action_mask"``: ``[max_actions]`` with 1.0 for the rows in use, and (with
   ``count_actions=True``, the default) ``"action_counts"``: ``[max_actions]``, how often each
-  candidate was already sent this episode, as ``n / (n + 1)`` (a name-free memory feature);
+  candidate was already sent this episode, as ``n / (n + 1)`` (a name-free memory feature), and
+  (with ``overlap_features=True``, the default) ``"overlap_<field>"``: ``[max_actions]``, the share
+  of each candidate's words (digits excluded) that occur in that text field — lexical matching
+  features such as "this command names the object the task asks for" that carry over to games
+  with unseen object names;
 - action: ``Discrete(max_actions)``, the index of a candidate row;
 - :meth:`TextActionWrapper.action_masks` for sb3-contrib's ``MaskablePPO`` (works through
   ``DummyVecEnv``/``SubprocVecEnv`` via ``env_method("action_masks")``).
@@ -33,6 +37,7 @@ import os
 import re
 import zlib
 from collections import OrderedDict
+from functools import lru_cache
 from typing import Any, Iterable, Protocol, Sequence, runtime_checkable
 
 import gymnasium as gym
@@ -237,6 +242,12 @@ def make_encoder(encoder: str | Encoder | None = "hash", dim: int = 256, **kwarg
     raise TypeError(f"encoder must be 'hash', 'sentence:<dir>' or an Encoder, got {type(encoder).__name__}")
 
 
+@lru_cache(maxsize=65536)
+def _content_words(text: str) -> frozenset[str]:
+    """Return the lower-cased word tokens of ``text`` without pure numbers."""
+    return frozenset(w for w in _TOKEN_RE.findall(text.lower()) if not w.isdigit())
+
+
 class TextActionWrapper(gym.Wrapper):
     """Encode a text world's observation and candidate commands; act by choosing a candidate index.
 
@@ -250,7 +261,8 @@ class TextActionWrapper(gym.Wrapper):
                  dim: int = 256, include: Sequence[str] = ("observation", "task", "history"),
                  history_length: int = 3, exclude: Sequence[str] = (),
                  low_priority: Sequence[str] = ("look", "inventory", "examine", "help"),
-                 invalid_command: str = "noop", count_actions: bool = True) -> None:
+                 invalid_command: str = "noop", count_actions: bool = True,
+                 overlap_features: bool = True) -> None:
         super().__init__(env)
         if max_actions < 1:
             raise ValueError(f"max_actions must be >= 1, got {max_actions}")
@@ -267,12 +279,17 @@ class TextActionWrapper(gym.Wrapper):
         self.low_priority = tuple(p.lower() for p in low_priority)
         self.invalid_command = invalid_command
         self.count_actions = bool(count_actions)
+        self.overlap_features = bool(overlap_features)
         box = dict(low=-np.inf, high=np.inf, dtype=np.float32)
         obs_spaces: dict[str, spaces.Space] = {k: spaces.Box(shape=(self.dim,), **box) for k in self.include}
         obs_spaces["actions"] = spaces.Box(shape=(self.max_actions, self.dim), **box)
         obs_spaces["action_mask"] = spaces.Box(low=0.0, high=1.0, shape=(self.max_actions,), dtype=np.float32)
         if self.count_actions:
             obs_spaces["action_counts"] = spaces.Box(low=0.0, high=1.0, shape=(self.max_actions,), dtype=np.float32)
+        if self.overlap_features:
+            for name in self.include:
+                obs_spaces[f"overlap_{name}"] = spaces.Box(low=0.0, high=1.0, shape=(self.max_actions,),
+                                                           dtype=np.float32)
         self.observation_space = spaces.Dict(obs_spaces)
         self.action_space = spaces.Discrete(self.max_actions)
         self._candidates: list[str] = []
@@ -338,6 +355,15 @@ class TextActionWrapper(gym.Wrapper):
                 n_sent = self._counts.get(cand, 0)
                 counts[i] = n_sent / (n_sent + 1.0)
             obs["action_counts"] = counts
+        if self.overlap_features:
+            cand_words = [_content_words(c) for c in self._candidates]
+            for name in self.include:
+                field_words = _content_words(texts[name])
+                overlap = np.zeros(self.max_actions, dtype=np.float32)
+                for i, words in enumerate(cand_words):
+                    if words:
+                        overlap[i] = len(words & field_words) / len(words)
+                obs[f"overlap_{name}"] = overlap
         return obs
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):

@@ -128,7 +128,7 @@ def test_step_mode_and_ppo_registry():
 def test_learning_on_toy_world_beats_random():
     easy = EnvSpec(TOY_ENV_IMPORT_ID, {"num_games": 4, "num_locations": 3, "num_objects": 1})
     spec = toy_spec(train_env=easy, validation_env=easy, eval_episodes=30,
-                    agent=AgentSpec(total_timesteps=3000, n_envs=2,
+                    agent=AgentSpec(total_timesteps=5000, n_envs=2,
                                     algo_kwargs={"n_steps": 128, "n_epochs": 10, "learning_rate": 3e-3},
                                     policy_kwargs={"hidden_dim": 64}))
     result = run_inner(spec, "g1 + 0.5*(g2 + g3 + g4)/3", seed=0)

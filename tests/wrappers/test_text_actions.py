@@ -46,7 +46,8 @@ def test_spaces_shapes_and_mask_match_candidates():
     env = TextActionWrapper(ToyTextEnv(num_locations=4), max_actions=10, dim=32)
     obs, info = env.reset(seed=0)
     assert isinstance(env.observation_space, spaces.Dict)
-    assert set(obs) == {"observation", "task", "history", "actions", "action_mask", "action_counts"}
+    assert set(obs) == {"observation", "task", "history", "actions", "action_mask", "action_counts",
+                        "overlap_observation", "overlap_task", "overlap_history"}
     assert env.action_space == spaces.Discrete(10)
     assert obs["actions"].shape == (10, 32) and obs["actions"].dtype == np.float32
     assert obs in env.observation_space
@@ -145,6 +146,19 @@ def test_action_masks_through_dummy_and_subproc_vec_envs():
         np.testing.assert_array_equal(sub_masks, masks)
     finally:
         sub.close()
+
+
+def test_overlap_features_measure_shared_words():
+    cmds = ["take mug 1 from sinkbasin 1", "go to fridge 1", "move mug 1 to sink 1"]
+    env = TextActionWrapper(ListEnv(cmds), max_actions=4, dim=16)
+    obs, info = env.reset()  # task: "put a mug in the sink."; observation: "You are in a kitchen."
+    assert info["candidates"] == ["go to fridge 1", "move mug 1 to sink 1", "take mug 1 from sinkbasin 1"]
+    np.testing.assert_allclose(obs["overlap_task"], [0.0, 2 / 4, 1 / 4, 0.0])
+    np.testing.assert_allclose(obs["overlap_observation"], [0.0, 0.0, 0.0, 0.0])
+    obs, *_ = env.step(0)  # history is now "go to fridge 1"
+    np.testing.assert_allclose(obs["overlap_history"], [1.0, 1 / 4, 0.0, 0.0])
+    plain = TextActionWrapper(ListEnv(cmds), max_actions=4, dim=16, overlap_features=False, count_actions=False)
+    assert set(plain.reset()[0]) == {"observation", "task", "history", "actions", "action_mask"}
 
 
 def test_hash_encoder_properties():
