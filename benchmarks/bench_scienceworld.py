@@ -1,6 +1,6 @@
 """Benchmark: steps/s of the raw ``scienceworld`` loop vs. ``derl_gym/ScienceWorld-v0``.
 
-Every loop plays random *valid* actions on the same task and variations (load or reset after
+Every loop plays random *valid* actions on the same task and variations (a new episode after
 ``--episode-steps`` steps or when the episode ends) and counts simulator steps per second,
 resets included:
 
@@ -10,14 +10,18 @@ resets included:
 - ``naive_env``: the obvious Gymnasium wrapper around the upstream API (upstream ``step``, then
   ``get_valid_action_object_combinations`` again for ``admissible_commands``, ``look`` and
   ``inventory`` for the observation): the "before" of this env's per-step trimming;
-- ``env``: ``ScienceWorldEnv`` with ``admissible=True`` (the valid-action list once per step);
+- ``env``: ``ScienceWorldEnv`` with ``admissible=True`` (the valid-action list once per state);
 - ``env_no_admissible``: ``admissible=False``; actions are drawn from the list at the episode's
-  start, so later ones are often rejected: this row measures the env's per-step overhead only;
-- ``async_2``: ``AsyncVectorEnv`` with 2 worker processes of ``env`` (steps summed over both).
+  start (``env.admissible_commands()``), so later ones are often rejected: this row measures the
+  env's own per-step cost without the simulator's valid-action listing;
+- ``async_N``: ``AsyncVectorEnv`` with N worker processes of ``env`` (steps summed over workers).
+
+The machine is shared, so the single-process loops are run in ``--rounds`` interleaved rounds on
+persistent simulators and each row reports its best round (the least disturbed one) and the median.
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_scienceworld.py [--steps 300] [--task find-living-thing]
+    .venv/bin/python benchmarks/bench_scienceworld.py [--steps 300] [--rounds 3] [--task find-living-thing]
 
 Prints a table with the ratios to ``raw`` and writes ``benchmarks/results/bench_scienceworld.json``.
 """
@@ -29,6 +33,7 @@ import json
 import os
 import platform
 import random
+import statistics
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -36,37 +41,41 @@ from typing import Any, Callable
 import numpy as np
 
 
-def bench_raw(task: str, variations: list[int], steps: int, episode_steps: int, seed: int) -> dict[str, Any]:
-    """Time the upstream scienceworld loop; returns steps/s and the JVM start time."""
-    from scienceworld import ScienceWorldEnv as UpstreamEnv
+class RawLoop:
+    """The upstream scienceworld loop (benchmark reference)."""
 
-    rng = random.Random(seed)
-    start = time.perf_counter()
-    env = UpstreamEnv("", envStepLimit=10**6)
-    jvm_seconds = time.perf_counter() - start
-    try:
-        episode = 0
-        env.load(task, variations[episode % len(variations)], "easy")
-        _, info = env.reset()
-        t0, done_steps, in_episode = time.perf_counter(), 0, 0
-        while done_steps < steps:
-            _, _, done, info = env.step(rng.choice(info["valid"]))
-            done_steps += 1
-            in_episode += 1
-            if done or in_episode >= episode_steps:
-                episode += 1
-                env.load(task, variations[episode % len(variations)], "easy")
-                _, info = env.reset()
-                in_episode = 0
-        elapsed = time.perf_counter() - t0
-    finally:
-        env.close()
-    return {"steps": done_steps, "seconds": elapsed, "steps_per_second": done_steps / elapsed,
-            "jvm_start_seconds": jvm_seconds, "episodes": episode}
+    def __init__(self, task: str, variations: list[int], episode_steps: int, seed: int) -> None:
+        from scienceworld import ScienceWorldEnv as UpstreamEnv
+
+        start = time.perf_counter()
+        self.env = UpstreamEnv("", envStepLimit=10**6)
+        self.start_seconds = time.perf_counter() - start
+        self.task, self.variations, self.episode_steps = task, variations, episode_steps
+        self.rng, self.episode = random.Random(seed), 0
+        self._new_episode()
+
+    def _new_episode(self) -> None:
+        self.env.load(self.task, self.variations[self.episode % len(self.variations)], "easy")
+        self.episode += 1
+        _, self.info = self.env.reset()
+        self.in_episode = 0
+
+    def run(self, steps: int) -> float:
+        """Play ``steps`` steps; return the elapsed seconds."""
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            _, _, done, self.info = self.env.step(self.rng.choice(self.info["valid"]))
+            self.in_episode += 1
+            if done or self.in_episode >= self.episode_steps:
+                self._new_episode()
+        return time.perf_counter() - t0
+
+    def close(self) -> None:
+        self.env.close()
 
 
 class NaiveScienceWorldEnv:
-    """The obvious wrapper around the upstream API (benchmark reference, not library code)."""
+    """The obvious Gymnasium-style wrapper around the upstream API (benchmark reference, not library code)."""
 
     def __init__(self, task: str, variations: list[int]) -> None:
         from scienceworld import ScienceWorldEnv as UpstreamEnv
@@ -91,28 +100,32 @@ class NaiveScienceWorldEnv:
         self.env.close()
 
 
-def run_env_loop(env: Any, steps: int, episode_steps: int, seed: int,
-                 pick: Callable[[random.Random, dict, list[str]], str],
-                 reset_list: Callable[[Any, dict], list[str]]) -> dict[str, Any]:
-    """Step a single (Gymnasium-style) env with random actions; returns steps/s and episodes.
+class EnvLoop:
+    """Random actions on a Gymnasium-style env; ``reset_list(env, info)`` gives an episode's start list."""
 
-    ``reset_list(env, info)`` gives the command list at an episode's start; ``pick`` draws the
-    next action from the step's ``info`` or from that list.
-    """
-    rng = random.Random(seed)
-    _, info = env.reset()
-    start_list = reset_list(env, info)
-    t0, done_steps, in_episode, episodes = time.perf_counter(), 0, 0, 0
-    while done_steps < steps:
-        _, _, terminated, truncated, info = env.step(pick(rng, info, start_list))
-        done_steps += 1
-        in_episode += 1
-        if terminated or truncated or in_episode >= episode_steps:
-            _, info = env.reset()
-            start_list = reset_list(env, info)
-            in_episode, episodes = 0, episodes + 1
-    elapsed = time.perf_counter() - t0
-    return {"steps": done_steps, "seconds": elapsed, "steps_per_second": done_steps / elapsed, "episodes": episodes}
+    def __init__(self, env: Any, episode_steps: int, seed: int, pick: Callable[[random.Random, dict, list[str]], str],
+                 reset_list: Callable[[Any, dict], list[str]]) -> None:
+        self.env, self.episode_steps, self.pick, self.reset_list = env, episode_steps, pick, reset_list
+        self.rng = random.Random(seed)
+        self._new_episode()
+
+    def _new_episode(self) -> None:
+        _, self.info = self.env.reset()
+        self.start_list = self.reset_list(self.env, self.info)
+        self.in_episode = 0
+
+    def run(self, steps: int) -> float:
+        """Play ``steps`` steps; return the elapsed seconds."""
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            _, _, terminated, truncated, self.info = self.env.step(self.pick(self.rng, self.info, self.start_list))
+            self.in_episode += 1
+            if terminated or truncated or self.in_episode >= self.episode_steps:
+                self._new_episode()
+        return time.perf_counter() - t0
+
+    def close(self) -> None:
+        self.env.close()
 
 
 def _pick_admissible(rng: random.Random, info: dict, start_list: list[str]) -> str:
@@ -131,41 +144,6 @@ class _EnvFactory:
         from derl_gym.envs.scienceworld import ScienceWorldEnv
 
         return ScienceWorldEnv(**self.kwargs)
-
-
-def bench_env(task: str, steps: int, episode_steps: int, seed: int, admissible: bool) -> dict[str, Any]:
-    """Time ``ScienceWorldEnv`` (single process); returns steps/s, JVM start and first-reset time."""
-    from derl_gym.envs.scienceworld import ScienceWorldEnv
-
-    env = ScienceWorldEnv(task=task, split="train", seed=seed, admissible=True,
-                          max_episode_steps=episode_steps)
-    try:
-        t0 = time.perf_counter()
-        env.reset()
-        first_reset = time.perf_counter() - t0
-        jvm_seconds = env._jvm.start_seconds
-        env.admissible = admissible
-        env.reset(seed=seed)
-        if admissible:
-            result = run_env_loop(env, steps, episode_steps, seed, _pick_admissible,
-                                  lambda e, info: list(info["admissible_commands"]))
-        else:
-            result = run_env_loop(env, steps, episode_steps, seed, _pick_start_list,
-                                  lambda e, info: e.admissible_commands())
-    finally:
-        env.close()
-    result.update(jvm_start_seconds=jvm_seconds, first_reset_seconds=first_reset)
-    return result
-
-
-def bench_naive(task: str, variations: list[int], steps: int, episode_steps: int, seed: int) -> dict[str, Any]:
-    """Time the naive upstream wrapper."""
-    env = NaiveScienceWorldEnv(task, variations)
-    try:
-        return run_env_loop(env, steps, episode_steps, seed, _pick_admissible,
-                            lambda e, info: list(info["admissible_commands"]))
-    finally:
-        env.close()
 
 
 def bench_async(task: str, steps: int, episode_steps: int, seed: int, n_envs: int) -> dict[str, Any]:
@@ -193,7 +171,8 @@ def bench_async(task: str, steps: int, episode_steps: int, seed: int, n_envs: in
 
 def main() -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=300, help="simulator steps per configuration")
+    parser.add_argument("--steps", type=int, default=300, help="simulator steps per configuration (all rounds)")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--task", default="find-living-thing")
     parser.add_argument("--episode-steps", type=int, default=30)
     parser.add_argument("--n-envs", type=int, default=2)
@@ -202,30 +181,59 @@ def main() -> dict[str, Any]:
                         default=Path(__file__).parent / "results" / "bench_scienceworld.json")
     args = parser.parse_args()
 
-    from derl_gym.envs.scienceworld import split_variations
+    from derl_gym.envs.scienceworld import ScienceWorldEnv, split_variations
 
-    variations = split_variations(args.task, "train")
-    order = list(np.random.default_rng(args.seed).permutation(variations))
+    variations = [int(v) for v in np.random.default_rng(args.seed).permutation(split_variations(args.task, "train"))]
+    loops: dict[str, Any] = {}
+    extra: dict[str, dict[str, Any]] = {}
+    loops["raw"] = RawLoop(args.task, variations, args.episode_steps, args.seed)
+    extra["raw"] = {"jvm_start_seconds": loops["raw"].start_seconds}
+    loops["naive_env"] = EnvLoop(NaiveScienceWorldEnv(args.task, variations), args.episode_steps, args.seed,
+                                 _pick_admissible, lambda e, info: list(info["admissible_commands"]))
+    for name, admissible in (("env", True), ("env_no_admissible", False)):
+        env = ScienceWorldEnv(task=args.task, split="train", seed=args.seed, admissible=admissible,
+                              max_episode_steps=args.episode_steps)
+        t0 = time.perf_counter()
+        if admissible:
+            loops[name] = EnvLoop(env, args.episode_steps, args.seed, _pick_admissible,
+                                  lambda e, info: list(info["admissible_commands"]))
+        else:
+            loops[name] = EnvLoop(env, args.episode_steps, args.seed, _pick_start_list,
+                                  lambda e, info: e.admissible_commands())
+        extra[name] = {"first_reset_seconds": time.perf_counter() - t0, "jvm_start_seconds": env._jvm.start_seconds}
+
+    per_round = max(1, args.steps // args.rounds)
+    rates: dict[str, list[float]] = {name: [] for name in loops}
+    try:
+        for _ in range(args.rounds):
+            for name, loop in loops.items():
+                rates[name].append(per_round / loop.run(per_round))
+    finally:
+        for loop in loops.values():
+            loop.close()
+
     rows: dict[str, dict[str, Any]] = {}
-    rows["raw"] = bench_raw(args.task, [int(v) for v in order], args.steps, args.episode_steps, args.seed)
-    rows["naive_env"] = bench_naive(args.task, [int(v) for v in order], args.steps, args.episode_steps, args.seed)
-    rows["env"] = bench_env(args.task, args.steps, args.episode_steps, args.seed, admissible=True)
-    rows["env_no_admissible"] = bench_env(args.task, args.steps, args.episode_steps, args.seed, admissible=False)
+    for name, values in rates.items():
+        rows[name] = {"steps": per_round * args.rounds, "rounds": values, "steps_per_second": max(values),
+                      "median_steps_per_second": statistics.median(values), **extra.get(name, {})}
     rows[f"async_{args.n_envs}"] = bench_async(args.task, args.steps, args.episode_steps, args.seed, args.n_envs)
 
-    raw = rows["raw"]["steps_per_second"]
+    raw, raw_median = rows["raw"]["steps_per_second"], rows["raw"]["median_steps_per_second"]
     print(f"ScienceWorld '{args.task}', random valid actions, episodes <= {args.episode_steps} steps, "
-          f"{args.steps} steps per row; {os.cpu_count()} CPU cores (shared), load average "
-          f"{os.getloadavg()[0]:.1f}")
-    print(f"{'loop':<20}{'steps/s':>10}{'x raw':>8}{'ms/step':>10}")
+          f"{args.steps} steps per row in {args.rounds} interleaved rounds (best round; median); "
+          f"{os.cpu_count()} CPU cores (shared), load average {os.getloadavg()[0]:.1f}")
+    print(f"{'loop':<20}{'steps/s':>10}{'x raw':>8}{'ms/step':>10}{'median':>10}{'x raw':>8}")
     for name, row in rows.items():
         row["ratio_to_raw"] = row["steps_per_second"] / raw
+        median = row.get("median_steps_per_second", row["steps_per_second"])
+        row["median_ratio_to_raw"] = median / raw_median
         print(f"{name:<20}{row['steps_per_second']:>10.1f}{row['ratio_to_raw']:>8.2f}"
-              f"{1000.0 / row['steps_per_second']:>10.2f}")
+              f"{1000.0 / row['steps_per_second']:>10.2f}{median:>10.1f}{row['median_ratio_to_raw']:>8.2f}")
+    async_row = rows[f"async_{args.n_envs}"]
     print(f"JVM start: upstream {rows['raw']['jvm_start_seconds']:.2f}s, env {rows['env']['jvm_start_seconds']:.2f}s "
           f"(first reset incl. JVM start {rows['env']['first_reset_seconds']:.2f}s); "
-          f"{args.n_envs}-process vector env ready in {rows[f'async_{args.n_envs}']['startup_seconds']:.2f}s")
-    result = {"benchmark": "scienceworld", "task": args.task, "steps": args.steps,
+          f"{args.n_envs}-process vector env ready in {async_row['startup_seconds']:.2f}s")
+    result = {"benchmark": "scienceworld", "task": args.task, "steps": args.steps, "rounds": args.rounds,
               "episode_steps": args.episode_steps, "seed": args.seed, "rows": rows,
               "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(),
                           "load_average_1min": os.getloadavg()[0]},
