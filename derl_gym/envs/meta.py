@@ -60,8 +60,9 @@ class _InnerLoopScorer:
 
     def __init__(self, spec: InnerLoopSpec | None, *, evaluator: Any = None, inner_fn: InnerFn | None = None,
                  runner: Any = None, store_path: str | Path | None = None, seed: int = 0,
-                 variables: Any = 4) -> None:
+                 variables: Any = 4, canonicalize: bool = True) -> None:
         self.spec = spec
+        self.canonicalize = bool(canonicalize)
         self.evaluator = evaluator
         self.inner_fn = inner_fn
         self.runner = runner
@@ -94,7 +95,13 @@ class _InnerLoopScorer:
     def score(self, expression: str) -> tuple[InnerResult, bool]:
         """Return ``(InnerResult, from_cache)`` for a valid formula text."""
         if self.inner_fn is not None:
-            canonical = _canonical(expression, self.variables)
+            if self.canonicalize:
+                canonical = _canonical(expression, self.variables)
+            else:
+                from derl_gym.rewards.expression import MetaReward
+
+                MetaReward(expression, self.variables)  # validates (cheap); no sympy canonical form
+                canonical = expression
             if canonical in self._cache:
                 return self._cache[canonical], True
             try:
@@ -153,7 +160,10 @@ class MetaRewardEnv(gym.Env):
     ``num_variables`` defaults to the size of the spec's primitive set. ``max_tokens`` bounds the
     formula length (grammar tokens including END); ``constants`` overrides the grammar's constant
     tokens; ``seed`` is the inner-loop seed used for every evaluation (the same formula always
-    gets the same, cacheable score). See the module docstring for the scoring options.
+    gets the same, cacheable score). ``canonicalize=False`` skips the (sympy, ~0.1 s) canonical
+    form in the ``inner_fn`` path: results are cached per formula text and ``info["canonical"]`` is
+    whatever the inner result says -- for very cheap stand-in inner loops. See the module docstring
+    for the scoring options.
     """
 
     metadata = {"render_modes": ["ansi"]}
@@ -162,7 +172,7 @@ class MetaRewardEnv(gym.Env):
                  num_variables: int | None = None, max_tokens: int = 24, evaluator: Any = None,
                  inner_fn: InnerFn | None = None, runner: Any = None, store_path: str | Path | None = None,
                  seed: int = 0, constants: Sequence[str] | None = None, grammar: Any = None,
-                 invalid_reward: float = 0.0, render_mode: str | None = None) -> None:
+                 invalid_reward: float = 0.0, canonicalize: bool = True, render_mode: str | None = None) -> None:
         super().__init__()
         if inner_fn is not None or evaluator is not None:
             self.spec = spec if spec is not None else (_resolve_spec(preset, None) if num_variables is None else None)
@@ -185,7 +195,7 @@ class MetaRewardEnv(gym.Env):
         self.action_space = spaces.Discrete(self.vocab_size)
         self.observation_space = spaces.MultiDiscrete(np.full(self.max_tokens, self.vocab_size + 1, dtype=np.int64))
         self.scorer = _InnerLoopScorer(self.spec, evaluator=evaluator, inner_fn=inner_fn, runner=runner,
-                                       store_path=store_path, seed=seed,
+                                       store_path=store_path, seed=seed, canonicalize=canonicalize,
                                        variables=self.primitives if self.primitives is not None else self.num_variables)
         self._prefix: list[int] = []
         self._done = False
@@ -284,7 +294,7 @@ class MetaRewardTextEnv(gym.Env):
                  history: int = 10, evaluator: Any = None, inner_fn: InnerFn | None = None, runner: Any = None,
                  store_path: str | Path | None = None, seed: int = 0, task: str = "",
                  max_formula_length: int = 256, max_prompt_length: int = 8192,
-                 invalid_reward: float = 0.0, render_mode: str | None = None) -> None:
+                 invalid_reward: float = 0.0, canonicalize: bool = True, render_mode: str | None = None) -> None:
         super().__init__()
         if episode_length < 1:
             raise ValueError(f"episode_length must be >= 1, got {episode_length!r}")
@@ -306,7 +316,8 @@ class MetaRewardTextEnv(gym.Env):
         self.observation_space = spaces.Text(max_length=self.max_prompt_length, min_length=0, charset=PROMPT_CHARSET)
         self.variables = self.primitives if self.primitives is not None else self.num_variables
         self.scorer = _InnerLoopScorer(self.spec, evaluator=evaluator, inner_fn=inner_fn, runner=runner,
-                                       store_path=store_path, seed=seed, variables=self.variables)
+                                       store_path=store_path, seed=seed, variables=self.variables,
+                                       canonicalize=canonicalize)
         self._history: list[tuple[str, float | None, str | None]] = []
         self._steps = 0
 
@@ -331,13 +342,13 @@ class MetaRewardTextEnv(gym.Env):
 
     def step(self, action: str):
         """Score formula ``action``; returns ``(prompt, reward, terminated, truncated, info)``."""
-        from derl_gym.rewards.expression import InvalidExpression
+        from derl_gym.rewards.expression import InvalidExpression, MetaReward
 
         text = str(action)
         self._steps += 1
         info: dict[str, Any] = {"formula": text}
         try:
-            _canonical(text, self.variables)
+            MetaReward(text, self.variables)
         except InvalidExpression as exc:
             reward = self.invalid_reward
             info["error"] = str(exc)

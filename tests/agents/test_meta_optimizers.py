@@ -1,0 +1,208 @@
+"""Meta-optimizers: interface, determinism, exact resume, and learning on toy objectives."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from derl_gym.agents.meta import OPTIMIZERS, MetaOptimizer, make_optimizer
+from derl_gym.agents.meta.baselines import linear_formula
+from derl_gym.rewards.expression import MetaReward
+from derl_gym.rewards.grammar import Grammar
+
+K = 4
+NAMES = list(OPTIMIZERS)
+VALUES = np.random.default_rng(123).random((256, K))
+
+
+def uses_g2(formula: str) -> float:
+    """Toy objective: 1 when the formula reads g2, else 0."""
+    return 1.0 if "g2" in MetaReward(formula, K).variables_used else 0.0
+
+
+def target_fit(formula: str, target: str = "0.5*g1 + 1.5*g2") -> float:
+    """Smooth toy objective in (0, 1]: 1 / (1 + MSE) between the formula and a hidden target."""
+    out = MetaReward(formula, K).evaluate(VALUES)
+    want = MetaReward(target, K).evaluate(VALUES)
+    return float(1.0 / (1.0 + np.mean((out - want) ** 2)))
+
+
+def run(opt: MetaOptimizer, objective, iterations: int, group: int) -> list[dict]:
+    history = []
+    for _ in range(iterations):
+        formulas = opt.propose(group)
+        history.append(opt.update(formulas, [objective(f) for f in formulas]))
+    return history
+
+
+def test_unknown_name_lists_known_names():
+    with pytest.raises(ValueError) as info:
+        make_optimizer("gradient-descent", K)
+    for name in ("derl", "derl-pop", "random", "evolution", "cmaes", "outcome", "avg"):
+        assert name in str(info.value)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_proposals_are_valid_formulas(name):
+    opt = make_optimizer(name, K, seed=3)
+    assert opt.name == name
+    assert opt.warm_start_inner is (name == "derl-pop")
+    for _ in range(3):
+        formulas = opt.propose(6)
+        assert len(formulas) == 6 and all(isinstance(f, str) for f in formulas)
+        for f in formulas:
+            reward = MetaReward(f, K)  # raises InvalidExpression if not a formula
+            assert set(reward.variables_used) <= {f"g{i}" for i in range(1, K + 1)}
+        stats = opt.update(formulas, [uses_g2(f) for f in formulas])
+        assert stats["iteration"] == opt.iteration
+        assert stats["mean_score"] == pytest.approx(np.mean([uses_g2(f) for f in formulas]))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_state_dict_round_trip_reproduces_proposals(name):
+    opt = make_optimizer(name, K, seed=5)
+    run(opt, target_fit, iterations=2, group=4)
+    opt.propose(3)  # leave a half-used ask buffer / pending samples behind
+    state = json.loads(json.dumps(opt.state_dict()))  # must be JSON-serialisable
+    other = make_optimizer(name, K, seed=999)
+    other.load_state_dict(state)
+    assert other.iteration == opt.iteration and other.best_expression == opt.best_expression
+    for _ in range(2):
+        a, b = opt.propose(4), other.propose(4)
+        assert a == b
+        scores = [target_fit(f) for f in a]
+        sa, sb = opt.update(a, scores), other.update(b, scores)
+        assert sa.get("loss") == sb.get("loss")
+
+
+def test_load_state_dict_rejects_other_optimizer_or_size():
+    state = make_optimizer("random", K).state_dict()
+    with pytest.raises(ValueError, match="random"):
+        make_optimizer("evolution", K).load_state_dict(state)
+    with pytest.raises(ValueError, match="num_variables"):
+        make_optimizer("random", K + 1).load_state_dict(state)
+
+
+@pytest.mark.parametrize("name", ["derl", "random", "evolution", "cmaes"])
+def test_same_seed_same_proposals(name):
+    a, b = make_optimizer(name, K, seed=11), make_optimizer(name, K, seed=11)
+    c = make_optimizer(name, K, seed=12)
+    pa, pb, pc = a.propose(8), b.propose(8), c.propose(8)
+    assert pa == pb
+    assert pa != pc
+
+
+def test_fixed_baselines():
+    assert make_optimizer("outcome", K).propose(3) == ["g1"] * 3
+    avg = make_optimizer("avg", K).propose(2)
+    assert len(avg) == 2 and avg[0] == avg[1]
+    np.testing.assert_allclose(MetaReward(avg[0], K).evaluate(VALUES), VALUES.mean(axis=1))
+
+
+def test_derl_policy_is_small_and_masked():
+    opt = make_optimizer("derl", K, seed=0)
+    assert 5_000 < opt.num_parameters < 200_000
+    grammar = opt.grammar
+    for seq in opt.sample_sequences(32):
+        assert seq[-1] == grammar.end_id and len(seq) <= grammar.max_tokens
+        for t, token in enumerate(seq):
+            assert grammar.valid_next(seq[:t])[token]
+
+
+def test_grpo_moves_probability_toward_higher_scoring_formulas():
+    opt = make_optimizer("derl", K, seed=0, lr=3e-3, kl_coef=0.02)
+    probe = np.random.default_rng(0)
+
+    def rate(n: int = 128) -> float:
+        state = opt.rng.bit_generator.state
+        opt.rng = probe
+        try:
+            return float(np.mean([uses_g2(f) for f in opt.propose(n)]))
+        finally:
+            opt.rng = np.random.default_rng()
+            opt.rng.bit_generator.state = state
+            opt._pending.clear()
+
+    before = rate()
+    history = run(opt, uses_g2, iterations=12, group=16)
+    after = rate()
+    assert any(h["updated"] for h in history)
+    assert after >= before + 0.25, (before, after)
+    assert max(h["kl"] for h in history) > 0.0  # (a saturated group is all-equal: no update, kl 0)
+
+
+def test_grpo_all_equal_group_does_not_update():
+    opt = make_optimizer("derl", K, seed=1)
+    before = [p.detach().clone() for p in opt.policy.parameters()]
+    formulas = opt.propose(8)
+    stats = opt.update(formulas, [0.5] * len(formulas))
+    assert stats["updated"] is False
+    for p, q in zip(before, opt.policy.parameters()):
+        assert (p == q).all()
+
+
+def test_cold_start_fits_seed_formulas_and_becomes_reference():
+    seeds = ["g1", "g1 + 0.5*g2", "g1 + 0.5*g3"]
+    opt = make_optimizer("derl", K, seed=2, seed_formulas=seeds, cold_start_steps=200)
+    assert opt.cold_start_stats["cold_start_used"] == len(seeds)
+    canon = {MetaReward(s, K).canonical for s in seeds}
+    samples = opt.propose(64)
+    share = np.mean([MetaReward(f, K).canonical in canon for f in samples])
+    assert share >= 0.8, share
+    fresh = make_optimizer("derl", K, seed=2)
+    assert opt.sequence_log_prob("g1 + 0.5*g2") > fresh.sequence_log_prob("g1 + 0.5*g2") + 2.0
+    stats = opt.update(samples[:8], [uses_g2(f) for f in samples[:8]])
+    assert stats["kl"] < 0.05  # the reference is the cold-started policy, not the random init
+
+
+def test_default_cold_start_uses_paper_seeds():
+    opt = make_optimizer("derl", K, seed=0, cold_start=True, cold_start_steps=50)
+    assert opt.cold_start_stats["cold_start_used"] >= 3
+
+
+def test_evolution_improves_on_smooth_objective():
+    opt = make_optimizer("evolution", K, seed=0)
+    history = run(opt, target_fit, iterations=10, group=12)
+    first, last = history[0], history[-1]
+    assert last["population_mean"] > first["population_mean"]
+    assert last["best_score_so_far"] > first["max_score"]
+    assert last["population_size"] <= 12 + opt.elitism
+
+
+def test_cmaes_finds_hidden_linear_target():
+    opt = make_optimizer("cmaes", K, seed=0, sigma0=0.7)
+    history = run(opt, target_fit, iterations=25, group=8)
+    assert history[-1]["best_score_so_far"] > 0.95
+    assert history[-1]["mean_score"] > history[0]["mean_score"]
+
+
+def test_cmaes_serves_any_n():
+    opt = make_optimizer("cmaes", K, seed=0, popsize=6)
+    formulas = opt.propose(4) + opt.propose(5)
+    assert len(formulas) == 9
+    stats = opt.update(formulas, [target_fit(f) for f in formulas])
+    assert stats["told"] == 6  # one full ask() batch told, three results wait for the next
+
+
+def test_linear_formula_text():
+    assert linear_formula([1.0, 0.0, -0.5, 0.123]) == "g1 - 0.5*g3 + 0.12*g4"
+    assert linear_formula([0.0, 0.001]) == "0*g1"
+    assert linear_formula([-1.0, 2.0]) == "-g1 + 2*g2"
+
+
+def test_random_search_runs_and_samples_diverse_formulas():
+    opt = make_optimizer("random", K, seed=0)
+    formulas = opt.propose(50)
+    assert len(set(formulas)) > 25
+    stats = opt.update(formulas, [target_fit(f) for f in formulas])
+    assert stats["best_score_so_far"] == pytest.approx(max(target_fit(f) for f in formulas))
+
+
+def test_custom_grammar_is_used():
+    grammar = Grammar(num_variables=2, max_tokens=8)
+    opt = make_optimizer("derl", 2, seed=0, grammar=grammar)
+    for f in opt.propose(20):
+        assert set(MetaReward(f, 2).variables_used) <= {"g1", "g2"}
+        assert len(grammar.encode(f)) <= 8
