@@ -61,7 +61,7 @@ class _InnerLoopScorer:
     def __init__(self, spec: InnerLoopSpec | None, *, evaluator: Any = None, inner_fn: InnerFn | None = None,
                  runner: Any = None, store_path: str | Path | None = None, seed: int = 0,
                  variables: Any = 4, canonicalize: bool = True) -> None:
-        self.spec = spec
+        self.inner_spec = spec
         self.canonicalize = bool(canonicalize)
         self.evaluator = evaluator
         self.inner_fn = inner_fn
@@ -90,7 +90,7 @@ class _InnerLoopScorer:
             path = Path(tempfile.mkdtemp(prefix="derl_meta_env_")) / "results.sqlite"
         store = ResultStore(path)
         self._owned.append(store)
-        return Evaluator(self.spec, runner, store)
+        return Evaluator(self.inner_spec, runner, store)
 
     def score(self, expression: str) -> tuple[InnerResult, bool]:
         """Return ``(InnerResult, from_cache)`` for a valid formula text."""
@@ -105,7 +105,7 @@ class _InnerLoopScorer:
             if canonical in self._cache:
                 return self._cache[canonical], True
             try:
-                out = self.inner_fn(self.spec, expression, seed=self.seed)
+                out = self.inner_fn(self.inner_spec, expression, seed=self.seed)
             except Exception as exc:  # noqa: BLE001  (a failing inner run is a recorded result)
                 logger.warning("inner_fn failed on %r: %s", expression, exc)
                 out = InnerResult.failure(expression, canonical, f"{type(exc).__name__}: {exc}", seed=self.seed)
@@ -163,7 +163,8 @@ class MetaRewardEnv(gym.Env):
     gets the same, cacheable score). ``canonicalize=False`` skips the (sympy, ~0.1 s) canonical
     form in the ``inner_fn`` path: results are cached per formula text and ``info["canonical"]`` is
     whatever the inner result says -- for very cheap stand-in inner loops. See the module docstring
-    for the scoring options.
+    for the scoring options. The inner-loop spec is ``env.inner_spec`` (``env.spec`` is Gymnasium's
+    registration record).
     """
 
     metadata = {"render_modes": ["ansi"]}
@@ -175,10 +176,10 @@ class MetaRewardEnv(gym.Env):
                  invalid_reward: float = 0.0, canonicalize: bool = True, render_mode: str | None = None) -> None:
         super().__init__()
         if inner_fn is not None or evaluator is not None:
-            self.spec = spec if spec is not None else (_resolve_spec(preset, None) if num_variables is None else None)
+            self.inner_spec = spec if spec is not None else (_resolve_spec(preset, None) if num_variables is None else None)
         else:
-            self.spec = _resolve_spec(preset, spec)
-        self.num_variables, self.primitives = _resolve_primitives(self.spec, num_variables)
+            self.inner_spec = _resolve_spec(preset, spec)
+        self.num_variables, self.primitives = _resolve_primitives(self.inner_spec, num_variables)
         if grammar is None:
             from derl_gym.agents.meta.base import make_grammar
 
@@ -194,7 +195,7 @@ class MetaRewardEnv(gym.Env):
         self.render_mode = render_mode
         self.action_space = spaces.Discrete(self.vocab_size)
         self.observation_space = spaces.MultiDiscrete(np.full(self.max_tokens, self.vocab_size + 1, dtype=np.int64))
-        self.scorer = _InnerLoopScorer(self.spec, evaluator=evaluator, inner_fn=inner_fn, runner=runner,
+        self.scorer = _InnerLoopScorer(self.inner_spec, evaluator=evaluator, inner_fn=inner_fn, runner=runner,
                                        store_path=store_path, seed=seed, canonicalize=canonicalize,
                                        variables=self.primitives if self.primitives is not None else self.num_variables)
         self._prefix: list[int] = []
@@ -299,14 +300,14 @@ class MetaRewardTextEnv(gym.Env):
         if episode_length < 1:
             raise ValueError(f"episode_length must be >= 1, got {episode_length!r}")
         if inner_fn is not None or evaluator is not None:
-            self.spec = spec if spec is not None else (
+            self.inner_spec = spec if spec is not None else (
                 _resolve_spec(preset, None) if num_variables is None and primitives is None else None)
         else:
-            self.spec = _resolve_spec(preset, spec)
-        self.num_variables, self.primitives = _resolve_primitives(self.spec, num_variables, primitives)
+            self.inner_spec = _resolve_spec(preset, spec)
+        self.num_variables, self.primitives = _resolve_primitives(self.inner_spec, num_variables, primitives)
         self.episode_length = int(episode_length)
         self.history_size = int(history)
-        self.task = task or (self.spec.description if self.spec is not None else "")
+        self.task = task or (self.inner_spec.description if self.inner_spec is not None else "")
         self.invalid_reward = float(invalid_reward)
         self.max_prompt_length = int(max_prompt_length)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -315,7 +316,7 @@ class MetaRewardTextEnv(gym.Env):
         self.action_space = spaces.Text(max_length=int(max_formula_length), min_length=0, charset=FORMULA_CHARSET)
         self.observation_space = spaces.Text(max_length=self.max_prompt_length, min_length=0, charset=PROMPT_CHARSET)
         self.variables = self.primitives if self.primitives is not None else self.num_variables
-        self.scorer = _InnerLoopScorer(self.spec, evaluator=evaluator, inner_fn=inner_fn, runner=runner,
+        self.scorer = _InnerLoopScorer(self.inner_spec, evaluator=evaluator, inner_fn=inner_fn, runner=runner,
                                        store_path=store_path, seed=seed, variables=self.variables,
                                        canonicalize=canonicalize)
         self._history: list[tuple[str, float | None, str | None]] = []

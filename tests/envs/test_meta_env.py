@@ -220,8 +220,8 @@ def test_real_evaluator_with_process_runner_and_store(tmp_path):
 
     spec = standin_spec(K)
     with ProcessRunner(max_workers=1, job_fn=standin_inner) as runner:
-        env = MetaRewardEnv(spec=spec, runner=runner, store_path=tmp_path / "store.sqlite")
-        assert env.num_variables == K
+        env = gym.make("derl_gym/MetaReward-v0", spec=spec, runner=runner, store_path=tmp_path / "store.sqlite").unwrapped
+        assert env.num_variables == K and env.inner_spec is spec  # gym.make's env.spec does not clobber it
         reward, info = write(env, "g1 + 0.5*g4")
         assert info["from_cache"] is False and info["inner_result"]["status"] == "ok"
         assert reward == pytest.approx(standin_score("g1 + 0.5*g4", K)[1], abs=0.021)  # stand-in noise <= 0.02
