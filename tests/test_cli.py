@@ -197,7 +197,7 @@ def test_optimizer_kwargs_defaults_and_per_method_json():
     assert _optimizer_kwargs(args, "derl")["lr"] == 0.01 and _optimizer_kwargs(args, "cmaes") == {"sigma0": 0.5}
     assert _optimizer_kwargs(args, "evolution") == {}
     args = build_parser().parse_args(["evolve", "--no-cold-start", "--optimizer-kwargs", '{"kl_coef": 0.1}'])
-    assert _optimizer_kwargs(args, "derl-pop") == {"kl_coef": 0.1}
+    assert _optimizer_kwargs(args, "derl-pop") == {"kl_coef": 0.1, "lr": 1e-3}
     args = build_parser().parse_args(["evolve", "--optimizer-kwargs", "[1]"])
     with pytest.raises(SystemExit, match="JSON object"):
         _optimizer_kwargs(args, "derl")
