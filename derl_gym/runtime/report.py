@@ -192,6 +192,9 @@ def plot_validation(series: dict[str, list[dict[str, Any]]], path: Path) -> Path
         its = [r["iteration"] for r in rows]
         ax.plot(its, [r["best"] for r in rows], "-o", color=color, label=f"{method} best", markersize=3)
         ax.plot(its, [r["mean"] for r in rows], "--", color=color, label=f"{method} mean", alpha=0.8)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("meta iteration")
     ax.set_ylabel("validation success")
     ax.set_ylim(-0.02, 1.02)
@@ -212,6 +215,8 @@ def plot_structure(series: dict[str, list[dict[str, Any]]], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from matplotlib.ticker import MaxNLocator
+
     methods = list(series) or ["(no iterations)"]
     cols = min(3, len(methods))
     nrows = (len(methods) + cols - 1) // cols
@@ -227,6 +232,7 @@ def plot_structure(series: dict[str, list[dict[str, Any]]], path: Path) -> Path:
             ax.bar(its, values, bottom=bottom, color=colors[structure], label=structure, width=0.8)
             bottom = [b + v for b, v in zip(bottom, values)]
         ax.set_title(method, fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylim(0, 1)
         ax.set_xlabel("iteration")
         ax.set_ylabel("share of formulas")
