@@ -163,6 +163,9 @@ class Evaluator:
                     result.extra.setdefault("job_canonical", result.canonical)
                     result.canonical = canonical
                 result.seed = seed
+                if init_model:
+                    result.extra = dict(result.extra or {})
+                    result.extra.setdefault("init_model", init_model)
                 self.trained += 1
                 self.store.put(result, spec_hash, method=self.method, iteration=iteration, seed=seed)
                 if not result.ok:
