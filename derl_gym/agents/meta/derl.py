@@ -130,7 +130,7 @@ class DERL(GrammarOptimizer):
         ref = copy.deepcopy(self.policy)
         for p in ref.parameters():
             p.requires_grad_(False)
-        return ref.eval()
+        return ref.train(False)
 
     def _masks_for(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
         """Return bool masks ``[B, L, V]``: the grammar's valid tokens before each position."""
@@ -198,7 +198,7 @@ class DERL(GrammarOptimizer):
         done = np.zeros(n, dtype=bool)
         hidden = None
         tokens = torch.full((n, 1), self.bos_id, dtype=torch.long, device=self.device)
-        self.policy.eval()
+        self.policy.train(False)
         with torch.no_grad():
             for _ in range(self.max_tokens):
                 logits, hidden = self.policy(tokens, hidden)
