@@ -17,6 +17,17 @@ NAMES = list(OPTIMIZERS)
 VALUES = np.random.default_rng(123).random((256, K))
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """The token policy is tiny: on a shared 2-core machine extra torch threads only slow it down."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def uses_g2(formula: str) -> float:
     """Toy objective: 1 when the formula reads g2, else 0."""
     return 1.0 if "g2" in MetaReward(formula, K).variables_used else 0.0
