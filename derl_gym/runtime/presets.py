@@ -25,16 +25,19 @@ ALFWORLD_PRIMITIVES = PrimitiveSpec("derl_gym.envs.alfworld.primitives:alfworld_
 #: candidate list (they never advance a task, and removing them shortens random exploration less
 #: than it speeds up learning, see benchmarks/results/bench_inner.md)
 INFO_COMMANDS = ("examine", "inventory", "look", "help")
+#: alfworld-tiny also drops ``close``: pick_and_place_simple never needs it, and open/close loops
+#: were the commonest failure of trained agents
+TINY_EXCLUDE = (*INFO_COMMANDS, "close")
 
 AGENT_KEYS = ("total_timesteps", "n_envs", "algorithm", "device", "algo_kwargs", "policy_kwargs")
 
 
 @dataclass(frozen=True)
 class PresetInfo:
-    """A preset's factory and its documented budget (for :func:`describe_presets`)."""
+    """A preset's factory and its expected wall time per inner run (for :func:`describe_presets`)."""
 
     factory: Callable[[], InnerLoopSpec]
-    budget: str
+    wall_time: str
 
 
 def _alfworld_env(split: str, level: str, task_types: tuple[str, ...], generator: dict[str, Any],
@@ -51,7 +54,7 @@ TINY_STEPS = 20
 
 
 def alfworld_tiny() -> InnerLoopSpec:
-    """Return the ``alfworld-tiny`` spec: pick_and_place_simple, few receptacles, ~40 s per run."""
+    """Return the ``alfworld-tiny`` spec: pick_and_place_simple, few receptacles, about 1 min per run."""
     def env(split: str, level: str = "L0") -> EnvSpec:
         return _alfworld_env(split, level, TINY_TASKS, TINY_GENERATOR, TINY_STEPS)
 
@@ -61,7 +64,7 @@ def alfworld_tiny() -> InnerLoopSpec:
         validation_env=env("validation"),
         test_envs={"L0": env("test"), "L1": env("test", "L1")},
         primitives=ALFWORLD_PRIMITIVES,
-        agent=AgentSpec(algorithm="maskable_ppo", total_timesteps=16_000, n_envs=1,
+        agent=AgentSpec(algorithm="maskable_ppo", total_timesteps=24_000, n_envs=1,
                         algo_kwargs={"n_steps": 256, "batch_size": 64, "n_epochs": 4, "learning_rate": 1e-3,
                                      "gamma": 0.95, "gae_lambda": 0.95, "ent_coef": 0.0},
                         policy_kwargs={"hidden_dim": 64, "scoring": "product"}),
@@ -69,7 +72,7 @@ def alfworld_tiny() -> InnerLoopSpec:
         eval_episodes=30,
         seed=0,
         wrapper_kwargs={"max_actions": 24, "dim": 128, "include": ["observation", "task", "history"],
-                        "history_length": 3, "exclude": list(INFO_COMMANDS)},
+                        "history_length": 3, "exclude": list(TINY_EXCLUDE)},
         description="ALFWorld pick_and_place_simple, 2 extra receptacles, 1 distractor, 20-step episodes; "
                     "MaskablePPO with the DRRN-style action-scoring policy",
     )
@@ -78,8 +81,11 @@ def alfworld_tiny() -> InnerLoopSpec:
 # ------------------------------------------------------------------------------ alfworld-small
 SMALL_TASKS = ("pick_and_place_simple", "look_at_obj_in_light", "pick_clean_then_place_in_recep",
                "pick_heat_then_place_in_recep", "pick_cool_then_place_in_recep", "pick_two_obj_and_place")
-SMALL_GENERATOR = {"task_types": list(SMALL_TASKS), "games_per_task": 20, "num_receptacles": 4,
-                   "num_distractors": 2, "seed": 0}
+SMALL_GENERATOR = {"task_types": list(SMALL_TASKS), "games_per_task": 60, "test_games_per_task": 20,
+                   "num_receptacles": 4, "num_distractors": 2, "seed": 0}
+#: agent settings shared by alfworld-small and alfworld-l2 (the tiny preset's tuned values, more steps)
+SMALL_ALGO = {"n_steps": 512, "batch_size": 128, "n_epochs": 4, "learning_rate": 1e-3, "gamma": 0.97,
+              "gae_lambda": 0.95, "ent_coef": 0.0}
 
 
 def alfworld_small() -> InnerLoopSpec:
@@ -94,9 +100,7 @@ def alfworld_small() -> InnerLoopSpec:
         test_envs={"L0": env("test"), "L1": env("test", "L1")},
         primitives=ALFWORLD_PRIMITIVES,
         agent=AgentSpec(algorithm="maskable_ppo", total_timesteps=50_000, n_envs=1,
-                        algo_kwargs={"n_steps": 512, "batch_size": 128, "n_epochs": 4, "learning_rate": 5e-4,
-                                     "gamma": 0.97, "gae_lambda": 0.95, "ent_coef": 0.01},
-                        policy_kwargs={"hidden_dim": 128, "scoring": "product"}),
+                        algo_kwargs=dict(SMALL_ALGO), policy_kwargs={"hidden_dim": 128, "scoring": "product"}),
         eval_episodes=40,
         wrapper_kwargs={"max_actions": 48, "dim": 256, "include": ["observation", "task", "history"],
                         "history_length": 4, "exclude": list(INFO_COMMANDS)},
@@ -125,9 +129,7 @@ def alfworld_l2() -> InnerLoopSpec:
                    "L2": env("test", "L2", L2_TEST_TASKS)},
         primitives=ALFWORLD_PRIMITIVES,
         agent=AgentSpec(algorithm="maskable_ppo", total_timesteps=50_000, n_envs=1,
-                        algo_kwargs={"n_steps": 512, "batch_size": 128, "n_epochs": 4, "learning_rate": 5e-4,
-                                     "gamma": 0.97, "gae_lambda": 0.95, "ent_coef": 0.01},
-                        policy_kwargs={"hidden_dim": 128, "scoring": "product"}),
+                        algo_kwargs=dict(SMALL_ALGO), policy_kwargs={"hidden_dim": 128, "scoring": "product"}),
         eval_episodes=40,
         wrapper_kwargs={"max_actions": 48, "dim": 256, "include": ["observation", "task", "history"],
                         "history_length": 4, "exclude": list(INFO_COMMANDS)},
@@ -141,9 +143,11 @@ def alfworld_l2() -> InnerLoopSpec:
 
 
 PRESETS: dict[str, PresetInfo] = {
-    "alfworld-tiny": PresetInfo(alfworld_tiny, "6,000 env steps (MaskablePPO, 1 env): about 40 s on one core"),
-    "alfworld-small": PresetInfo(alfworld_small, "50,000 env steps (MaskablePPO, 1 env): about 10 min on one core"),
-    "alfworld-l2": PresetInfo(alfworld_l2, "50,000 env steps (MaskablePPO, 1 env): about 10 min on one core"),
+    "alfworld-tiny": PresetInfo(alfworld_tiny, "about 1 min on one free core (~400-450 train steps/s); "
+                                               "70-115 s per run measured with 2 runs in parallel on a busy "
+                                               "2-core machine; first use also generates ~400 games (cached)"),
+    "alfworld-small": PresetInfo(alfworld_small, "estimated 3-5 min on one core (not measured)"),
+    "alfworld-l2": PresetInfo(alfworld_l2, "estimated 3-5 min on one core (not measured)"),
 }
 
 
@@ -181,9 +185,8 @@ def describe_presets() -> str:
         info = PRESETS[name]
         spec = info.factory()
         lines.append(f"{name}: {spec.description}")
-        lines.append(f"  budget: {info.budget}; agent={spec.agent.algorithm}, "
-                     f"total_timesteps={spec.agent.total_timesteps}, n_envs={spec.agent.n_envs}, "
-                     f"eval_episodes={spec.eval_episodes}")
+        lines.append(f"  budget: {spec.agent.total_timesteps:,} env steps ({spec.agent.algorithm}, "
+                     f"{spec.agent.n_envs} env), eval_episodes={spec.eval_episodes}; wall time: {info.wall_time}")
         lines.append(f"  train={spec.train_env.kwargs.get('split')}, validation={spec.validation_env.kwargs.get('split')}, "
                      f"test={{{', '.join(sorted(spec.test_envs))}}}, reward_mode={spec.reward_mode}")
     return "\n".join(lines)

@@ -62,8 +62,8 @@ def test_describe_presets_mentions_every_preset_and_budget():
     text = describe_presets()
     for name in preset_names():
         assert name in text
-        assert str(get_preset(name).agent.total_timesteps) in text
-    assert "s on one core" in text or "min on one core" in text
+        assert f"{get_preset(name).agent.total_timesteps:,} env steps" in text
+    assert text.count("wall time:") == len(preset_names())
 
 
 def test_tiny_preset_envs_build_on_real_alfworld():
