@@ -217,3 +217,17 @@ def test_custom_grammar_is_used():
     for f in opt.propose(20):
         assert set(MetaReward(f, 2).variables_used) <= {"g1", "g2"}
         assert len(grammar.encode(f)) <= 8
+
+
+def test_language_prompt_and_formula_extraction():
+    from derl_gym.agents.meta.language import build_meta_prompt, describe_variables, extract_formula
+
+    history = [(f"g1 + 0.{i}*g2", i / 10, None) for i in range(1, 10)] + [("g1 +", None, "incomplete")]
+    prompt = build_meta_prompt(describe_variables(K), history, max_history=4)
+    assert "g4:" in prompt and "g1 + 0.9*g2 -> 0.900  (best)" in prompt and "invalid (incomplete)" in prompt
+    assert "0.5*g2" not in prompt  # only the 4 most recent attempts are shown
+    short = build_meta_prompt(describe_variables(K), history, max_history=10, max_chars=700)
+    assert len(short) <= 700 and "<formula>" in short
+    assert extract_formula("I think\n<formula>g1 + 0.5*g4</formula>.") == "g1 + 0.5*g4"
+    assert extract_formula("Formula: `g2 - g3`.") == "g2 - g3"
+    assert extract_formula("reasoning...\ng1*g2\n") == "g1*g2"

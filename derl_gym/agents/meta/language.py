@@ -84,4 +84,8 @@ def extract_formula(completion: str) -> str:
         else:
             rows = [row for row in completion.strip().splitlines() if row.strip()]
             text = rows[-1] if rows else ""
-    return text.strip().strip("`").strip().rstrip(".").strip()
+    previous = None
+    while previous != text:  # peel backticks, spaces and trailing periods in any order
+        previous = text
+        text = text.strip().strip("`").rstrip(".")
+    return text
