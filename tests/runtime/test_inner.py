@@ -136,3 +136,22 @@ def test_learning_on_toy_world_beats_random():
     # the masked uniform-random policy solves about 20% of these games within 20 steps
     assert result.score >= 0.8, result
     assert result.curve[-1][1] > result.curve[0][1]
+
+
+def test_run_inner_on_real_alfworld_tiny_preset():
+    pytest.importorskip("textworld")
+    from derl_gym.runtime.presets import get_preset
+
+    spec = get_preset("alfworld-tiny", total_timesteps=256, eval_episodes=3,
+                      algo_kwargs={"n_steps": 128, "batch_size": 64, "n_epochs": 1})
+
+    def small(env_spec):  # few games so that a fresh cache generates them quickly
+        generator = {**env_spec.kwargs["generator"], "games_per_task": 5, "test_games_per_task": 2}
+        return EnvSpec(env_spec.env_id, {**env_spec.kwargs, "generator": generator})
+
+    spec = spec.replace(train_env=small(spec.train_env), validation_env=small(spec.validation_env),
+                        test_envs={k: small(v) for k, v in spec.test_envs.items()})
+    result = run_inner(spec, "g1 + 0.5*(g2 + g3 + g4)/3", seed=0, eval_splits=("L0",))
+    assert result.ok, result.error
+    assert result.env_steps >= 256 and result.extra["validation"]["episodes"] == 3
+    assert 0.0 <= result.extra["test"]["L0"] <= 1.0
