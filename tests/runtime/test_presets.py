@@ -11,7 +11,7 @@ from derl_gym.runtime.spec import InnerLoopSpec
 
 
 def test_required_presets_exist_and_build():
-    for name in ("alfworld-tiny", "alfworld-small", "alfworld-l2"):
+    for name in ("alfworld-tiny", "alfworld-small", "alfworld-l2", "scienceworld-tiny"):
         assert name in PRESETS
         spec = get_preset(name)
         assert isinstance(spec, InnerLoopSpec) and spec.name == name
