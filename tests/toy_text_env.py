@@ -12,7 +12,9 @@ Gymnasium imports the module before the lookup, which registers the id in that p
 Knobs: ``num_locations`` and ``num_objects`` set the size of each game, ``num_games`` how many
 distinct games ``reset`` picks from (``game_offset`` shifts the game ids, so two envs with
 disjoint offsets are disjoint splits), ``max_episode_steps`` truncates. ``crash_at_step`` /
-``crash_at_reset`` make the env raise, to test failure handling.
+``crash_at_reset`` make the env raise, to test failure handling. ``global_rng_memo=True`` mimics
+engines with process-wide caches that draw from ``np.random`` only on a cache miss (so the draws
+depend on what the process ran before).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ TOY_ENV_IMPORT_ID = f"tests.toy_text_env:{TOY_ENV_ID}"
 
 _LOCATIONS = ["table", "shelf", "fridge", "drawer", "cabinet", "sofa", "desk", "sink", "bed", "garage"]
 _OBJECTS = ["apple", "mug", "book", "key", "pen", "plate", "lamp", "towel"]
+_SEEN_STATES: set = set()  # process-wide "cache" used by global_rng_memo
 
 
 class ToyTextEnv(gym.Env):
@@ -39,7 +42,8 @@ class ToyTextEnv(gym.Env):
 
     def __init__(self, num_locations: int = 4, num_objects: int = 2, num_games: int = 8,
                  game_offset: int = 0, max_episode_steps: int = 20,
-                 crash_at_step: int | None = None, crash_at_reset: bool = False) -> None:
+                 crash_at_step: int | None = None, crash_at_reset: bool = False,
+                 global_rng_memo: bool = False) -> None:
         if not 2 <= num_locations <= len(_LOCATIONS):
             raise ValueError(f"num_locations must be in [2, {len(_LOCATIONS)}], got {num_locations}")
         if not 1 <= num_objects <= len(_OBJECTS):
@@ -51,6 +55,7 @@ class ToyTextEnv(gym.Env):
         self.max_episode_steps = max_episode_steps
         self.crash_at_step = crash_at_step
         self.crash_at_reset = crash_at_reset
+        self.global_rng_memo = global_rng_memo
         charset = string.printable
         self.observation_space = spaces.Text(max_length=4096, charset=charset)
         self.action_space = spaces.Text(max_length=256, charset=charset)
@@ -133,6 +138,11 @@ class ToyTextEnv(gym.Env):
         if self.crash_at_step is not None and self._total_steps >= self.crash_at_step:
             raise RuntimeError(f"ToyTextEnv crash_at_step={self.crash_at_step}: simulated engine failure")
         command = str(action).strip().lower()
+        if self.global_rng_memo:
+            key = (self._game["id"], self._where, self._holding, tuple(sorted(self._placed.items())), command)
+            if key not in _SEEN_STATES:
+                _SEEN_STATES.add(key)
+                np.random.random()  # a cache miss touches the global RNG
         before = self._plan_length()
         valid, changed = command in self._admissible(), False
         if not valid:

@@ -100,7 +100,9 @@ def run_inner(spec: InnerLoopSpec, expression: str, *, seed: int | None = None, 
                            "pass labels the spec defines")
         import torch
 
-        from derl_gym.agents.inner.trainer import SuccessCurveCallback, build_model, make_vec_env
+        from stable_baselines3.common.callbacks import CallbackList
+
+        from derl_gym.agents.inner.trainer import ReseedCallback, SuccessCurveCallback, build_model, make_vec_env
 
         torch.set_num_threads(1)
         seed_everything(seed)
@@ -116,7 +118,7 @@ def run_inner(spec: InnerLoopSpec, expression: str, *, seed: int | None = None, 
             model.set_parameters(init_model, exact_match=True, device=model.device)
         callback = SuccessCurveCallback()
         train_start = time.perf_counter()
-        model.learn(total_timesteps=int(agent.total_timesteps), callback=callback)
+        model.learn(total_timesteps=int(agent.total_timesteps), callback=CallbackList([callback, ReseedCallback(seed)]))
         train_seconds = time.perf_counter() - train_start
         env_steps = int(model.num_timesteps)
         vec_env.close()

@@ -138,20 +138,39 @@ def test_learning_on_toy_world_beats_random():
     assert result.curve[-1][1] > result.curve[0][1]
 
 
-def test_run_inner_on_real_alfworld_tiny_preset():
-    pytest.importorskip("textworld")
+def _small_alfworld_spec(games: int = 5, **overrides):
     from derl_gym.runtime.presets import get_preset
 
-    spec = get_preset("alfworld-tiny", total_timesteps=256, eval_episodes=3,
-                      algo_kwargs={"n_steps": 128, "batch_size": 64, "n_epochs": 1})
+    spec = get_preset("alfworld-tiny", **overrides)
 
     def small(env_spec):  # few games so that a fresh cache generates them quickly
-        generator = {**env_spec.kwargs["generator"], "games_per_task": 5, "test_games_per_task": 2}
+        generator = {**env_spec.kwargs["generator"], "games_per_task": games, "test_games_per_task": 2}
         return EnvSpec(env_spec.env_id, {**env_spec.kwargs, "generator": generator})
 
-    spec = spec.replace(train_env=small(spec.train_env), validation_env=small(spec.validation_env),
+    return spec.replace(train_env=small(spec.train_env), validation_env=small(spec.validation_env),
                         test_envs={k: small(v) for k, v in spec.test_envs.items()})
+
+
+def test_run_inner_on_real_alfworld_tiny_preset():
+    pytest.importorskip("textworld")
+    spec = _small_alfworld_spec(total_timesteps=256, eval_episodes=3,
+                                algo_kwargs={"n_steps": 128, "batch_size": 64, "n_epochs": 1})
     result = run_inner(spec, "g1 + 0.5*(g2 + g3 + g4)/3", seed=0, eval_splits=("L0",))
     assert result.ok, result.error
     assert result.env_steps >= 256 and result.extra["validation"]["episodes"] == 3
     assert 0.0 <= result.extra["test"]["L0"] <= 1.0
+
+
+def test_process_wide_env_caches_do_not_change_a_later_job(tmp_path):
+    """Engines whose cache misses draw from np.random (like ALFWorld's) must not make jobs diverge."""
+    from sb3_contrib import MaskablePPO
+
+    memo = EnvSpec(TOY_ENV_IMPORT_ID, {"num_games": 8, "global_rng_memo": True})
+    spec = toy_spec(total_timesteps=768, train_env=memo)
+    first = run_inner(spec, "g1 + g2", seed=3, save_model=str(tmp_path / "a.zip"))
+    second = run_inner(spec, "g1 + g2", seed=3, save_model=str(tmp_path / "b.zip"))
+    assert first.ok and second.ok
+    assert first.curve == second.curve and first.score == second.score
+    a = MaskablePPO.load(tmp_path / "a.zip", device="cpu").policy.state_dict()
+    b = MaskablePPO.load(tmp_path / "b.zip", device="cpu").policy.state_dict()
+    assert all(th.equal(a[k], b[k]) for k in a)
