@@ -182,7 +182,7 @@ class SentenceEncoder:
         self.batch_size = batch_size
         self.cache_size = cache_size
         self._tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self._model = AutoModel.from_pretrained(path, local_files_only=True).to(self.device).eval()
+        self._model = AutoModel.from_pretrained(path, local_files_only=True).to(self.device).train(False)
         self.dim = int(self._model.config.hidden_size)
         self._cache = _LRUCache(cache_size)
 
