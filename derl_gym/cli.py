@@ -480,7 +480,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.inner, args.standin = "standin", True
     if getattr(args, "test_seeds", "unset") is None:
         args.test_seeds = str(args.seed)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        if args.command in ("evolve", "compare"):
+            sys.stderr.write("\ninterrupted: finished inner runs are stored; run the same command again to resume\n")
+        return 130
 
 
 if __name__ == "__main__":

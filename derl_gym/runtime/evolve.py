@@ -377,12 +377,14 @@ class CompareResult:
 def compare(spec: InnerLoopSpec, methods: Sequence[str], budget: int, seeds: Sequence[int], runner: Any,
             store: ResultStore, *, group_size: int = 4, optimizer_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
             progress: Callable[[IterationRecord], None] | None = None,
-            on_result: ResultCallback | None = None) -> CompareResult:
+            on_result: ResultCallback | None = None, parallel_seeds: bool = True) -> CompareResult:
     """Run every method on ``budget`` inner trainings per seed (``budget // group_size`` iterations
     of ``group_size`` formulas; fixed formulas hit the cache after their first training), then
     retrain each method's best formula per seed and test it; returns a :class:`CompareResult`.
 
-    Resumable like :func:`run_evolution` (labels ``"<method>/seed<k>"`` in ``store``).
+    Resumable like :func:`run_evolution` (labels ``"<method>/seed<k>"`` in ``store``). With
+    ``parallel_seeds`` the seeds of one method run side by side in threads (jobs share the runner).
+    ``wall_seconds[method]`` is the wall time of that method's search over all its seeds.
     """
     from derl_gym.agents.meta import make_optimizer
 
@@ -401,12 +403,19 @@ def compare(spec: InnerLoopSpec, methods: Sequence[str], budget: int, seeds: Seq
     walls: dict[str, float] = {}
     for name in methods:
         t0 = time.perf_counter()
-        runs[name] = {}
-        for seed in seeds:
-            kwargs = dict((optimizer_kwargs or {}).get(name, {}))
-            optimizer = make_optimizer(name, num_variables, seed=seed, **kwargs)
-            runs[name][seed] = run_evolution(spec, optimizer, runner, store, iterations, group, seed=seed,
-                                             method=f"{name}/seed{seed}", progress=progress, on_result=on_result)
+        kwargs = dict((optimizer_kwargs or {}).get(name, {}))
+        # built here, one after another: an optimizer's initialisation may seed torch's global RNG
+        optimizers = {seed: make_optimizer(name, num_variables, seed=seed, **kwargs) for seed in seeds}
+
+        def run_seed(seed: int, name: str = name, optimizers: dict[int, Any] = optimizers) -> EvolutionResult:
+            optimizer = optimizers[seed]
+            return run_evolution(spec, optimizer, runner, store, iterations, group, seed=seed,
+                                 method=f"{name}/seed{seed}", progress=progress, on_result=on_result)
+
+        # seeds run side by side (their jobs share the runner's workers): a method whose groups are
+        # smaller than the worker count (fixed formulas: one training) does not leave workers idle
+        with ThreadPoolExecutor(max_workers=len(seeds) if parallel_seeds else 1) as pool:
+            runs[name] = dict(zip(seeds, pool.map(run_seed, seeds)))
         walls[name] = time.perf_counter() - t0
     formulas: dict[str, dict[int, str]] = {
         name: {seed: runs[name][seed].best_expression or "g1" for seed in seeds} for name in methods}

@@ -91,6 +91,14 @@ def test_compare_same_budget_per_method_and_report(tmp_path):
             assert f"| {method} |" in md
         assert store.get_meta("compare_markdown") == md
         report = write_report(tmp_path, store)
+    # seeds in parallel threads give the same runs as seeds one after another
+    with ResultStore(tmp_path / "seq") as store2:
+        seq = compare(SPEC, ["random", "evolution"], budget=6, seeds=[0, 1], runner=InlineRunner(job_fn=standin_inner),
+                      store=store2, group_size=3, parallel_seeds=False)
+    for method in ("random", "evolution"):
+        for seed in (0, 1):
+            assert [r.expressions for r in seq.runs[method][seed].records] == \
+                [r.expressions for r in result.runs[method][seed].records]
     text = report.markdown.read_text()
     assert text.count("## ") >= 5
     assert "## random" in text and "## random/seed0" not in text and "averaged over 2 seeds" in text
