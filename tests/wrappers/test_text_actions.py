@@ -198,3 +198,23 @@ def test_wrapper_rejects_bad_arguments():
         TextActionWrapper(ToyTextEnv(), max_actions=0)
     with pytest.raises(ValueError, match="include"):
         TextActionWrapper(ToyTextEnv(), include=("task",))
+
+
+def test_sentence_encoder_from_a_local_tiny_model(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "go", "to", "fridge", "take", "apple", "from", "table", "1"]
+    (tmp_path / "vocab.txt").write_text("\n".join(words) + "\n")
+    transformers.BertTokenizer(str(tmp_path / "vocab.txt")).save_pretrained(tmp_path)
+    config = transformers.BertConfig(vocab_size=len(words), hidden_size=16, num_hidden_layers=1,
+                                     num_attention_heads=2, intermediate_size=32, max_position_embeddings=128)
+    transformers.BertModel(config).save_pretrained(tmp_path)
+    enc = make_encoder(f"sentence:{tmp_path}")
+    assert isinstance(enc, SentenceEncoder) and enc.dim == 16 and enc.device in ("cpu", "cuda")
+    vecs = enc.encode(["go to fridge 1", "take apple 1 from table 1", "go to fridge 1"])
+    assert vecs.shape == (3, 16) and vecs.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(vecs[0], vecs[2])
+    assert not np.allclose(vecs[0], vecs[1])
+    env = TextActionWrapper(ToyTextEnv(), max_actions=8, encoder=enc)
+    obs, _ = env.reset(seed=0)
+    assert obs["actions"].shape == (8, 16) and obs in env.observation_space
