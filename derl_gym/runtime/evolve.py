@@ -253,7 +253,11 @@ class FinalTest:
         for row in self.rows:
             val = (f"{statistics.fmean(row.validation):.3f} ± {statistics.pstdev(row.validation):.3f}"
                    if row.validation else "-")
-            cells = [row.label, f"`{row.formula}`", val]
+            formula = f"`{row.formula}`"
+            others = sorted({f for f in row.formulas.values() if f != row.formula})
+            if others:
+                formula += f" (seed {self.seeds[0]}; other seeds: {', '.join(f'`{f}`' for f in others)})"
+            cells = [row.label, formula, val]
             cells += [f"{row.mean(s):.3f} ± {row.std(s):.3f}" for s in self.splits]
             cells += [str(extra_columns[c].get(row.label, "")) for c in extra_columns]
             lines.append("| " + " | ".join(cells) + " |")
