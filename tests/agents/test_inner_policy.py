@@ -135,3 +135,17 @@ def test_other_scorings_run(scoring):
                         vec, seed=0)
     model.learn(128)
     assert model.num_timesteps >= 128
+
+
+def test_policy_accepts_dim_equal_to_max_actions():
+    """Regression: text encodings of size dim == max_actions must not be read as per-candidate features."""
+    env = TextActionWrapper(gym.make(TOY_ENV_ID), max_actions=16, dim=16)
+    vec = make_vec_env([lambda: env])
+    model = build_model(AgentSpec(algo_kwargs={"n_steps": 32, "batch_size": 16, "n_epochs": 1},
+                                  policy_kwargs={"hidden_dim": 16}), vec, seed=0)
+    extractor = model.policy.features_extractor
+    assert "action_counts" in extractor.candidate_keys and "observation" in extractor.state_keys
+    model.learn(64)
+    obs = vec.reset()
+    action, _ = model.predict(obs, action_masks=np.stack(vec.env_method("action_masks")))
+    assert 0 <= int(action[0]) < int(vec.env_method("action_masks")[0].sum())

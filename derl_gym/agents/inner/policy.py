@@ -42,8 +42,16 @@ __all__ = ["TextActionExtractor", "ActionScoringHead", "ActionScoringPolicy", "S
 SCORINGS = ("product", "dot", "concat", "match")
 
 
+def _is_candidate_feature(key: str) -> bool:
+    """True for TextActionWrapper's per-candidate feature keys (``action_counts``, ``overlap_<field>``)."""
+    return key == "action_counts" or key.startswith("overlap_")
+
+
 def _split_keys(observation_space: spaces.Dict) -> tuple[list[str], list[str]]:
-    """Return (state-text keys with shape [dim], per-candidate feature keys with shape [N])."""
+    """Return (state-text keys with shape [dim], per-candidate feature keys with shape [N]).
+
+    Keys are told apart by name, not by shape, so ``dim == max_actions`` is not ambiguous.
+    """
     actions = observation_space.spaces["actions"]
     n, dim = int(actions.shape[0]), int(actions.shape[1])
     state, per_candidate = [], []
@@ -51,13 +59,11 @@ def _split_keys(observation_space: spaces.Dict) -> tuple[list[str], list[str]]:
         if key in ("actions", "action_mask"):
             continue
         shape = tuple(space.shape or ())
-        if shape == (dim,):
-            state.append(key)
-        elif shape == (n,):
-            per_candidate.append(key)
-        else:
-            raise ValueError(f"observation key {key!r} has shape {shape}; expected ({dim},) for a text "
-                             f"encoding or ({n},) for a per-candidate feature")
+        expected = (n,) if _is_candidate_feature(key) else (dim,)
+        if shape != expected:
+            raise ValueError(f"observation key {key!r} has shape {shape}; expected {expected} "
+                             f"({'a per-candidate feature' if expected == (n,) else 'a text encoding'})")
+        (per_candidate if expected == (n,) and _is_candidate_feature(key) else state).append(key)
     return state, per_candidate
 
 
