@@ -26,9 +26,12 @@ operations. Semantics (chosen so that any formula is a total, bounded function):
 :attr:`MetaReward.canonical` is a string that is equal for algebraically equal formulas
 (``g2+g1``, ``g1+g2`` and ``2*g1/2+g2`` all give ``g1 + g2``). It is computed with sympy from the
 checked tree (never from the text with ``sympify``, which evaluates), as a reduced rational
-function with non-integer coefficients rounded to 6 significant digits. The canonical form is
-*algebraic*: it ignores protected division, so ``g1/g1`` and ``1`` share a canonical form even
-though ``g1/g1`` evaluates to 0 where ``g1 = 0``. It is meant as a cache / deduplication key.
+function with non-integer coefficients rounded to 6 significant digits. Division by a constant
+is folded exactly; division by anything that contains a variable stays an opaque ``pdiv`` node
+(printed back as ``((a)/(b))``), because protected division makes ``g1/g1`` differ from ``1``
+(it is 0 where ``g1 = 0``). So two formulas share a canonical form only when they evaluate alike,
+which is what a cache / deduplication key needs; some equal formulas with variable denominators
+(``g1/(2*g1)`` and ``0.5*(g1/g1)``) keep different keys.
 Formulas whose expanded rational form would be very large fall back to sympy's automatic
 normal form (commutative reordering and like-term collection, no expansion), which keeps
 canonicalisation bounded in time at the price of merging fewer equivalent formulas.
@@ -408,9 +411,20 @@ def _to_sympy(node: ast.AST, names: dict[str, int], symbols: list[Any]) -> Any:
         return left - right
     if isinstance(node.op, ast.Mult):
         return left * right
-    if right == 0:  # protected division by an exact zero is 0
-        return sympy.Integer(0)
-    return left / right
+    if right.is_number:  # a constant denominator: exact unless protected division zeroes it
+        return sympy.Integer(0) if abs(float(right)) < DIV_EPS else left / right
+    # A variable denominator stays an opaque node: x/x is not 1 under protected division (0 at x = 0).
+    if right.could_extract_minus_sign():  # (-a)/(-b) == a/b, protection included: one key for both
+        left, right = -left, -right
+    return _protected_div_function()(left, right)
+
+
+@functools.lru_cache(maxsize=1)
+def _protected_div_function() -> Any:
+    """Return the sympy function ``pdiv(a, b)`` standing for protected division by a non-constant."""
+    import sympy
+
+    return sympy.Function("pdiv", nargs=2)
 
 
 def _round_sig(value: float, digits: int = CANONICAL_DIGITS) -> str:
@@ -427,6 +441,12 @@ def _printer_class() -> type:
 
         def _print_Float(self, expr: Any) -> str:  # noqa: N802 (sympy naming)
             return _round_sig(float(expr))
+
+        def _print_Function(self, expr: Any) -> str:  # noqa: N802
+            if expr.func.__name__ == "pdiv":  # print protected division back in the language
+                numerator, denominator = (self._print(arg) for arg in expr.args)
+                return f"(({numerator})/({denominator}))"
+            return super()._print_Function(expr)
 
         def _print_Pow(self, expr: Any, rational: bool = False) -> str:  # noqa: N802
             # integer powers as repeated products so that the canonical form stays in the language
