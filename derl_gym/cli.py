@@ -165,14 +165,24 @@ def _parse_seeds(text: str) -> list[int]:
         raise SystemExit(f"error: --seeds {text!r} must be a positive count N or a comma-separated list of seeds") from None
 
 
-def _check_run_dir(store, key: dict[str, Any], run_dir: Path) -> None:
-    """Refuse to resume a run directory that holds a different experiment."""
+def _open_run_dir(args: argparse.Namespace, run_dir: Path, key: dict[str, Any], spec: Any):
+    """Open ``run_dir``'s store, refuse a different experiment there, record the command; returns the store."""
+    from derl_gym.runtime.store import ResultStore
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    store = ResultStore(run_dir)
     previous = store.get_meta("run_key")
     if previous is not None and previous != key:
         diff = {k: (previous.get(k), v) for k, v in key.items() if previous.get(k) != v}
+        store.close()
         raise SystemExit(f"error: {run_dir} holds a different run ({', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in diff.items())}); "
                          "re-run with the same arguments to resume, or pass a new --run-dir")
     store.set_meta("run_key", key)
+    store.set_meta("command", " ".join(shlex.quote(a) for a in ["derl-gym", *args.argv]))
+    store.set_meta("args", {k: v for k, v in vars(args).items() if k not in ("func", "argv")})
+    store.set_meta("spec", spec.to_dict())
+    store.set_meta("spec_hash", spec.spec_hash())
+    return store
 
 
 # ----------------------------------------------------------------------------------- commands
@@ -216,22 +226,15 @@ def cmd_evolve(args: argparse.Namespace) -> int:
     from derl_gym.agents.meta import make_optimizer
     from derl_gym.runtime.evolve import baseline_formulas, final_test, run_evolution
     from derl_gym.runtime.report import write_report
-    from derl_gym.runtime.store import ResultStore
 
     spec = _load_spec(args.preset, args.seed)
     run_dir = Path(args.run_dir or f"runs/{args.preset}-{args.method}-s{args.seed}")
-    run_dir.mkdir(parents=True, exist_ok=True)
     num_variables = len(spec.primitives.build())
     start = time.perf_counter()
-    store = ResultStore(run_dir)
-    _check_run_dir(store, {"command": "evolve", "preset": args.preset, "method": args.method, "seed": args.seed,
-                           "group_size": args.group_size, "spec_hash": spec.spec_hash(), "inner": args.inner,
-                           "optimizer_kwargs": _optimizer_kwargs(args, args.method)},
-                   run_dir)
-    store.set_meta("command", " ".join(shlex.quote(a) for a in ["derl-gym", *args.argv]))
-    store.set_meta("args", {k: v for k, v in vars(args).items() if k not in ("func", "argv")})
-    store.set_meta("spec", spec.to_dict())
-    store.set_meta("spec_hash", spec.spec_hash())
+    store = _open_run_dir(args, run_dir, {
+        "command": "evolve", "preset": args.preset, "method": args.method, "seed": args.seed,
+        "group_size": args.group_size, "spec_hash": spec.spec_hash(), "inner": args.inner,
+        "optimizer_kwargs": _optimizer_kwargs(args, args.method)}, spec)
     _out(f"derl-gym evolve: preset {args.preset} ({spec.spec_hash()}), method {args.method}, "
          f"{args.iterations} iterations x group {args.group_size}, backend {args.backend}, run dir {run_dir}")
     optimizer = make_optimizer(args.method, num_variables, seed=args.seed, **_optimizer_kwargs(args, args.method))
@@ -280,22 +283,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     """Run several methods on the same budget, test each method's best formula, print the table."""
     from derl_gym.runtime.evolve import compare
     from derl_gym.runtime.report import write_report
-    from derl_gym.runtime.store import ResultStore
 
     spec = _load_spec(args.preset)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     seeds = _parse_seeds(args.seeds)
     run_dir = Path(args.run_dir or f"runs/compare-{args.preset}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    store = ResultStore(run_dir)
-    _check_run_dir(store, {"command": "compare", "preset": args.preset, "spec_hash": spec.spec_hash(),
-                           "group_size": args.group_size, "budget": args.budget, "inner": args.inner,
-                           "optimizer_kwargs": {m: _optimizer_kwargs(args, m) for m in methods}},
-                   run_dir)
-    store.set_meta("command", " ".join(shlex.quote(a) for a in ["derl-gym", *args.argv]))
-    store.set_meta("args", {k: v for k, v in vars(args).items() if k not in ("func", "argv")})
-    store.set_meta("spec", spec.to_dict())
-    store.set_meta("spec_hash", spec.spec_hash())
+    store = _open_run_dir(args, run_dir, {
+        "command": "compare", "preset": args.preset, "spec_hash": spec.spec_hash(), "group_size": args.group_size,
+        "budget": args.budget, "inner": args.inner,
+        "optimizer_kwargs": {m: _optimizer_kwargs(args, m) for m in methods}}, spec)
     _out(f"derl-gym compare: preset {args.preset}, methods {methods}, budget {args.budget} per method and seed, "
          f"seeds {seeds}, run dir {run_dir}")
     total = len(methods) * len(seeds) * (args.budget + len(seeds))
