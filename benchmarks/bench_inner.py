@@ -67,9 +67,7 @@ def main(argv=None) -> int:
 
     overrides = {} if args.total_timesteps is None else {"total_timesteps": args.total_timesteps}
     spec = get_preset(args.preset, **overrides)
-    # generate/cache the games once in this process before the workers start
-    for env_spec in (spec.train_env, spec.validation_env, *spec.test_envs.values()):
-        env_spec.make().close()
+    spec.prepare()  # generate/cache the games once in this process before the workers start
 
     start = time.perf_counter()
     jobs = [(formula, seed) for formula in args.formulas for seed in args.seeds]

@@ -70,8 +70,15 @@ def _job_fn(args: argparse.Namespace):
     return getattr(importlib.import_module(module), attr)
 
 
-def _make_runner(args: argparse.Namespace):
+def _make_runner(args: argparse.Namespace, spec: Any):
+    """Prepare the preset's envs once in this process (real inner loop only), then start the runner."""
     from derl_gym.runtime.runners import make_runner
+
+    if _job_fn(args).__name__ == "run_inner":
+        _out("preparing environments (the first use of a preset generates and caches its games) ...")
+        started = time.perf_counter()
+        spec.prepare()
+        _out(f"environments ready ({time.perf_counter() - started:.0f} s)")
 
     return make_runner(args.backend, workers=args.workers, timeout=args.timeout, retries=args.retries,
                        job_fn=_job_fn(args), ray_address=args.ray_address)
@@ -239,7 +246,7 @@ def cmd_evolve(args: argparse.Namespace) -> int:
          f"{args.iterations} iterations x group {args.group_size}, backend {args.backend}, run dir {run_dir}")
     optimizer = make_optimizer(args.method, num_variables, seed=args.seed, **_optimizer_kwargs(args, args.method))
     progress = _Progress(args.iterations * args.group_size, not args.no_progress, f"{args.method}")
-    runner = _make_runner(args)
+    runner = _make_runner(args, spec)
     try:
         def on_iteration(record) -> None:
             if record.resumed:
@@ -296,7 +303,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
          f"seeds {seeds}, run dir {run_dir}")
     total = len(methods) * len(seeds) * (args.budget + len(seeds))
     progress = _Progress(total, not args.no_progress, "compare")
-    runner = _make_runner(args)
+    runner = _make_runner(args, spec)
     try:
         def on_iteration(record) -> None:
             if record.resumed:

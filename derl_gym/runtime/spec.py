@@ -123,6 +123,16 @@ class InnerLoopSpec:
         text = json.dumps(payload, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
+    def env_specs(self) -> list[EnvSpec]:
+        """Return the train, validation and test env specs, in that order."""
+        return [self.train_env, self.validation_env, *self.test_envs.values()]
+
+    def prepare(self) -> None:
+        """Make and close every env once, so one-time work (e.g. generating and caching ALFWorld games)
+        happens here rather than in parallel workers racing for it; returns nothing."""
+        for env_spec in self.env_specs():
+            env_spec.make().close()
+
     def replace(self, **changes: Any) -> "InnerLoopSpec":
         """Return a copy with ``changes`` applied (``dataclasses.replace``)."""
         return dataclasses.replace(self, **changes)
