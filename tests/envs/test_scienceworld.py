@@ -462,35 +462,13 @@ def test_admissible_list_is_reused_after_invalid_actions(env):
         env._jvm.server = real
 
 
-#: The ``scienceworld-tiny`` preset proposed to the lead (see the report): lifespan-longest-lived is
-#: solved in two steps with the easy simplification (teleport to outside: score 50; focus on the
-#: longest-lived of the animals there: 100); the candidate list keeps ``teleport to`` and ``focus on``.
-TINY_EXCLUDE = ["activate", "close", "connect", "deactivate", "disconnect", "dunk", "eat", "examine", "flush",
-                "go to", "inventory", "look", "mix", "move", "open", "pick up", "pour", "put down", "read",
-                "reset", "task", "use", "wait"]
-
-
 def _tiny_spec(total_timesteps: int, eval_episodes: int):
-    from derl_gym.runtime.spec import AgentSpec, EnvSpec, InnerLoopSpec, PrimitiveSpec
+    """The ``scienceworld-tiny`` preset itself, with a test-sized budget."""
+    from derl_gym.runtime.presets import get_preset
 
-    def env_spec(split: str, level: str = "L0") -> EnvSpec:
-        return EnvSpec("derl_gym/ScienceWorld-v0", {"task": "lifespan-longest-lived", "split": split, "level": level,
-                                                     "simplification": "easy", "max_episode_steps": 8,
-                                                     "max_admissible": None})
-
-    return InnerLoopSpec(
-        name="scienceworld-tiny-test",
-        train_env=env_spec("train"),
-        validation_env=env_spec("validation"),
-        test_envs={"L1": env_spec("test", "L1")},
-        primitives=PrimitiveSpec("derl_gym.envs.scienceworld:scienceworld_primitives", {"step_scorer": "progress"}),
-        agent=AgentSpec(algorithm="maskable_ppo", total_timesteps=total_timesteps, n_envs=1,
-                        algo_kwargs={"n_steps": 16, "batch_size": 8, "n_epochs": 1, "learning_rate": 1e-3},
-                        policy_kwargs={"hidden_dim": 32}),
-        eval_episodes=eval_episodes,
-        seed=0,
-        wrapper_kwargs={"max_actions": 64, "dim": 128, "include": ["observation", "task"], "exclude": TINY_EXCLUDE},
-    )
+    return get_preset("scienceworld-tiny", total_timesteps=total_timesteps, eval_episodes=eval_episodes,
+                      algo_kwargs={"n_steps": 16, "batch_size": 8, "n_epochs": 1, "learning_rate": 1e-3},
+                      policy_kwargs={"hidden_dim": 32})
 
 
 def test_run_inner_on_scienceworld():
