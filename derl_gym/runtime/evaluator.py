@@ -101,6 +101,13 @@ class Evaluator:
 
         return MetaReward(expression, self._primitive_set()).canonical
 
+    def _has_needed_model(self, result: InnerResult) -> bool:
+        """False when this evaluator saves agents (DERL-pop) but ``result`` is a success whose saved
+        agent is missing (e.g. it was trained by a method that saves none), so it must be retrained."""
+        if self.model_dir is None or not result.ok:
+            return True
+        return bool(result.model_path) and Path(result.model_path).exists()
+
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, expressions: Sequence[str], seed: int = 0, init_model: str | None = None,
                  iteration: int | None = None) -> list[tuple[InnerResult, bool]]:
@@ -131,6 +138,8 @@ class Evaluator:
                 to_train[canonical].append(i)
                 continue
             cached = self.store.get(canonical, spec_hash, seed)
+            if cached is not None and not self._has_needed_model(cached):
+                cached = None  # a warm-starting method needs the trained agent, not only its score
             if cached is None:
                 cached = self._session_failures.get((canonical, spec_hash, seed))
             if cached is not None:

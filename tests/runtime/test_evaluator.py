@@ -108,3 +108,19 @@ def test_model_dir_asks_jobs_to_save_their_agent(tmp_path):
     assert path and path.startswith(str(tmp_path / "models")) and (tmp_path / "models").is_dir()
     with open(path) as fh:
         assert "g1" in fh.read()
+
+
+def test_saving_evaluator_retrains_a_cached_result_that_has_no_agent(tmp_path, log):
+    """DERL-pop needs the trained agent: a score cached by a method that saved none is retrained once."""
+    with ResultStore(tmp_path) as store:
+        runner = InlineRunner(job_fn=standin_inner)
+        plain = Evaluator(SPEC, runner, store).evaluate(["g1 + g4"])
+        assert plain[0][0].model_path is None and len(_runs(log)) == 1
+        saving = Evaluator(SPEC, runner, store, model_dir=tmp_path / "models")
+        first = saving.evaluate(["g1 + g4"])
+        assert first[0][1] is False and len(_runs(log)) == 2  # retrained to get the agent
+        assert first[0][0].model_path and (tmp_path / "models").is_dir()
+        again = saving.evaluate(["g4 + g1"])
+        assert again[0][1] is True and len(_runs(log)) == 2  # now the cached result has its agent
+        assert again[0][0].model_path == first[0][0].model_path
+        assert Evaluator(SPEC, runner, store).evaluate(["g1 + g4"])[0][1] is True  # plain runs still hit
