@@ -86,14 +86,30 @@ def _call_job(job_fn: JobFn, spec: InnerLoopSpec, expression: str, seed: int, kw
                                    seed=seed, wall_seconds=time.perf_counter() - start)
 
 
-def _worker_main(conn) -> None:
+def _exit_with_parent(parent_pid: int, interval: float = 1.0) -> None:
+    """Start a daemon thread that ends this worker once ``parent_pid`` is no longer its parent.
+
+    ``daemon=True`` workers are only cleaned up by a parent that exits normally; a parent killed by
+    SIGTERM/SIGKILL would otherwise leave them training on as orphans.
+    """
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="derl-gym-parent-watch", daemon=True).start()
+
+
+def _worker_main(conn, parent_pid: int | None = None) -> None:
     """Worker process loop: receive ``(job_fn, spec, expression, seed, kwargs)``, send
     ``("started", None)`` and then ``("result", InnerResult)``.
 
-    A ``None`` message (or a closed pipe) ends the loop.
+    A ``None`` message (or a closed pipe) ends the loop; the death of ``parent_pid`` ends the process.
     """
     import faulthandler
 
+    if parent_pid is not None:
+        _exit_with_parent(parent_pid)
     faulthandler.enable()  # a segfault in a job prints the Python stack to the worker's stderr
     _single_thread_env()
     try:
@@ -125,7 +141,8 @@ class _Worker:
 
     def __init__(self, ctx) -> None:
         self.conn, child = ctx.Pipe(duplex=True)
-        self.process = ctx.Process(target=_worker_main, args=(child,), daemon=True, name="derl-gym-worker")
+        self.process = ctx.Process(target=_worker_main, args=(child, os.getpid()), daemon=True,
+                                   name="derl-gym-worker")
         self.process.start()
         child.close()
         self.job: _Job | None = None

@@ -92,3 +92,42 @@ def test_ray_runner_records_a_raising_job_as_failed():
     with RayRunner(num_cpus=1, job_fn=failing_inner) as runner:
         result = runner.submit(SPEC, ["g1"])[0].result(timeout=120)
     assert result.status == "failed" and "RuntimeError" in result.error
+
+
+_ORPHAN_SCRIPT = """
+import sys, time
+from derl_gym.runtime.runners import ProcessRunner
+from derl_gym.runtime.standin import sleeping_inner, standin_spec
+runner = ProcessRunner(max_workers=2, job_fn=sleeping_inner)
+futures = runner.submit(standin_spec(), ["g1", "g2"])
+deadline = time.time() + 60
+while len(runner._busy) < 2 and time.time() < deadline:
+    time.sleep(0.1)
+print(" ".join(str(w.process.pid) for w in runner._busy), flush=True)
+time.sleep(120)
+"""
+
+
+def test_workers_exit_when_the_parent_is_killed():
+    """A runner killed with SIGKILL must not leave its workers training on as orphans."""
+    import signal
+    import subprocess
+    import sys
+
+    env = dict(os.environ, DERL_GYM_STANDIN_SLEEP="120")
+    parent = subprocess.Popen([sys.executable, "-c", _ORPHAN_SCRIPT], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        pids = [int(p) for p in parent.stdout.readline().split()]
+        assert len(pids) == 2
+        time.sleep(4)  # let both workers finish starting up and enter the (sleeping) job
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=10)
+        deadline = time.time() + 15
+        alive = pids
+        while alive and time.time() < deadline:
+            time.sleep(0.2)
+            alive = [p for p in pids if os.path.exists(f"/proc/{p}") and
+                     open(f"/proc/{p}/stat").read().split()[2] != "Z"]
+        assert alive == [], f"orphaned workers still running: {alive}"
+    finally:
+        parent.kill()
