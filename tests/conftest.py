@@ -18,3 +18,18 @@ def shared_data_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"shared data folder {path} not found (set DERL_GYM_DATA)")
     return path
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run a test on one torch thread, restoring the previous count afterwards.
+
+    The models trained in tests are tiny: on a shared 2-core machine extra threads only fight over
+    the CPU (10-20x slower). ``run_inner`` itself also pins one thread, and this restores it.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -19,12 +19,7 @@ def make_env(**kwargs):
     return TextActionWrapper(gym.make(TOY_ENV_ID, **kwargs), max_actions=8, dim=64)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = th.get_num_threads()
-    th.set_num_threads(1)
-    yield
-    th.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _model(algorithm="maskable_ppo", n_envs=1, seed=0, **algo_kwargs):

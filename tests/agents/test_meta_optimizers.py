@@ -17,15 +17,7 @@ NAMES = list(OPTIMIZERS)
 VALUES = np.random.default_rng(123).random((256, K))
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """The token policy is tiny: on a shared 2-core machine extra torch threads only slow it down."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the token policy is tiny
 
 
 def uses_g2(formula: str) -> float:

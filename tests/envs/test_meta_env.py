@@ -187,23 +187,17 @@ def test_needs_a_way_to_score():
         MetaRewardEnv(preset=None, num_variables=K)
 
 
-def test_maskable_ppo_learns_meta_reward_env():
-    import torch
+def test_maskable_ppo_learns_meta_reward_env(one_torch_thread):
     from sb3_contrib import MaskablePPO
     from sb3_contrib.common.maskable.evaluation import evaluate_policy
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny MLP: extra threads only fight over a shared CPU
-    try:
-        env = gym.make("derl_gym/MetaReward-v0", num_variables=K, inner_fn=correlation_inner, max_tokens=12,
-                       canonicalize=False)
-        model = MaskablePPO("MlpPolicy", env, n_steps=512, batch_size=128, n_epochs=5, learning_rate=1e-3,
-                            seed=0, verbose=0)
-        before, _ = evaluate_policy(model, env, n_eval_episodes=100, deterministic=False, warn=False)
-        model.learn(total_timesteps=4096)
-        after, _ = evaluate_policy(model, env, n_eval_episodes=100, deterministic=False, warn=False)
-    finally:
-        torch.set_num_threads(threads)
+    env = gym.make("derl_gym/MetaReward-v0", num_variables=K, inner_fn=correlation_inner, max_tokens=12,
+                   canonicalize=False)
+    model = MaskablePPO("MlpPolicy", env, n_steps=512, batch_size=128, n_epochs=5, learning_rate=1e-3,
+                        seed=0, verbose=0)
+    before, _ = evaluate_policy(model, env, n_eval_episodes=100, deterministic=False, warn=False)
+    model.learn(total_timesteps=4096)
+    after, _ = evaluate_policy(model, env, n_eval_episodes=100, deterministic=False, warn=False)
     assert after > before + 0.2, (before, after)
 
 def write(env, text):

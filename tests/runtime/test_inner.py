@@ -12,11 +12,7 @@ from derl_gym.runtime.spec import AgentSpec, EnvSpec, InnerLoopSpec, InnerResult
 from tests.toy_text_env import TOY_ENV_IMPORT_ID
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    threads = th.get_num_threads()
-    yield
-    th.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def toy_spec(total_timesteps: int = 512, **changes) -> InnerLoopSpec:
