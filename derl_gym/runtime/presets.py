@@ -88,6 +88,18 @@ SMALL_ALGO = {"n_steps": 512, "batch_size": 128, "n_epochs": 4, "learning_rate":
               "gae_lambda": 0.95, "ent_coef": 0.0}
 
 
+def _small_agent() -> AgentSpec:
+    """Return the agent shared by alfworld-small and alfworld-l2 (a fresh object: its dicts are mutable)."""
+    return AgentSpec(algorithm="maskable_ppo", total_timesteps=50_000, n_envs=1, algo_kwargs=dict(SMALL_ALGO),
+                     policy_kwargs={"hidden_dim": 128, "scoring": "product"})
+
+
+def _small_wrapper_kwargs() -> dict[str, Any]:
+    """Return the text-action wrapper settings shared by alfworld-small and alfworld-l2."""
+    return {"max_actions": 48, "dim": 256, "include": ["observation", "task", "history"],
+            "history_length": 4, "exclude": list(INFO_COMMANDS)}
+
+
 def alfworld_small() -> InnerLoopSpec:
     """Return the ``alfworld-small`` spec: all six task types, more receptacles, bigger budget."""
     def env(split: str, level: str = "L0") -> EnvSpec:
@@ -99,11 +111,9 @@ def alfworld_small() -> InnerLoopSpec:
         validation_env=env("validation"),
         test_envs={"L0": env("test"), "L1": env("test", "L1")},
         primitives=ALFWORLD_PRIMITIVES,
-        agent=AgentSpec(algorithm="maskable_ppo", total_timesteps=50_000, n_envs=1,
-                        algo_kwargs=dict(SMALL_ALGO), policy_kwargs={"hidden_dim": 128, "scoring": "product"}),
+        agent=_small_agent(),
         eval_episodes=40,
-        wrapper_kwargs={"max_actions": 48, "dim": 256, "include": ["observation", "task", "history"],
-                        "history_length": 4, "exclude": list(INFO_COMMANDS)},
+        wrapper_kwargs=_small_wrapper_kwargs(),
         description="ALFWorld, all six task types, 4 extra receptacles, 2 distractors, 40-step episodes",
     )
 
@@ -128,11 +138,9 @@ def alfworld_l2() -> InnerLoopSpec:
         test_envs={"L0": env("test", "L0", L2_TRAIN_TASKS), "L1": env("test", "L1", L2_TRAIN_TASKS),
                    "L2": env("test", "L2", L2_TEST_TASKS)},
         primitives=ALFWORLD_PRIMITIVES,
-        agent=AgentSpec(algorithm="maskable_ppo", total_timesteps=50_000, n_envs=1,
-                        algo_kwargs=dict(SMALL_ALGO), policy_kwargs={"hidden_dim": 128, "scoring": "product"}),
+        agent=_small_agent(),
         eval_episodes=40,
-        wrapper_kwargs={"max_actions": 48, "dim": 256, "include": ["observation", "task", "history"],
-                        "history_length": 4, "exclude": list(INFO_COMMANDS)},
+        wrapper_kwargs=_small_wrapper_kwargs(),
         description="ALFWorld L2 (out of distribution): train pick/look/clean/heat, test cool/pick-two",
     )
 
