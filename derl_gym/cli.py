@@ -106,9 +106,11 @@ class _Progress:
         else:
             _out(text)
 
-    def skip(self, n: int) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
+    def on_iteration(self, record) -> None:
+        """Print one iteration's line; a resumed iteration also advances the bar past its formulas."""
+        if record.resumed and self.bar is not None:
+            self.bar.update(len(record.expressions))
+        self.line(_iteration_line(record))
 
     def close(self) -> None:
         if self.bar is not None:
@@ -248,13 +250,8 @@ def cmd_evolve(args: argparse.Namespace) -> int:
     progress = _Progress(args.iterations * args.group_size, not args.no_progress, f"{args.method}")
     runner = _make_runner(args, spec)
     try:
-        def on_iteration(record) -> None:
-            if record.resumed:
-                progress.skip(len(record.expressions))
-            progress.line(_iteration_line(record))
-
         result = run_evolution(spec, optimizer, runner, store, args.iterations, args.group_size, seed=args.seed,
-                               method=args.method, progress=on_iteration, on_result=progress.on_result)
+                               method=args.method, progress=progress.on_iteration, on_result=progress.on_result)
         progress.close()
         _out(f"best formula: {result.best_expression}  (validation {result.best_score:.3f}; "
              f"{result.trained} inner trainings, {result.cache_hits} cache hits)")
@@ -305,14 +302,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     progress = _Progress(total, not args.no_progress, "compare")
     runner = _make_runner(args, spec)
     try:
-        def on_iteration(record) -> None:
-            if record.resumed:
-                progress.skip(len(record.expressions))
-            progress.line(_iteration_line(record))
-
         result = compare(spec, methods, args.budget, seeds, runner, store, group_size=args.group_size,
                          optimizer_kwargs={m: _optimizer_kwargs(args, m) for m in methods},
-                         progress=on_iteration, on_result=progress.on_result)
+                         progress=progress.on_iteration, on_result=progress.on_result)
     finally:
         progress.close()
         runner.close()
