@@ -3,7 +3,7 @@
 Public API: :class:`MetaReward`, :class:`InvalidExpression`, :func:`canonicalize` (expression),
 :class:`Grammar` (token grammar for constrained generation, mutation and crossover),
 :class:`Primitive`, :class:`PrimitiveSet`, :class:`Trajectory`, :class:`Step`,
-:func:`agent_primitives`, :func:`segment_primitives` (primitives). Importing this package does
+:func:`agent_primitives`, :func:`segment_primitives`, :func:`rollout` (primitives). Importing this package does
 not import sympy (the canonical form imports it on first use).
 """
 
@@ -15,6 +15,7 @@ from derl_gym.rewards.primitives import (
     Step,
     Trajectory,
     agent_primitives,
+    rollout,
     segment_primitives,
 )
 
@@ -29,5 +30,6 @@ __all__ = [
     "Step",
     "agent_primitives",
     "segment_primitives",
+    "rollout",
 ]
 

@@ -74,6 +74,32 @@ class Trajectory:
         self.steps.append(step)
 
 
+def rollout(env: Any, choose_action: Callable[[Mapping[str, Any], int], Any], *, max_steps: int | None = None,
+            **reset_kwargs: Any) -> Trajectory:
+    """Play one episode of ``env`` and return it as a :class:`Trajectory`.
+
+    ``choose_action(info, t)`` gets the latest ``info`` and the step index and returns the action, or
+    ``None`` to stop early; ``reset_kwargs`` (``seed=``, ``options=``) go to ``env.reset``. The episode
+    also ends when the env terminates or truncates, or after ``max_steps`` steps. Useful for computing
+    primitive values (``PrimitiveSet.compute``) on a policy's episodes without the reward wrapper.
+    """
+    observation, info = env.reset(**reset_kwargs)
+    trajectory = Trajectory(initial_observation=observation, initial_info=info)
+    t = 0
+    while max_steps is None or t < max_steps:
+        action = choose_action(info, t)
+        if action is None:
+            break
+        prev_info = info
+        observation, reward, terminated, truncated, info = env.step(action)
+        trajectory.append(Step(action, observation, float(reward), bool(terminated), bool(truncated), info,
+                               prev_info))
+        t += 1
+        if terminated or truncated:
+            break
+    return trajectory
+
+
 @dataclass(frozen=True)
 class Primitive:
     """A named atomic reward.

@@ -32,7 +32,7 @@ from derl_gym.envs.scienceworld import (  # noqa: E402
     split_variations,
     task_names,
 )
-from derl_gym.rewards.primitives import Step, Trajectory  # noqa: E402
+from derl_gym.rewards.primitives import rollout  # noqa: E402
 
 GOLD_TASKS = ["find-living-thing", "boil", "chemistry-mix", "power-component"]
 
@@ -321,16 +321,15 @@ def test_bound_commands_and_normalize_text():
 # ----------------------------------------------------------------------------- primitives
 
 def _trajectory(env, task, variation, actions=None):
-    obs, info = env.reset(options={"task": task, "variation": variation, "gold_path": actions is None})
-    trajectory = Trajectory(initial_observation=obs, initial_info=info)
-    prev = info
-    for action in actions if actions is not None else info["gold_actions"]:
-        obs, reward, terminated, truncated, info = env.step(action)
-        trajectory.append(Step(action, obs, reward, terminated, truncated, info, prev))
-        prev = info
-        if terminated or truncated:
-            break
-    return trajectory
+    """Play ``actions`` (default: the gold path) on one variation and return the trajectory."""
+    plan: list[str] = []
+
+    def choose(info, t):
+        if t == 0:
+            plan.extend(actions if actions is not None else info["gold_actions"])
+        return plan[t] if t < len(plan) else None
+
+    return rollout(env, choose, options={"task": task, "variation": variation, "gold_path": actions is None})
 
 
 def test_primitives_on_gold_and_on_idle_trajectories(no_admissible):

@@ -170,3 +170,27 @@ def test_success_primitive_and_agent_set_with_other_scorer():
     prims = agent_primitives("valid")
     assert prims.names[1:] == ["valid_first", "valid_middle", "valid_last"]
     assert prims.name == "agent:valid"
+
+
+def test_rollout_records_steps_with_prev_info_and_stops():
+    import gymnasium as gym
+
+    from derl_gym.rewards.primitives import rollout
+
+    class Counter(gym.Env):
+        observation_space = gym.spaces.Discrete(10)
+        action_space = gym.spaces.Discrete(2)
+
+        def reset(self, *, seed=None, options=None):
+            self.n = 0
+            return 0, {"n": 0}
+
+        def step(self, action):
+            self.n += 1
+            return self.n, float(self.n == 3), self.n == 3, False, {"n": self.n, "won": self.n == 3}
+
+    traj = rollout(Counter(), lambda info, t: 1, seed=0)
+    assert len(traj) == 3 and traj.success and traj.done
+    assert [s.prev_info["n"] for s in traj.steps] == [0, 1, 2] and traj.initial_info == {"n": 0}
+    assert len(rollout(Counter(), lambda info, t: 1, max_steps=2)) == 2
+    assert len(rollout(Counter(), lambda info, t: None if t == 1 else 1)) == 1  # None stops early

@@ -10,7 +10,7 @@ import pytest
 
 from derl_gym.envs.alfworld import alfworld_primitives
 from derl_gym.envs.alfworld.env import ALFWorldEnv
-from derl_gym.rewards.primitives import Step, Trajectory, segment_bounds
+from derl_gym.rewards.primitives import Step, Trajectory, rollout, segment_bounds
 
 HANDMADE = Path(__file__).resolve().parents[2] / "data" / "alfworld" / "clean_apple_in_fridge.tw-pddl"
 
@@ -22,16 +22,15 @@ def _private_sas_cache(tmp_path_factory, monkeypatch):
 
 
 def record(env: ALFWorldEnv, actions) -> Trajectory:
-    obs, info = env.reset(seed=0)
-    traj = Trajectory(initial_observation=obs, initial_info=info)
-    prev = info
-    for action in actions(info):
-        obs, reward, terminated, truncated, info = env.step(action)
-        traj.append(Step(action, obs, reward, terminated, truncated, info, prev))
-        prev = info
-        if terminated or truncated:
-            break
-    return traj
+    """Play ``actions(reset_info)`` (a list decided at reset) and return the trajectory."""
+    plan: list[str] = []
+
+    def choose(info, t):
+        if t == 0:
+            plan.extend(actions(info))
+        return plan[t] if t < len(plan) else None
+
+    return rollout(env, choose, seed=0)
 
 
 def walkthrough_actions(env):
@@ -40,17 +39,8 @@ def walkthrough_actions(env):
 
 def play_random(env: ALFWorldEnv, seed: int, junk_every: int = 4) -> Trajectory:
     rng = random.Random(seed)
-    obs, info = env.reset(seed=seed)
-    traj = Trajectory(initial_observation=obs, initial_info=info)
-    prev = info
-    for t in range(env.max_episode_steps):
-        action = "jump around" if t % junk_every == 0 else rng.choice(info["admissible_commands"])
-        obs, reward, terminated, truncated, info = env.step(action)
-        traj.append(Step(action, obs, reward, terminated, truncated, info, prev))
-        prev = info
-        if terminated or truncated:
-            break
-    return traj
+    return rollout(env, lambda info, t: "jump around" if t % junk_every == 0 else rng.choice(info["admissible_commands"]),
+                   max_steps=env.max_episode_steps, seed=seed)
 
 
 def expected_segments(traj: Trajectory, score) -> list[float]:
