@@ -17,6 +17,14 @@ Two engines play a ``.tw-pddl`` game (JSON with ``pddl_domain``, ``grammar``, ``
 the PDDL state is deterministic, so a hit answers a step without touching any engine. States are
 identified by a digest of the full TextWorld fact set (including the explicit ``not_*`` facts that
 TextWorld keeps after negative effects, because the grammar reads them).
+
+Whitespace: alfworld's ``Demangler`` names an object without a numeric suffix (``desk`` in a
+hand-written or TextWorld-made game, where upstream ids carry ``_bar_`` coordinates) ``"desk "``,
+so upstream's admissible commands read ``"go to desk "`` and ``"take cd  from bed "`` and
+TextWorld, which strips the incoming command, answers its own planner's walkthrough with
+"Nothing happens.". Both engines therefore strip demangled names and pass admissible commands,
+incoming commands and stored walkthroughs through :func:`normalize_command` (runs of whitespace
+collapsed to one space, ends stripped). On numbered games ("apple 1") this changes nothing.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ import tempfile
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Hashable, Iterable, Sequence
 
@@ -47,6 +56,49 @@ BOOKKEEPING_PREDICATES = frozenset({"checked", "examined"})
 
 #: plan length reported when the planner finds no plan from a (non-goal) state.
 NO_PLAN = -1
+
+
+# ----------------------------------------------------------------------------- whitespace
+
+def normalize_command(text: str) -> str:
+    """Return ``text`` with every run of whitespace collapsed to one space and the ends stripped.
+
+    ``"go to  desk "`` -> ``"go to desk"``; applied to demangled names, admissible commands,
+    incoming actions and stored walkthroughs, so that both spellings of a command match.
+    """
+    return " ".join(text.split())
+
+
+@lru_cache(maxsize=None)
+def _normalizing_demangler_class() -> type:
+    """Return alfworld's ``AlfredDemangler`` subclass that strips the demangled names (imported lazily)."""
+    from alfworld.agents.environment.alfred_tw_env import AlfredDemangler
+
+    class NormalizingDemangler(AlfredDemangler):
+        """``AlfredDemangler`` whose names go through :func:`normalize_command` ("desk " -> "desk")."""
+
+        def load(self, *args: Any, **kwargs: Any) -> None:
+            super().load(*args, **kwargs)
+            for info in self._entity_infos.values():
+                info.name = normalize_command(info.name)
+
+    return NormalizingDemangler
+
+
+def make_reference_env(infos: Any = None, shuffle: bool = False) -> Any:
+    """Return TextWorld's ``PddlEnv`` wrapped in alfworld's ``AlfredDemangler`` with stripped names.
+
+    This is upstream's engine (what ``AlfredTWEnv`` builds) except that an object without a numeric
+    suffix reads ``"desk"`` rather than ``"desk "``, so its commands ("go to desk") survive
+    TextWorld's stripping of the incoming command. ``infos`` is a ``textworld.EnvInfos``
+    (default: ``won`` and ``admissible_commands``).
+    """
+    import textworld
+    from textworld.envs.pddl import PddlEnv
+
+    if infos is None:
+        infos = textworld.EnvInfos(won=True, admissible_commands=True)
+    return _normalizing_demangler_class()(PddlEnv(infos), shuffle=shuffle)
 
 
 # ----------------------------------------------------------------------------- game files
@@ -89,6 +141,7 @@ _LOCK = threading.RLock()
 def load_game_file(path: str | Path) -> GameFile:
     """Read and validate a ``.tw-pddl`` game file; returns a :class:`GameFile`.
 
+    The stored ``walkthrough`` (if any) goes through :func:`normalize_command`.
     Raises ``FileNotFoundError`` when the file is missing and ``ValueError`` naming the file when it
     is not JSON, not a JSON object, or lacks one of ``pddl_domain``, ``grammar``, ``pddl_problem``
     (or one of them is not a non-empty string). Parsed files are memoised by (path, mtime, size).
@@ -126,7 +179,8 @@ def load_game_file(path: str | Path) -> GameFile:
         walkthrough = None
     game = GameFile(path=str(p), pddl_domain=data["pddl_domain"], grammar=data["grammar"],
                     pddl_problem=data["pddl_problem"],
-                    walkthrough=tuple(walkthrough) if walkthrough is not None else None,
+                    walkthrough=(tuple(normalize_command(c) for c in walkthrough)
+                                 if walkthrough is not None else None),
                     solvable=data.get("solvable") if isinstance(data.get("solvable"), bool) else None,
                     key=_digest(data["pddl_domain"], data["grammar"], data["pddl_problem"]))
     with _LOCK:
@@ -583,7 +637,10 @@ def _display_list(items: list, ctx: dict) -> list:
 # ----------------------------------------------------------------------------- engines
 
 def _demangled_entity_infos(state) -> dict:
-    """Entity infos as ``PddlEnv._get_entity_infos`` builds them, renamed by alfworld's ``Demangler``."""
+    """Entity infos as ``PddlEnv._get_entity_infos`` builds them, renamed by alfworld's ``Demangler``.
+
+    Names are stripped (:func:`normalize_command`), as :func:`make_reference_env` does.
+    """
     from alfworld.agents.utils.misc import Demangler
     from textworld.generator.game import EntityInfo
 
@@ -594,7 +651,7 @@ def _demangled_entity_infos(state) -> dict:
         info.indefinite = "a"
     demangler = Demangler(game_infos=infos, shuffle=False)
     for info in infos.values():
-        info.name = demangler.demangle_alfred_name(info.id)
+        info.name = normalize_command(demangler.demangle_alfred_name(info.id))
     return infos
 
 
@@ -747,7 +804,7 @@ class FastEngine:
                        "variables": {ph.name: self._entity_infos[var.name] for ph, var in action.mapping.items()},
                        "mapping": action.mapping, "entity_infos": self._entity_infos}
             action.command_template = derive_text(self._logic.grammar, action.command_template, context)
-            command = action.format_command(self._mapping)
+            command = normalize_command(action.format_command(self._mapping))
             if memoisable:
                 self._command_memo[operators[action.id].name] = command
             commands.append(command)
@@ -784,11 +841,12 @@ class FastEngine:
     def step(self, command: str) -> tuple[str, str]:
         """Apply an admissible ``command``; returns ``(feedback, planner operator name)``.
 
-        Raises ``ValueError`` when ``command`` is not admissible here (the env never sends one).
+        ``command`` is normalised first (``"go to  desk "`` plays ``"go to desk"``). Raises
+        ``ValueError`` when it is not admissible here (the env never sends one).
         """
         if self._commands is None:
             self._gather_commands()
-        idx = self._commands.index(command)
+        idx = self._commands.index(normalize_command(command))
         action = self._actions[idx]
         operator = self._state._operators[action.id].name
         self._state.apply(action)
@@ -818,16 +876,16 @@ class ReferenceEngine:
     """Upstream's engine: TextWorld ``PddlEnv`` + alfworld ``AlfredDemangler``, planner on every state.
 
     Same query methods as :class:`FastEngine` (no replay). Used for ``cache=False`` and in tests.
+    Demangled names are stripped and commands normalised (:func:`make_reference_env`), which
+    changes nothing on numbered games and makes unnumbered ones ("desk", "cd") playable.
     """
 
     def __init__(self) -> None:
         import textworld
-        from alfworld.agents.environment.alfred_tw_env import AlfredDemangler
-        from textworld.envs.pddl import PddlEnv
 
         infos = textworld.EnvInfos(won=True, admissible_commands=True, policy_commands=True, facts=True)
-        self._pddl = PddlEnv(infos)
-        self._env = AlfredDemangler()(self._pddl)
+        self._env = make_reference_env(infos)
+        self._pddl = self._env.unwrapped
         self.game: GameFile | None = None
         self._gs = None
 
@@ -850,13 +908,13 @@ class ReferenceEngine:
         return self._gs.feedback
 
     def step(self, command: str) -> tuple[str, str]:
-        """Send ``command`` to ``PddlEnv.step``; returns ``(feedback, "")``."""
-        self._gs, _, _ = self._env.step(command)
+        """Send the normalised ``command`` to ``PddlEnv.step``; returns ``(feedback, "")``."""
+        self._gs, _, _ = self._env.step(normalize_command(command))
         return self._gs.feedback, ""
 
     def admissible_commands(self) -> tuple[str, ...]:
-        """Return the state's ``admissible_commands``."""
-        return tuple(self._gs["admissible_commands"])
+        """Return the state's ``admissible_commands``, normalised (sorted, unique)."""
+        return tuple(sorted({normalize_command(c) for c in self._gs["admissible_commands"]}))
 
     def won(self) -> bool:
         """Return the state's ``won``."""

@@ -40,6 +40,7 @@ from derl_gym.envs.alfworld.engine import (
     Transition,
     TransitionCache,
     load_game_file,
+    normalize_command,
     task_line,
 )
 
@@ -116,8 +117,10 @@ class ALFWorldEnv(gym.Env):
     -1 when no plan), ``progress`` (1.0 when ``plan_length`` got shorter with this step, else 0.0),
     ``gamefile``, ``step``, ``lost`` (always False, as in TextWorld).
 
-    Actions: any ``str`` is accepted (leading/trailing whitespace is stripped as TextWorld does);
-    a non-``str`` action raises ``TypeError`` (text-action wrappers pass strings).
+    Actions: any ``str`` is accepted; whitespace is normalised (runs collapsed to one space, ends
+    stripped: ``"go to  desk "`` plays ``"go to desk"``), as are the admissible commands, the object
+    names (an unnumbered object reads ``"desk"``, not upstream's ``"desk "``) and
+    :attr:`walkthrough`. A non-``str`` action raises ``TypeError`` (text-action wrappers pass strings).
 
     Args:
         split: ``"train"``, ``"validation"`` or ``"test"``.
@@ -287,7 +290,7 @@ class ALFWorldEnv(gym.Env):
         if not isinstance(action, str):
             raise TypeError(f"ALFWorldEnv actions are text (str), got {type(action).__name__}: {action!r:.80}; "
                             "wrap the env in derl_gym.wrappers.TextActionWrapper for discrete actions")
-        command = action.strip()
+        command = normalize_command(action)
         self._steps += 1
         self._last_command = action
         prev = self._state

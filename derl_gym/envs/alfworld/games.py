@@ -648,13 +648,17 @@ def _task_description(traj_data: Mapping[str, Any], grammar: str, seed: int) -> 
 
 
 def _make_pddl_env(policy: bool):
-    """Returns alfworld's ``AlfredDemangler`` around TextWorld's ``PddlEnv``."""
+    """Returns alfworld's ``AlfredDemangler`` around TextWorld's ``PddlEnv`` (names stripped).
+
+    See :func:`derl_gym.envs.alfworld.engine.make_reference_env`: on numbered names ("apple 1") it
+    is upstream's env; an unnumbered object reads "desk", so the planner's commands are admissible.
+    """
     import textworld
-    from alfworld.agents.environment.alfred_tw_env import AlfredDemangler
-    from textworld.envs import PddlEnv
+
+    from derl_gym.envs.alfworld.engine import make_reference_env
 
     infos = textworld.EnvInfos(won=True, admissible_commands=True, policy_commands=policy)
-    return AlfredDemangler(PddlEnv(infos), shuffle=False)
+    return make_reference_env(infos, shuffle=False)
 
 
 def solve_game(game: Mapping[str, Any], env: Any = None) -> list[str]:
