@@ -7,6 +7,7 @@ Commands::
     derl-gym compare --preset alfworld-tiny --methods derl,random,outcome,avg --budget 8 --seeds 0,1
     derl-gym report runs/demo                      markdown + PNG plots
     derl-gym play derl_gym/GSM8K-v0                play a text env in the terminal
+    derl-gym tiny-model DIR --layers 2 --hidden 64 a random-weight Qwen2 LM + tokenizer, offline
 
 ``evolve`` and ``compare`` are resumable: run the same command on the same ``--run-dir`` again after
 an interruption (even ``kill -9``) and finished inner trainings are not redone. ``--standin`` swaps
@@ -396,6 +397,23 @@ def cmd_play(args: argparse.Namespace, stdin=None) -> int:
     return 0
 
 
+def cmd_tiny_model(args: argparse.Namespace) -> int:
+    """``derl-gym tiny-model DIR``: build a tiny Qwen2 model and tokenizer; returns the exit code."""
+    from derl_gym.models.tiny import build_tiny_model
+
+    start = time.time()
+    try:
+        out = build_tiny_model(args.dir, layers=args.layers, hidden=args.hidden, heads=args.heads,
+                               vocab_size=args.vocab_size, seed=args.seed)
+    except ValueError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    info = json.loads((out / "derl_gym_tiny.json").read_text())
+    _out(f"tiny model in {out}: {info['parameters']:,} parameters, {info['vocab_size']} tokens, "
+         f"{time.time() - start:.1f} s")
+    return 0
+
+
 # ----------------------------------------------------------------------------------- parser
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -454,6 +472,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write report.md and PNG plots for a run directory")
     p.add_argument("run_dir", help="a run directory of evolve or compare")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("tiny-model", help="build a small random-weight causal LM + tokenizer in DIR (offline)")
+    p.add_argument("dir", help="output folder (loadable with AutoModelForCausalLM / AutoTokenizer.from_pretrained)")
+    p.add_argument("--layers", type=int, default=2, help="transformer layers (default 2)")
+    p.add_argument("--hidden", type=int, default=64, help="hidden size (default 64)")
+    p.add_argument("--heads", type=int, default=4, help="attention heads (default 4)")
+    p.add_argument("--vocab-size", type=int, default=1000, help="BPE vocabulary size target (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="weight seed (default 0)")
+    p.set_defaults(func=cmd_tiny_model)
 
     p = sub.add_parser("play", help="play a registered text env in the terminal")
     p.add_argument("env_id", help="e.g. derl_gym/GSM8K-v0 or derl_gym/ALFWorld-v0")
