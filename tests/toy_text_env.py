@@ -63,6 +63,14 @@ class ToyTextEnv(gym.Env):
         self._steps = 0
         self._total_steps = 0
 
+    @property
+    def primitives(self):
+        """The default primitive set (``agent_primitives()``: g1 success, g2..g4 mean ``info["progress"]``
+        over the thirds), as ALFWorld's; what ``MetaRewardWrapper(env, expr)`` uses."""
+        from derl_gym.rewards.primitives import agent_primitives
+
+        return agent_primitives()
+
     # ------------------------------------------------------------------ game logic
     def _make_game(self, game_id: int) -> dict[str, Any]:
         rng = np.random.default_rng(10_000 + game_id)

@@ -927,6 +927,15 @@ class _MathEnv(gym.Env[str, str]):
         return len(self.problems)
 
     @property
+    def primitives(self) -> PrimitiveSet:
+        """The env's default primitive set, :func:`math_primitives`: what ``MetaRewardWrapper(env, expr)`` uses.
+
+        g1 ``strict_match``, g2 ``boxed_format``, g3 ``explicit_steps``, g4 ``loose_match``. A new set on
+        each access; for another one pass ``primitives=`` to the wrapper.
+        """
+        return math_primitives()
+
+    @property
     def num_problems(self) -> int:
         """Number of problems in this split."""
         return len(self.problems)

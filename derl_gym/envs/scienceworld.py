@@ -464,6 +464,17 @@ class ScienceWorldEnv(gym.Env[str, str]):
     # ------------------------------------------------------------------ JVM
 
     @property
+    def primitives(self) -> PrimitiveSet:
+        """The env's default primitive set, ``scienceworld_primitives()``: what ``MetaRewardWrapper(env, expr)`` uses.
+
+        g1 ``success`` (score 100, ``info["won"]``), g2/g3/g4 ``progress_first``/``_middle``/``_last``
+        (mean of ``info["progress"]``, the score rose, over each third of the trajectory). A new set
+        on each access; for another one pass ``primitives=`` to the wrapper (e.g.
+        ``scienceworld_primitives("valid")``).
+        """
+        return scienceworld_primitives()
+
+    @property
     def java_pid(self) -> int | None:
         """The pid of this env's Java process, or None before the first reset / after close."""
         return self._jvm.pid if self._jvm is not None and self._jvm.alive() else None

@@ -25,7 +25,7 @@ Stable-Baselines3's ``DummyVecEnv``/``SubprocVecEnv`` (reset on autoreset clears
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence, SupportsFloat
+from typing import Any, Iterable, Sequence, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
@@ -41,6 +41,31 @@ __all__ = ["MetaRewardWrapper", "MODES"]
 MODES = ("episode", "step")
 
 
+def _resolve_primitives(env: gym.Env, primitives: Any) -> PrimitiveSet:
+    """Return ``primitives`` (or the env's default ``env.unwrapped.primitives``) as a PrimitiveSet.
+
+    Raises ``TypeError`` naming the env when neither is given, and naming the bad value when it is
+    not a PrimitiveSet or a sequence of Primitive.
+    """
+    source = "primitives"
+    if primitives is None:
+        unwrapped = env.unwrapped
+        env_name = type(unwrapped).__name__
+        primitives = getattr(unwrapped, "primitives", None)
+        if primitives is None:
+            raise TypeError(f"MetaRewardWrapper needs primitives=...: {env_name} has no default primitive set "
+                            "(env.unwrapped.primitives); pass a PrimitiveSet or a list of Primitive")
+        source = f"{env_name}.primitives (the default of primitives=None)"
+    if isinstance(primitives, PrimitiveSet):
+        return primitives
+    items = None if isinstance(primitives, (str, bytes)) or not isinstance(primitives, Iterable) \
+        else tuple(primitives)
+    if items is None or not all(isinstance(p, Primitive) for p in items):
+        raise TypeError(f"{source} must be a PrimitiveSet or a sequence of Primitive, got "
+                        f"{type(primitives).__name__}: {primitives!r:.80}")
+    return as_primitive_set(items)
+
+
 class MetaRewardWrapper(gym.Wrapper):
     """A Gymnasium wrapper whose reward is a Meta-Reward over ``primitives``.
 
@@ -48,19 +73,22 @@ class MetaRewardWrapper(gym.Wrapper):
     primitive set's variables ``g1..gK`` and its names as aliases). A ``MetaReward`` built for
     ``K' <= K`` variables reads the first ``K'`` primitives; ``K' > K`` raises ``ValueError``.
     ``primitives`` is a :class:`~derl_gym.rewards.primitives.PrimitiveSet` or a sequence of
-    :class:`~derl_gym.rewards.primitives.Primitive`. ``mode`` is ``"episode"`` or ``"step"`` (see
-    the module docstring for the exact reward and ``info`` keys of each mode).
+    :class:`~derl_gym.rewards.primitives.Primitive`; ``None`` (default) takes the env's own default
+    set, ``env.unwrapped.primitives`` (every derl-gym task env has one: ALFWorld's and
+    ScienceWorld's agent primitives, the math primitives of GSM8K/MATH). An env without one raises
+    ``TypeError`` asking for ``primitives=``. ``mode`` is ``"episode"`` or ``"step"`` (see the
+    module docstring for the exact reward and ``info`` keys of each mode).
 
     Attributes: ``expression`` (the MetaReward), ``primitives`` (the PrimitiveSet), ``mode``,
     ``trajectory`` (the current episode; cleared by ``reset``).
     """
 
     def __init__(self, env: gym.Env, expression: MetaReward | str,
-                 primitives: PrimitiveSet | Sequence[Primitive], mode: str = "episode") -> None:
+                 primitives: PrimitiveSet | Sequence[Primitive] | None = None, mode: str = "episode") -> None:
         super().__init__(env)
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        self.primitives: PrimitiveSet = as_primitive_set(primitives)
+        self.primitives: PrimitiveSet = _resolve_primitives(env, primitives)
         if isinstance(expression, MetaReward):
             if expression.num_variables > len(self.primitives):
                 raise ValueError(

@@ -348,6 +348,22 @@ def test_primitives_on_gold_and_on_idle_trajectories(no_admissible):
     assert len(scienceworld_primitives("tags")) == 4
 
 
+
+def test_meta_reward_wrapper_uses_the_env_default_primitives(no_admissible):
+    from derl_gym.wrappers import MetaRewardWrapper
+
+    assert no_admissible.primitives.names == scienceworld_primitives().names
+    env = MetaRewardWrapper(no_admissible, "g1 + 0.5*g2")  # no primitives=: env.unwrapped.primitives
+    _, info = env.reset(options={"task": "find-living-thing", "variation": 5, "gold_path": True})
+    for action in info["gold_actions"]:
+        _, reward, terminated, truncated, info = env.step(action)
+        if terminated or truncated:
+            break
+    assert terminated and info["task_reward"] == 1.0
+    values = info["primitive_values"]
+    assert values.tolist() == scienceworld_primitives().compute(env.trajectory).tolist()
+    assert values[0] == 1.0 and info["meta_reward"] == reward == pytest.approx(1.0 + 0.5 * values[1])
+
 # ----------------------------------------------------------------------------- JVM lifecycle
 
 def test_close_ends_the_jvm_and_admissible_can_be_off():

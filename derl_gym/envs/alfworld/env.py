@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import string
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -43,6 +43,9 @@ from derl_gym.envs.alfworld.engine import (
     normalize_command,
     task_line,
 )
+
+if TYPE_CHECKING:  # pragma: no cover
+    from derl_gym.rewards.primitives import PrimitiveSet
 
 logger = logging.getLogger(__name__)
 
@@ -363,6 +366,19 @@ class ALFWorldEnv(gym.Env):
         self._engine_synced = False
 
     # ------------------------------------------------------------------ helpers
+    @property
+    def primitives(self) -> "PrimitiveSet":
+        """The env's default primitive set, ``alfworld_primitives()``: what ``MetaRewardWrapper(env, expr)`` uses.
+
+        g1 ``success`` (``info["won"]``), g2/g3/g4 ``progress_first``/``_middle``/``_last`` (mean of
+        ``info["progress"]``, the planner's plan got shorter, over each third of the trajectory).
+        A new set on each access; for another one pass ``primitives=`` to the wrapper
+        (e.g. ``alfworld_primitives("valid")``).
+        """
+        from derl_gym.envs.alfworld.primitives import alfworld_primitives
+
+        return alfworld_primitives()
+
     @property
     def game(self) -> GameFile | None:
         """The game being played (``None`` before the first reset)."""
