@@ -1,0 +1,121 @@
+"""Inner trainers: what ``AgentSpec.algorithm`` names, and the one interface ``run_inner`` dispatches to.
+
+An :class:`InnerTrainer` trains an agent on the train env wrapped in
+:class:`~derl_gym.wrappers.MetaRewardWrapper`, evaluates an agent on an env with the *task* reward
+only, and saves / loads agents. Built in:
+
+- ``maskable_ppo``, ``ppo``, ``a2c``: Stable-Baselines3 / sb3-contrib on
+  :class:`~derl_gym.wrappers.text_actions.TextActionWrapper` (:mod:`derl_gym.agents.inner.sb3_trainer`);
+- ``grpo``: a Hugging Face causal LM trained with TRL's ``GRPOTrainer``
+  (:mod:`derl_gym.agents.inner.trl_trainer`).
+
+Add one with ``register_trainer("name", factory)``, where ``factory()`` returns an
+:class:`InnerTrainer`; factories are called lazily so that importing this module imports neither
+SB3 nor TRL. In a multi-process runner, register it in a module the workers import.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+__all__ = ["InnerTrainer", "TrainOutput", "register_trainer", "get_trainer", "registered_trainers"]
+
+
+@dataclass
+class TrainOutput:
+    """What :meth:`InnerTrainer.train` returns.
+
+    ``agent`` is the trained agent (trainer-specific); ``curve`` the ``(env_steps, mean training
+    task success)`` points; ``env_steps`` the env steps taken; ``extra`` goes into
+    ``InnerResult.extra`` (``train_episodes``, ``train_success``, ``train_seconds``,
+    ``steps_per_second`` and anything trainer-specific).
+    """
+
+    agent: Any
+    curve: list[tuple[int, float]] = field(default_factory=list)
+    env_steps: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class InnerTrainer(abc.ABC):
+    """Train under a Meta-Reward, evaluate with the task reward, save and load agents."""
+
+    @abc.abstractmethod
+    def train(self, spec: Any, meta_reward: Any, primitives: Any, seed: int,
+              init_model: str | None = None) -> TrainOutput:
+        """Train ``spec.agent`` on ``spec.train_env`` wrapped in ``MetaRewardWrapper(meta_reward, primitives)``.
+
+        ``init_model`` is a path written by :meth:`save` to start from. Returns a :class:`TrainOutput`.
+        """
+
+    @abc.abstractmethod
+    def evaluate(self, agent: Any, spec: Any, env_spec: Any, episodes: int, seed: int) -> dict[str, Any]:
+        """Return ``{"score": success rate with the task reward, "episodes", "mean_length", "env_steps"}``
+        for ``agent`` on ``env_spec`` (never wrapped in a Meta-Reward)."""
+
+    @abc.abstractmethod
+    def save(self, agent: Any, path: str) -> str:
+        """Save ``agent`` at ``path``; returns the path actually written (e.g. with a suffix added)."""
+
+    @abc.abstractmethod
+    def load(self, spec: Any, path: str) -> Any:
+        """Return the agent saved at ``path`` by :meth:`save`, for ``spec``."""
+
+    def close(self, agent: Any) -> None:
+        """Release what ``agent`` holds (envs, GPU memory); the default does nothing."""
+
+
+_FACTORIES: dict[str, Callable[[], InnerTrainer]] = {}
+
+
+def register_trainer(name: str, factory: Callable[[], InnerTrainer], *, overwrite: bool = False) -> None:
+    """Register ``factory`` (zero arguments -> :class:`InnerTrainer`) as ``AgentSpec.algorithm`` ``name``.
+
+    Raises ``ValueError`` when ``name`` is taken, unless ``overwrite=True``. Returns nothing.
+    """
+    if not name or not isinstance(name, str):
+        raise ValueError(f"trainer name must be a non-empty string, got {name!r}")
+    if name in _FACTORIES and not overwrite:
+        raise ValueError(f"an inner trainer named {name!r} is already registered; pass overwrite=True to replace it")
+    _FACTORIES[name] = factory
+
+
+def registered_trainers() -> list[str]:
+    """Return the registered trainer names, sorted."""
+    return sorted(_FACTORIES)
+
+
+def get_trainer(name: str) -> InnerTrainer:
+    """Return a new :class:`InnerTrainer` for ``AgentSpec.algorithm`` ``name``.
+
+    Raises ``ValueError`` naming the registered trainers when ``name`` is unknown.
+    """
+    try:
+        factory = _FACTORIES[name]
+    except KeyError:
+        raise ValueError(f"unknown algorithm {name!r} (AgentSpec.algorithm names an inner trainer); registered: "
+                         f"{registered_trainers()}; add one with derl_gym.agents.inner.registry.register_trainer"
+                         ) from None
+    return factory()
+
+
+def _sb3_trainer(algorithm: str) -> Callable[[], InnerTrainer]:
+    def factory() -> InnerTrainer:
+        from derl_gym.agents.inner.sb3_trainer import SB3Trainer
+
+        return SB3Trainer(algorithm)
+
+    return factory
+
+
+def _grpo_trainer() -> InnerTrainer:
+    from derl_gym.agents.inner.trl_trainer import GRPOInnerTrainer
+
+    return GRPOInnerTrainer()
+
+
+for _name in ("maskable_ppo", "ppo", "a2c"):
+    register_trainer(_name, _sb3_trainer(_name))
+register_trainer("grpo", _grpo_trainer)

@@ -1,0 +1,129 @@
+"""The Stable-Baselines3 inner trainer (``maskable_ppo``, ``ppo``, ``a2c``).
+
+Text worlds become SB3 spaces through :class:`~derl_gym.wrappers.text_actions.TextActionWrapper`
+(configured by ``InnerLoopSpec.wrapper_kwargs``): training runs on
+``TextActionWrapper(MetaRewardWrapper(train env))``, evaluation on ``TextActionWrapper(env)`` with
+the env's own task reward. The model, callbacks and evaluation are those of
+:mod:`derl_gym.agents.inner.trainer`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from derl_gym.agents.inner.registry import InnerTrainer, TrainOutput
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["SB3Trainer", "make_train_env", "make_eval_env"]
+
+
+def make_train_env(spec: Any, expression: Any, primitives: Any):
+    """Return ``TextActionWrapper(MetaRewardWrapper(train env, expression, primitives))``."""
+    from derl_gym.wrappers.meta_reward import MetaRewardWrapper
+    from derl_gym.wrappers.text_actions import TextActionWrapper
+
+    env = spec.train_env.make()
+    env = MetaRewardWrapper(env, expression, primitives, mode=spec.reward_mode)
+    return TextActionWrapper(env, **spec.wrapper_kwargs)
+
+
+def make_eval_env(spec: Any, env_spec: Any):
+    """Return ``TextActionWrapper(env)`` for evaluation: the env's own task reward, no Meta-Reward."""
+    from derl_gym.wrappers.text_actions import TextActionWrapper
+
+    return TextActionWrapper(env_spec.make(), **spec.wrapper_kwargs)
+
+
+class _TrainEnvFactory:
+    """Picklable env factory (SubprocVecEnv ships it to a spawned process)."""
+
+    def __init__(self, spec: Any, expression: str) -> None:
+        self.spec = spec
+        self.expression = expression
+
+    def __call__(self):
+        return make_train_env(self.spec, self.expression, self.spec.primitives.build())
+
+
+class SB3Trainer(InnerTrainer):
+    """An :class:`InnerTrainer` for an SB3 / sb3-contrib ``algorithm`` on ``TextActionWrapper`` envs."""
+
+    def __init__(self, algorithm: str = "maskable_ppo") -> None:
+        self.algorithm = algorithm
+
+    def train(self, spec: Any, meta_reward: Any, primitives: Any, seed: int,
+              init_model: str | None = None) -> TrainOutput:
+        """Train ``spec.agent`` for ``total_timesteps``; returns the model, its success curve and counters."""
+        from stable_baselines3.common.callbacks import CallbackList
+
+        from derl_gym.agents.inner.trainer import ReseedCallback, SuccessCurveCallback, build_model, make_vec_env
+
+        agent = spec.agent
+        vec_kind = str(agent.algo_kwargs.get("vec_env", "dummy"))
+        env_fns = [_TrainEnvFactory(spec, meta_reward.text) for _ in range(max(1, agent.n_envs))]
+        vec_env = make_vec_env(env_fns, kind=vec_kind)
+        try:
+            model = build_model(agent, vec_env, seed=seed)
+            if init_model:
+                if not os.path.exists(init_model):
+                    raise FileNotFoundError(f"init_model {init_model!r} does not exist; pass a path written by "
+                                            "run_inner(save_model=...) or model.save")
+                model.set_parameters(init_model, exact_match=True, device=model.device)
+            callback = SuccessCurveCallback()
+            train_start = time.perf_counter()
+            model.learn(total_timesteps=int(agent.total_timesteps),
+                        callback=CallbackList([callback, ReseedCallback(seed)]))
+            train_seconds = time.perf_counter() - train_start
+        finally:
+            try:
+                vec_env.close()
+            except Exception:  # noqa: BLE001
+                logger.debug("closing the training envs failed", exc_info=True)
+        env_steps = int(model.num_timesteps)
+        extra = {
+            "train_episodes": len(callback.successes),
+            "train_success": float(np.mean(callback.successes)) if callback.successes else 0.0,
+            "train_seconds": train_seconds,
+            "steps_per_second": env_steps / train_seconds if train_seconds > 0 else 0.0,
+        }
+        return TrainOutput(agent=model, curve=list(callback.curve), env_steps=env_steps, extra=extra)
+
+    def evaluate(self, agent: Any, spec: Any, env_spec: Any, episodes: int, seed: int) -> dict[str, Any]:
+        """Deterministic (masked) policy on ``TextActionWrapper(env)``; returns score, episodes, mean_length, env_steps."""
+        from derl_gym.agents.inner.trainer import evaluate_policy
+
+        env = make_eval_env(spec, env_spec)
+        try:
+            result = evaluate_policy(agent, env, episodes, seed=seed, deterministic=True)
+        finally:
+            env.close()
+        return {"score": result.success_rate, "episodes": len(result.successes),
+                "mean_length": float(np.mean(result.lengths)) if result.lengths else 0.0,
+                "env_steps": result.env_steps}
+
+    def save(self, agent: Any, path: str) -> str:
+        """``model.save(path)``; returns ``path`` or ``path + ".zip"`` (SB3 adds the suffix)."""
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        agent.save(path)
+        return path if os.path.exists(path) else f"{path}.zip"
+
+    def load(self, spec: Any, path: str) -> Any:
+        """Return a model for ``spec.agent`` with the parameters saved at ``path``.
+
+        The model is built fresh on the validation env and only its parameters are read
+        (``set_parameters``), so nothing pickled in the zip is unpickled.
+        """
+        from derl_gym.agents.inner.trainer import build_model, make_vec_env
+
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no saved SB3 agent at {path!r}; pass a path returned by save()")
+        vec_env = make_vec_env([lambda: make_eval_env(spec, spec.validation_env)])
+        model = build_model(spec.agent, vec_env, seed=spec.seed)
+        model.set_parameters(path, exact_match=True, device=model.device)
+        return model
