@@ -8,19 +8,22 @@ The outer loop is::
     stats = optimizer.update(formulas, scores)  # learn from the scores
     checkpoint = optimizer.state_dict()        # resume: load_state_dict(checkpoint)
 
-State dicts hold only JSON-serialisable values (numbers, strings, lists, dicts; binary blobs such
-as torch weights or a pickled CMA-ES are base64 strings), so any store can keep them. After
+State dicts hold only JSON-serialisable values (numbers, strings, lists, dicts); torch weights are
+safetensors buffers in base64 (:mod:`derl_gym.agents.meta.safe_state`) and CMA-ES keeps its
+ask/tell history as numbers, so no state dict holds a pickle and loading one runs no code. After
 ``opt.load_state_dict(other.state_dict())`` the next ``opt.propose(n)`` returns exactly what
 ``other.propose(n)`` would: the random generator's state is part of the state.
+
+Only scored formulas enter an update: :meth:`MetaOptimizer.update` drops every formula whose score
+is ``None`` or not a finite number (an inner run that failed or timed out says nothing about its
+formula), and the evolve loop passes only the formulas whose inner run finished.
 """
 
 from __future__ import annotations
 
 import abc
-import base64
 import logging
 import math
-import pickle
 from typing import Any, Sequence
 
 import numpy as np
@@ -43,29 +46,26 @@ def make_grammar(num_variables: int, max_tokens: int = DEFAULT_MAX_TOKENS, const
     return Grammar(num_variables=num_variables, constants=constants, max_tokens=max_tokens)
 
 
-def encode_blob(obj: Any) -> str:
-    """Return ``obj`` pickled and base64-encoded (a JSON-safe string); see :func:`decode_blob`."""
-    return base64.b64encode(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)).decode("ascii")
-
-
-def decode_blob(text: str) -> Any:
-    """Return the object stored by :func:`encode_blob`.
-
-    Only load state dicts you wrote yourself (a pickle can run code when loaded).
-    """
-    return pickle.loads(base64.b64decode(text.encode("ascii")))
-
-
-def clean_scores(scores: Sequence[float | None]) -> np.ndarray:
-    """Return ``scores`` as float64 with ``None``/NaN/inf replaced by 0.0 (a failed inner run)."""
-    out = np.zeros(len(scores), dtype=np.float64)
-    for i, score in enumerate(scores):
+def scored_only(expressions: Sequence[str], scores: Sequence[float | None]) -> tuple[list[str], np.ndarray, list[str]]:
+    """Return ``(kept expressions, their scores as float64, dropped expressions)``: a pair is dropped
+    when its score is ``None``, not a number or not finite (a failed inner run, not a score)."""
+    expressions = list(expressions)
+    scores = list(scores)
+    if len(expressions) != len(scores):
+        raise ValueError(f"update got {len(expressions)} expressions but {len(scores)} scores; "
+                         "pass one score per expression")
+    kept, values, dropped = [], [], []
+    for text, score in zip(expressions, scores):
         try:
-            value = float(score) if score is not None else 0.0
+            value = float(score) if score is not None else math.nan
         except (TypeError, ValueError):
-            value = 0.0
-        out[i] = value if math.isfinite(value) else 0.0
-    return out
+            value = math.nan
+        if math.isfinite(value):
+            kept.append(text)
+            values.append(value)
+        else:
+            dropped.append(text)
+    return kept, np.asarray(values, dtype=np.float64), dropped
 
 
 def avg_formula(num_variables: int) -> str:
@@ -118,19 +118,20 @@ class MetaOptimizer(abc.ABC):
     def propose(self, n: int) -> list[str]:
         """Return ``n`` formula texts to evaluate next."""
 
-    def update(self, expressions: Sequence[str], scores: Sequence[float]) -> dict[str, Any]:
-        """Record the scores of evaluated formulas; returns stats (iteration, mean/best score).
+    def update(self, expressions: Sequence[str], scores: Sequence[float | None]) -> dict[str, Any]:
+        """Record the scores of evaluated formulas; returns stats (iteration, ``n`` scored formulas,
+        ``dropped`` unscored ones, mean/best score).
 
-        Subclasses learn here and add their own stats (loss, kl, ...). Scores that are ``None``
-        or not finite count as 0.0 (a failed inner run).
+        Subclasses learn here and add their own stats (loss, kl, ...). Only scored formulas enter
+        the update: a formula whose score is ``None`` or not finite (a failed inner run) is dropped
+        together with its score, so the subclass never sees it.
         """
-        expressions = list(expressions)
-        values = clean_scores(scores)
-        if len(expressions) != len(values):
-            raise ValueError(f"update got {len(expressions)} expressions but {len(values)} scores; "
-                             "pass one score per expression")
-        stats = self._record(expressions, values)
-        stats.update(self._learn(expressions, values))
+        kept, values, dropped = scored_only(expressions, scores)
+        if dropped:
+            logger.info("%s update: %d formula(s) without a score left out: %s", self.name, len(dropped), dropped)
+        stats = self._record(kept, values)
+        stats["dropped"] = len(dropped)
+        stats.update(self._learn(kept, values))
         return stats
 
     def _learn(self, expressions: list[str], scores: np.ndarray) -> dict[str, Any]:

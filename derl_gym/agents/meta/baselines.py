@@ -4,7 +4,9 @@
 * :class:`Evolution` (``evolution``): a genetic algorithm on formula trees (tournament selection,
   the grammar's subtree crossover and mutation, elitism) -- the derivative-free method of the paper.
 * :class:`CMAES` (``cmaes``): CMA-ES (the ``cma`` package) over the weights of a linear formula
-  ``w1*g1 + ... + wK*gK`` (weights bounded, rounded to 2 decimals).
+  ``w1*g1 + ... + wK*gK`` (weights bounded, rounded to 2 decimals). Its state dict stores the
+  CMA-ES construction arguments and its ask/tell history as numbers; loading rebuilds the
+  strategy and replays the history (no pickle).
 * :class:`FixedFormula` (``outcome`` = ``g1``, ``avg`` = ``(g1 + ... + gK)/K``): always the same formula.
 """
 
@@ -20,8 +22,6 @@ from derl_gym.agents.meta.base import (
     GrammarOptimizer,
     MetaOptimizer,
     avg_formula,
-    decode_blob,
-    encode_blob,
 )
 
 logger = logging.getLogger(__name__)
@@ -154,6 +154,13 @@ class CMAES(MetaOptimizer):
     ``popsize`` defaults to the first ``propose(n)``; proposals are served from ask() batches
     and results are told to CMA-ES once a whole batch has been scored. CMA-ES minimises, so it
     is told ``-score``.
+
+    The strategy draws its normal samples from its own ``numpy.random.RandomState`` (seeded from
+    this optimizer's generator), not from NumPy's global generator, so runs are reproducible when
+    other code uses ``np.random`` too. Exact resume without a pickle: the state dict holds the
+    construction arguments and the ordered ask/tell history (told solutions and values as JSON
+    numbers); :meth:`load_state_dict` rebuilds the strategy and replays the history, which gives
+    back the same mean, covariance, step size and random stream.
     """
 
     name = "cmaes"
@@ -174,19 +181,40 @@ class CMAES(MetaOptimizer):
             raise ValueError(f"x0 has {len(self.x0)} weights, need num_variables={self.num_variables}")
         self.popsize = popsize
         self.es = None
+        self._es_seed: int | None = None
+        self._es_popsize: int | None = None
+        #: ask/tell history of ``self.es``: ``["ask"]`` or ``["tell", solutions, values]``, in order
+        self._events: list[list[Any]] = []
         self._queue: list[list[float]] = []       # asked, not yet proposed
         self._proposed: dict[str, list[list[float]]] = {}  # formula -> weight vectors proposed as it
         self._told_x: list[list[float]] = []      # scored, waiting for a full batch
         self._told_f: list[float] = []
 
     def _make_es(self, popsize: int):
+        """Draw the strategy's seed from ``self.rng`` and build it; returns the strategy."""
+        self._es_seed = int(self.rng.integers(1, 2**31 - 1))
+        self._es_popsize = max(2, int(popsize))
+        self._events = []
+        return self._build_es(self._es_seed, self._es_popsize)
+
+    def _build_es(self, seed: int, popsize: int):
         import cma
 
         # CMA-ES needs >= 2 dimensions; with K = 1 a dummy second coordinate is searched and ignored.
         x0 = self.x0 if self.num_variables > 1 else self.x0 + [0.0]
-        options = {"bounds": [-self.bound, self.bound], "popsize": max(2, int(popsize)),
-                   "seed": int(self.rng.integers(1, 2**31 - 1)), "verbose": -9}
+        # its own generator (same stream as np.random.seed(seed) would give); seed=nan: cma seeds nothing
+        randn = np.random.RandomState(seed).randn
+        options = {"bounds": [-self.bound, self.bound], "popsize": popsize, "randn": randn,
+                   "seed": float("nan"), "verbose": -9}
         return cma.CMAEvolutionStrategy(x0, self.sigma0, options)
+
+    def _ask(self) -> list[list[float]]:
+        self._events.append(["ask"])
+        return [list(map(float, x)) for x in self.es.ask()]
+
+    def _tell(self, solutions: list[list[float]], values: list[float]) -> None:
+        self._events.append(["tell", [list(map(float, x)) for x in solutions], [float(f) for f in values]])
+        self.es.tell([np.asarray(x) for x in solutions], list(values))
 
     def propose(self, n: int) -> list[str]:
         """Return ``n`` linear formulas from CMA-ES ask() batches."""
@@ -196,7 +224,7 @@ class CMAES(MetaOptimizer):
         texts = []
         for _ in range(n):
             if not self._queue:
-                self._queue = [list(map(float, x)) for x in self.es.ask()]
+                self._queue = self._ask()
             x = self._queue.pop(0)
             text = linear_formula(x[:self.num_variables])
             self._proposed.setdefault(text, []).append(x)
@@ -216,7 +244,7 @@ class CMAES(MetaOptimizer):
         stats: dict[str, Any] = {"told": 0}
         popsize = self.es.popsize if self.es is not None else 0
         while self.es is not None and len(self._told_x) >= popsize:
-            self.es.tell([np.asarray(x) for x in self._told_x[:popsize]], self._told_f[:popsize])
+            self._tell(self._told_x[:popsize], self._told_f[:popsize])
             self._told_x, self._told_f = self._told_x[popsize:], self._told_f[popsize:]
             stats["told"] += popsize
         if self.es is not None:
@@ -225,17 +253,48 @@ class CMAES(MetaOptimizer):
         return stats
 
     def _extra_state(self) -> dict[str, Any]:
-        return {"es": encode_blob(self.es) if self.es is not None else None,
-                "queue": self._queue, "proposed": self._proposed,
+        es = None
+        if self.es is not None:
+            es = {"seed": self._es_seed, "popsize": self._es_popsize, "x0": self.x0, "sigma0": self.sigma0,
+                  "bound": self.bound, "events": self._events,
+                  "mean": [float(v) for v in self.es.mean], "sigma": float(self.es.sigma)}
+        return {"es": es, "queue": self._queue, "proposed": self._proposed,
                 "told_x": self._told_x, "told_f": self._told_f, "popsize": self.popsize}
 
     def _load_extra_state(self, extra: dict[str, Any]) -> None:
-        self.es = decode_blob(extra["es"]) if extra.get("es") else None
+        es = extra.get("es")
+        if es is not None and not isinstance(es, dict):
+            raise ValueError(f"state['extra']['es'] is not in the safe format (a {type(es).__name__}, as the old "
+                             "pickled CMA-ES state was); it was not loaded: a CMA-ES checkpoint holds its "
+                             "ask/tell history as numbers. Start a new run directory")
+        self.x0 = [float(v) for v in (es or {}).get("x0", self.x0)]
+        self.sigma0 = float((es or {}).get("sigma0", self.sigma0))
+        self.bound = float((es or {}).get("bound", self.bound))
+        self.es, self._es_seed, self._es_popsize, self._events = None, None, None, []
+        if es is not None:
+            self._replay(es)
         self._queue = [list(map(float, x)) for x in extra.get("queue", [])]
         self._proposed = {k: [list(map(float, x)) for x in v] for k, v in extra.get("proposed", {}).items()}
         self._told_x = [list(map(float, x)) for x in extra.get("told_x", [])]
         self._told_f = [float(f) for f in extra.get("told_f", [])]
         self.popsize = extra.get("popsize", self.popsize)
+
+    def _replay(self, es: dict[str, Any]) -> None:
+        """Rebuild the strategy from its seed and replay its ask/tell history."""
+        self._es_seed, self._es_popsize = int(es["seed"]), int(es["popsize"])
+        self.es = self._build_es(self._es_seed, self._es_popsize)
+        for event in es.get("events", []):
+            if event[0] == "ask":
+                self._ask()
+            elif event[0] == "tell" and len(event) == 3:
+                self._tell([list(map(float, x)) for x in event[1]], [float(f) for f in event[2]])
+            else:
+                raise ValueError(f"CMA-ES state: unknown history event {event[:1]!r}; expected 'ask' or 'tell'")
+        mean = es.get("mean")
+        if mean is not None and not np.allclose(self.es.mean, mean, rtol=1e-9, atol=1e-12):
+            logger.warning("CMA-ES resume: replaying the ask/tell history gave mean %s, the checkpoint says %s "
+                           "(another cma version?); continuing from the replayed state",
+                           list(self.es.mean), mean)
 
 
 class FixedFormula(MetaOptimizer):

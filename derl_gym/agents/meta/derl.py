@@ -24,19 +24,18 @@ inner training from the best inner agent of the previous iteration (same inner b
 from __future__ import annotations
 
 import copy
-import io
 import logging
 import math
 from typing import Any, Sequence
 
 import numpy as np
 
-from derl_gym.agents.meta.base import (
-    DEFAULT_MAX_TOKENS,
-    GrammarOptimizer,
-    decode_blob,
-    default_seed_formulas,
-    encode_blob,
+from derl_gym.agents.meta.base import DEFAULT_MAX_TOKENS, GrammarOptimizer, default_seed_formulas
+from derl_gym.agents.meta.safe_state import (
+    decode_optimizer_state,
+    decode_tensors,
+    encode_optimizer_state,
+    encode_tensors,
 )
 
 logger = logging.getLogger(__name__)
@@ -282,7 +281,9 @@ class DERL(GrammarOptimizer):
         return {"cold_start_loss": loss_value, "cold_start_used": len(sequences), "cold_start_skipped": skipped}
 
     def _learn(self, expressions: list[str], scores: np.ndarray) -> dict[str, Any]:
-        """One GRPO update on the group; returns loss, kl, clip fraction, mean |advantage|."""
+        """One GRPO update on the group of scored formulas (the base class dropped unscored ones);
+        returns loss, kl, clip fraction, mean |advantage| and ``group_size``, the number of
+        sequences in the group."""
         torch = _torch()
         sequences, kept = [], []
         for i, text in enumerate(expressions):
@@ -295,7 +296,8 @@ class DERL(GrammarOptimizer):
             sequences.append(ids)
             kept.append(i)
         self._pending.clear()
-        stats: dict[str, Any] = {"updated": False, "loss": 0.0, "kl": 0.0, "clip_fraction": 0.0}
+        stats: dict[str, Any] = {"updated": False, "loss": 0.0, "kl": 0.0, "clip_fraction": 0.0,
+                                 "group_size": len(sequences)}
         if len(sequences) < 2:
             return stats
         group = scores[kept]
@@ -336,21 +338,11 @@ class DERL(GrammarOptimizer):
         return stats
 
     # ------------------------------------------------------------------ state
-    def _tensor_blob(self, obj: Any) -> str:
-        torch = _torch()
-        buffer = io.BytesIO()
-        torch.save(obj, buffer)
-        return encode_blob(buffer.getvalue())
-
-    def _tensor_load(self, text: str) -> Any:
-        torch = _torch()
-        return torch.load(io.BytesIO(decode_blob(text)), map_location=self.device, weights_only=False)
-
     def _extra_state(self) -> dict[str, Any]:
         return {
-            "policy": self._tensor_blob(self.policy.state_dict()),
-            "reference": self._tensor_blob(self.reference.state_dict()),
-            "optimizer": self._tensor_blob(self.optimizer.state_dict()),
+            "policy": encode_tensors(self.policy.state_dict()),
+            "reference": encode_tensors(self.reference.state_dict()),
+            "optimizer": encode_optimizer_state(self.optimizer.state_dict()),
             "pending": {text: list(map(int, ids)) for text, ids in self._pending.items()},
             "hparams": {"lr": self.lr, "clip": self.clip, "kl_coef": self.kl_coef, "epochs": self.epochs,
                         "temperature": self.temperature, "vocab_size": self.vocab_size,
@@ -362,9 +354,13 @@ class DERL(GrammarOptimizer):
         if vocab != self.vocab_size:
             raise ValueError(f"state dict was written for a grammar with {vocab} tokens, this one has "
                              f"{self.vocab_size}; use the same num_variables and constants")
-        self.policy.load_state_dict(self._tensor_load(extra["policy"]))
-        self.reference.load_state_dict(self._tensor_load(extra["reference"]))
-        self.optimizer.load_state_dict(self._tensor_load(extra["optimizer"]))
+        # decode all three before loading any: a refused blob leaves the weights as they were
+        policy = decode_tensors(extra.get("policy"), where="state['extra']['policy'] (token policy weights)")
+        reference = decode_tensors(extra.get("reference"), where="state['extra']['reference'] (KL reference weights)")
+        optimizer = decode_optimizer_state(extra.get("optimizer"), where="state['extra']['optimizer'] (Adam state)")
+        self.policy.load_state_dict(policy)
+        self.reference.load_state_dict(reference)
+        self.optimizer.load_state_dict(optimizer)
         self._pending = {text: list(ids) for text, ids in extra.get("pending", {}).items()}
 
 
