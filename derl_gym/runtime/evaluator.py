@@ -6,8 +6,10 @@ For a batch of formula texts :meth:`Evaluator.evaluate`:
    an invalid formula gets an immediate failed result (score 0, no training);
 2. canonicalises, so that algebraically equal formulas share one key;
 3. looks each canonical form up in the store (key ``(canonical, spec hash, seed)``; the spec hash
-   also covers ``init_model`` and test splits when they are used), trains each remaining canonical
-   form once (duplicates inside the batch wait for the same job);
+   covers the code and library versions, and also ``init_model`` and test splits when they are
+   used; with ``reuse_across_versions=True`` a result stored under other versions of the same spec
+   answers too), trains each remaining canonical form once (duplicates inside the batch wait for
+   the same job);
 4. stores every result as soon as its job finishes (a kill mid-batch keeps the finished ones);
 5. returns ``(result, from_cache)`` per input formula, in input order.
 
@@ -32,10 +34,12 @@ logger = logging.getLogger(__name__)
 ResultCallback = Callable[[InnerResult, bool], None]
 
 
-def effective_spec_hash(spec: InnerLoopSpec, init_model: str | None = None, eval_splits: Sequence[str] = ()) -> str:
-    """Return the cache key's spec part: ``spec.spec_hash()``, extended by the warm-start model and
-    the test splits when given (a warm-started or test-scored run is a different experiment)."""
-    base = spec.spec_hash()
+def effective_spec_hash(spec: InnerLoopSpec, init_model: str | None = None, eval_splits: Sequence[str] = (), *,
+                        include_versions: bool = True) -> str:
+    """Return the cache key's spec part: ``spec.spec_hash(include_versions)``, extended by the
+    warm-start model and the test splits when given (a warm-started or test-scored run is a
+    different experiment). ``include_versions=False`` gives the version-free key."""
+    base = spec.spec_hash(include_versions=include_versions)
     if not init_model and not eval_splits:
         return base
     extra = f"{base}|init={init_model or ''}|test={','.join(eval_splits)}"
@@ -57,14 +61,18 @@ class Evaluator:
     there (DERL-pop warm starts from it); ``eval_splits`` asks each job to score those test splits
     (final testing); ``canonicalize`` overrides how a formula is canonicalised (default:
     ``MetaReward(text, primitive_set).canonical``; it must raise ``ValueError`` for an invalid
-    formula); ``on_result(result, from_cache)`` is called for every result as it arrives.
+    formula); ``on_result(result, from_cache)`` is called for every result as it arrives;
+    ``reuse_across_versions=True`` lets a result trained under other code/library versions of the
+    same spec answer a look-up (the key normally includes the versions, so an upgrade retrains).
     Counters ``trained`` and ``cache_hits`` count jobs run and formulas answered without training.
     """
 
     def __init__(self, spec: InnerLoopSpec, runner: Any, store: ResultStore, method: str | None = None, *,
                  model_dir: str | Path | None = None, eval_splits: Sequence[str] = (),
-                 canonicalize: Callable[[str], str] | None = None, on_result: ResultCallback | None = None) -> None:
+                 canonicalize: Callable[[str], str] | None = None, on_result: ResultCallback | None = None,
+                 reuse_across_versions: bool = False) -> None:
         self.spec = spec
+        self.reuse_across_versions = bool(reuse_across_versions)
         self.runner = runner
         self.store = store
         self.method = method
@@ -122,6 +130,8 @@ class Evaluator:
         expressions = list(expressions)
         seed = int(seed)
         spec_hash = effective_spec_hash(self.spec, init_model, self.eval_splits)
+        base_hash = effective_spec_hash(self.spec, init_model, self.eval_splits, include_versions=False)
+        lookup_base = base_hash if self.reuse_across_versions else None
         out: list[tuple[InnerResult, bool] | None] = [None] * len(expressions)
         to_train: dict[str, list[int]] = {}   # canonical -> input positions
         first_text: dict[str, str] = {}
@@ -137,7 +147,7 @@ class Evaluator:
             if canonical in to_train:
                 to_train[canonical].append(i)
                 continue
-            cached = self.store.get(canonical, spec_hash, seed)
+            cached = self.store.get(canonical, spec_hash, seed, base_hash=lookup_base)
             if cached is not None and not self._has_needed_model(cached):
                 cached = None  # a warm-starting method needs the trained agent, not only its score
             if cached is None:
@@ -176,7 +186,8 @@ class Evaluator:
                     result.extra = dict(result.extra or {})
                     result.extra.setdefault("init_model", init_model)
                 self.trained += 1
-                self.store.put(result, spec_hash, method=self.method, iteration=iteration, seed=seed)
+                self.store.put(result, spec_hash, method=self.method, iteration=iteration, seed=seed,
+                               base_hash=base_hash)
                 if not result.ok:
                     self._session_failures[(canonical, spec_hash, seed)] = result
                     logger.warning("inner run %s for %r: %s", result.status, texts[k],

@@ -15,6 +15,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from derl_gym.runtime import versions as _versions
+
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 STATUS_TIMEOUT = "timeout"
@@ -111,17 +113,29 @@ class InnerLoopSpec:
         data["test_envs"] = {k: EnvSpec(**v) for k, v in data.get("test_envs", {}).items()}
         return cls(**data)
 
-    def spec_hash(self) -> str:
-        """Return a short stable hash of everything that changes a result except the seed.
+    def spec_hash(self, include_versions: bool = True) -> str:
+        """Return a short stable hash (16 hex digits) of everything that changes a result except the seed.
 
         ``name`` and ``description`` are labels and ``test_envs`` is not used during search,
-        so none of them enter the hash.
+        so none of them enter the hash. With ``include_versions`` (the default, the store's cache
+        key) the hash also covers :meth:`versions`: the derl-gym version and the installed versions
+        of the packages that train and score, so a result trained before an upgrade is not reused.
+        ``include_versions=False`` gives the pure-spec hash (the experiment's identity; it is what
+        ``spec_hash()`` returned before versions were part of the key).
         """
         payload = self.to_dict()
         for key in ("name", "description", "test_envs", "seed"):
             payload.pop(key, None)
+        if include_versions:
+            payload["versions"] = self.versions()
         text = json.dumps(payload, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def versions(self) -> dict[str, str]:
+        """Return the versions that key this spec's results: ``derl_gym`` and each package of
+        :data:`derl_gym.runtime.versions.TRAINING_PACKAGES` (plus transformers, trl, peft and
+        accelerate when ``agent.algorithm`` is ``"grpo"``); ``"absent"`` for a missing package."""
+        return _versions.code_versions(self.agent.algorithm)
 
     def env_specs(self) -> list[EnvSpec]:
         """Return the train, validation and test env specs, in that order."""

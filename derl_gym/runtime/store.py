@@ -2,16 +2,23 @@
 
 One file per run directory (``<run_dir>/store.sqlite``, WAL mode). Three tables:
 
-- ``evaluations``: one row per ``(canonical formula, spec hash, seed)`` with the formula text,
+- ``evaluations``: one row per ``(canonical formula, spec hash, seed)`` -- the spec hash includes the
+  code and library versions (:mod:`derl_gym.runtime.versions`); ``base_hash`` holds the same key
+  without the versions, for ``reuse_across_versions`` look-ups -- with the formula text,
   score, status, learning curve (JSON), wall time, env steps, error, model path, extra (JSON), the
   method and iteration that first asked for it, and ``created_at``. ``attempts`` counts how many
   times the row was (re)written.
 - ``checkpoints``: one row per ``(method, iteration)`` with the meta-optimizer state after that
   iteration (JSON), the proposed formulas, their canonical forms, scores, statuses and cache flags,
   and the iteration's stats (JSON).
-- ``meta``: key/value run metadata (command arguments, spec JSON, final-test tables), JSON values.
+- ``meta``: key/value run metadata (command arguments, spec JSON, the run's code and library
+  ``versions``, final-test tables), JSON values.
 
 Every write is committed at once, so a process killed with SIGKILL loses nothing it finished.
+
+**No code runs when a store is read.** Every column is text, numbers or JSON; the optimizer state in
+a checkpoint is JSON whose torch weights are safetensors buffers
+(:mod:`derl_gym.agents.meta.safe_state`), and anything else in their place is refused when loaded.
 
 **Failure policy.** Failed and timed-out results are stored (they are part of the record) but
 :meth:`ResultStore.get` returns only successful results unless ``reuse_failures=True``: a failure
@@ -52,6 +59,7 @@ CREATE TABLE IF NOT EXISTS evaluations (
     iteration INTEGER,
     attempts INTEGER NOT NULL DEFAULT 1,
     created_at REAL NOT NULL,
+    base_hash TEXT,
     UNIQUE (canonical, spec_hash, seed)
 );
 CREATE TABLE IF NOT EXISTS checkpoints (
@@ -75,7 +83,8 @@ CREATE TABLE IF NOT EXISTS meta (
 """
 
 _EVAL_COLUMNS = ("id", "canonical", "spec_hash", "seed", "expression", "score", "status", "curve", "wall_seconds",
-                 "env_steps", "error", "model_path", "extra", "method", "iteration", "attempts", "created_at")
+                 "env_steps", "error", "model_path", "extra", "method", "iteration", "attempts", "created_at",
+                 "base_hash")
 
 
 def _json_default(obj: Any) -> Any:
@@ -118,15 +127,28 @@ class ResultStore:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(_SCHEMA)
+            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(evaluations)")}
+            if "base_hash" not in columns:  # a store written before versions entered the key
+                self._conn.execute("ALTER TABLE evaluations ADD COLUMN base_hash TEXT")
+            self._conn.execute("CREATE INDEX IF NOT EXISTS evaluations_base ON evaluations (base_hash, canonical, seed)")
 
     # ------------------------------------------------------------------ evaluations
-    def get(self, canonical: str, spec_hash: str, seed: int, *, reuse_failures: bool | None = None) -> InnerResult | None:
+    def get(self, canonical: str, spec_hash: str, seed: int, *, reuse_failures: bool | None = None,
+            base_hash: str | None = None) -> InnerResult | None:
         """Return the stored result for ``(canonical, spec_hash, seed)``, or None.
 
         A stored failure is returned only with ``reuse_failures=True`` (argument, or the store's
-        default): otherwise None, so that the caller retries it.
+        default): otherwise None, so that the caller retries it. With ``base_hash`` (the
+        version-free key, ``reuse_across_versions``) a row stored under any code/library versions
+        of that spec also answers -- one with ``base_hash`` equal to it, or a row written before
+        versions entered the key, whose ``spec_hash`` is the version-free hash; a row of the exact
+        ``spec_hash`` is preferred, then a success, then the newest.
         """
         row = self._row(canonical, spec_hash, seed)
+        if base_hash is not None and (row is None or row["status"] != STATUS_OK):
+            other = self._row_any_version(canonical, spec_hash, base_hash, seed)
+            if other is not None and (row is None or other["status"] == STATUS_OK):
+                row = other
         if row is None:
             return None
         reuse = self.reuse_failures if reuse_failures is None else reuse_failures
@@ -146,11 +168,20 @@ class ResultStore:
                 (canonical, spec_hash, int(seed)))
             return cur.fetchone()
 
+    def _row_any_version(self, canonical: str, spec_hash: str, base_hash: str, seed: int) -> sqlite3.Row | None:
+        with self._lock:
+            cur = self._conn.execute(
+                """SELECT * FROM evaluations WHERE canonical=? AND seed=? AND (spec_hash=? OR base_hash=? OR spec_hash=?)
+                   ORDER BY (spec_hash=?) DESC, (status=?) DESC, id DESC LIMIT 1""",
+                (canonical, int(seed), spec_hash, base_hash, base_hash, spec_hash, STATUS_OK))
+            return cur.fetchone()
+
     def put(self, result: InnerResult, spec_hash: str, *, method: str | None = None,
-            iteration: int | None = None, seed: int | None = None) -> int:
+            iteration: int | None = None, seed: int | None = None, base_hash: str | None = None) -> int:
         """Store ``result`` (committed at once); returns the row id.
 
-        The key is ``(result.canonical, spec_hash, seed or result.seed)``. An existing row is
+        The key is ``(result.canonical, spec_hash, seed or result.seed)``; ``base_hash`` is the
+        version-free key (see :meth:`get`), kept alongside. An existing row is
         replaced (a retried failure overwrites the failure; ``attempts`` is incremented), but a
         successful row is never overwritten by a failure. ``method``/``iteration`` of the first
         writer are kept.
@@ -158,20 +189,22 @@ class ResultStore:
         seed = int(result.seed if seed is None else seed)
         values = (result.canonical, spec_hash, seed, result.expression, float(result.score), result.status,
                   _dumps([list(p) for p in result.curve]), float(result.wall_seconds), int(result.env_steps),
-                  result.error, result.model_path, _dumps(result.extra or {}), method, iteration, time.time())
+                  result.error, result.model_path, _dumps(result.extra or {}), method, iteration, time.time(),
+                  base_hash)
         with self._lock:
             existing = self._row(result.canonical, spec_hash, seed)
             if existing is not None and existing["status"] == STATUS_OK and not result.ok:
                 return int(existing["id"])
             cur = self._conn.execute(
                 """INSERT INTO evaluations (canonical, spec_hash, seed, expression, score, status, curve,
-                       wall_seconds, env_steps, error, model_path, extra, method, iteration, created_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                       wall_seconds, env_steps, error, model_path, extra, method, iteration, created_at, base_hash)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT (canonical, spec_hash, seed) DO UPDATE SET
                        expression=excluded.expression, score=excluded.score, status=excluded.status,
                        curve=excluded.curve, wall_seconds=excluded.wall_seconds, env_steps=excluded.env_steps,
                        error=excluded.error, model_path=excluded.model_path, extra=excluded.extra,
-                       attempts=evaluations.attempts + 1, created_at=excluded.created_at
+                       attempts=evaluations.attempts + 1, created_at=excluded.created_at,
+                       base_hash=COALESCE(excluded.base_hash, evaluations.base_hash)
                    RETURNING id""", values)
             row = cur.fetchone()
             return int(row[0])

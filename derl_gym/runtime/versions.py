@@ -1,0 +1,113 @@
+"""Versions of the code and libraries that train and score an inner run (part of the cache key).
+
+A result trained before an upgrade of torch, Stable-Baselines3, the text engines or derl-gym itself
+may not be what the same formula gives now, so :meth:`InnerLoopSpec.spec_hash
+<derl_gym.runtime.spec.InnerLoopSpec.spec_hash>` mixes in :func:`code_versions`: a version change
+gives a new hash and no cache hits. ``reuse_across_versions=True`` (CLI ``--reuse-across-versions``)
+looks results up by the version-free hash instead.
+
+The run's versions are kept in the store's ``meta`` table (key ``versions``); :func:`record_versions`
+compares them with the installed ones when a run is resumed and says which packages changed.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from importlib import metadata
+from typing import Any, Mapping
+
+logger = logging.getLogger(__name__)
+
+#: Distributions whose versions enter every cache key: they train the inner agent or score it.
+TRAINING_PACKAGES = ("torch", "stable-baselines3", "sb3-contrib", "gymnasium", "numpy",
+                     "textworld", "alfworld", "scienceworld")
+#: Extra distributions of language-model trainers.
+LM_PACKAGES = ("transformers", "trl", "peft", "accelerate")
+#: ``AgentSpec.algorithm`` values trained by a language-model trainer (TRL).
+LM_ALGORITHMS = ("grpo",)
+#: The value recorded for a package that is not installed.
+ABSENT = "absent"
+#: Store ``meta`` key of the run's versions.
+META_KEY = "versions"
+
+
+@functools.lru_cache(maxsize=None)
+def package_version(name: str) -> str:
+    """Return the installed version of distribution ``name`` (``importlib.metadata``), or
+    ``"absent"`` when it is not installed."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return ABSENT
+
+
+def derl_gym_version() -> str:
+    """Return the installed derl-gym version (the package's ``__version__`` when not installed)."""
+    version = package_version("derl-gym")
+    if version == ABSENT:
+        from derl_gym import __version__
+
+        version = __version__
+    return version
+
+
+def packages_for(algorithm: str | None) -> tuple[str, ...]:
+    """Return the distributions whose versions key a run of ``algorithm`` (the language-model
+    stack is added for ``grpo``)."""
+    if algorithm is not None and str(algorithm).lower() in LM_ALGORITHMS:
+        return TRAINING_PACKAGES + LM_PACKAGES
+    return TRAINING_PACKAGES
+
+
+def code_versions(algorithm: str | None = None) -> dict[str, str]:
+    """Return ``{"derl_gym": version, package: version or "absent", ...}`` for the packages that
+    train and score an inner run of ``algorithm`` (see :func:`packages_for`)."""
+    out = {"derl_gym": derl_gym_version()}
+    for name in packages_for(algorithm):
+        out[name] = package_version(name)
+    return out
+
+
+def version_changes(old: Mapping[str, str] | None, new: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """Return ``{package: (old, new)}`` for every package whose version differs (a package missing
+    from one side counts as ``"absent"``); empty when ``old`` is None (nothing recorded)."""
+    if not old:
+        return {}
+    names = list(new) + [k for k in old if k not in new]
+    return {k: (str(old.get(k, ABSENT)), str(new.get(k, ABSENT))) for k in names
+            if str(old.get(k, ABSENT)) != str(new.get(k, ABSENT))}
+
+
+def describe_changes(changes: Mapping[str, tuple[str, str]], *, reuse_across_versions: bool = False) -> str:
+    """Return a one-paragraph message naming each changed package as ``name old -> new`` and what
+    happens to the cached results."""
+    listed = ", ".join(f"{name} {a} -> {b}" for name, (a, b) in changes.items())
+    if reuse_across_versions:
+        return (f"code/library versions changed since this run last ran: {listed}; reusing results trained "
+                "under the old versions (reuse_across_versions=True / --reuse-across-versions)")
+    return (f"code/library versions changed since this run last ran: {listed}; results trained under the old "
+            "versions are not reused (the cache key includes the versions), so their formulas are retrained. "
+            "To reuse them anyway pass --reuse-across-versions (CLI) or reuse_across_versions=True")
+
+
+def record_versions(store: Any, algorithm: str | None, *, reuse_across_versions: bool = False,
+                    warn: bool = True) -> dict[str, tuple[str, str]]:
+    """Compare the versions recorded in ``store``'s meta table with the installed ones, log a
+    warning naming the changes (unless ``warn=False``: the caller tells the user itself), and record
+    the installed ones (the previous set is appended to ``versions_history``); returns the changes
+    (``{}`` for a new run or unchanged versions)."""
+    current = code_versions(algorithm)
+    previous = store.get_meta(META_KEY)
+    changes = version_changes(previous, current)
+    if changes and warn:
+        logger.warning("%s: %s", getattr(store, "path", "store"),
+                       describe_changes(changes, reuse_across_versions=reuse_across_versions))
+    if changes:
+        history = list(store.get_meta("versions_history", []) or [])
+        history.append({"versions": previous, "replaced_at": time.time()})
+        store.set_meta("versions_history", history)
+    if previous != current:
+        store.set_meta(META_KEY, current)
+    return changes
