@@ -120,11 +120,15 @@ class _Progress:
 
 def _iteration_line(record) -> str:
     tag = " (resumed)" if record.resumed else ""
-    failed = sum(s != "ok" for s in record.statuses)
+    failed = int(getattr(record, "failed", sum(s != "ok" for s in record.statuses)))
     cached = sum(bool(c) for c in record.cached)
+    counts = (f"({record.trained if not record.resumed else '-'} trained, {cached} cached, {failed} failed, "
+              f"{record.wall_seconds:.0f} s)")
+    if record.best_expression is None:
+        return (f"[{record.method}] iteration {record.iteration}{tag}: no scored formula (all {len(record.statuses)} "
+                f"inner runs failed; no update)  {counts}")
     return (f"[{record.method}] iteration {record.iteration}{tag}: best {record.best_score:.3f}  "
-            f"mean {record.mean_score:.3f}  ({record.trained if not record.resumed else '-'} trained, "
-            f"{cached} cached, {failed} failed, {record.wall_seconds:.0f} s)  best formula: {record.best_expression}")
+            f"mean {record.mean_score:.3f}  {counts}  best formula: {record.best_expression}")
 
 
 #: Methods that take the supervised cold start (paper-style seed formulas) unless --no-cold-start.
@@ -176,8 +180,10 @@ def _parse_seeds(text: str) -> list[int]:
 
 
 def _open_run_dir(args: argparse.Namespace, run_dir: Path, key: dict[str, Any], spec: Any):
-    """Open ``run_dir``'s store, refuse a different experiment there, record the command; returns the store."""
+    """Open ``run_dir``'s store, refuse a different experiment there, record the command and the code and
+    library versions (printing which changed since the run last ran); returns the store."""
     from derl_gym.runtime.store import ResultStore
+    from derl_gym.runtime.versions import describe_changes, record_versions
 
     run_dir.mkdir(parents=True, exist_ok=True)
     store = ResultStore(run_dir)
@@ -191,7 +197,12 @@ def _open_run_dir(args: argparse.Namespace, run_dir: Path, key: dict[str, Any], 
     store.set_meta("command", " ".join(shlex.quote(a) for a in ["derl-gym", *args.argv]))
     store.set_meta("args", {k: v for k, v in vars(args).items() if k not in ("func", "argv")})
     store.set_meta("spec", spec.to_dict())
-    store.set_meta("spec_hash", spec.spec_hash())
+    store.set_meta("spec_hash", spec.spec_hash())  # the cache key: spec + code and library versions
+    store.set_meta("spec_hash_base", spec.spec_hash(include_versions=False))
+    changes = record_versions(store, spec.agent.algorithm, reuse_across_versions=args.reuse_across_versions,
+                              warn=False)  # printed here instead
+    if changes:
+        _out(f"note: {describe_changes(changes, reuse_across_versions=args.reuse_across_versions)}")
     return store
 
 
@@ -243,7 +254,7 @@ def cmd_evolve(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     store = _open_run_dir(args, run_dir, {
         "command": "evolve", "preset": args.preset, "method": args.method, "seed": args.seed,
-        "group_size": args.group_size, "spec_hash": spec.spec_hash(), "inner": args.inner,
+        "group_size": args.group_size, "spec_hash": spec.spec_hash(include_versions=False), "inner": args.inner,
         "optimizer_kwargs": _optimizer_kwargs(args, args.method)}, spec)
     _out(f"derl-gym evolve: preset {args.preset} ({spec.spec_hash()}), method {args.method}, "
          f"{args.iterations} iterations x group {args.group_size}, backend {args.backend}, run dir {run_dir}")
@@ -252,19 +263,26 @@ def cmd_evolve(args: argparse.Namespace) -> int:
     runner = _make_runner(args, spec)
     try:
         result = run_evolution(spec, optimizer, runner, store, args.iterations, args.group_size, seed=args.seed,
-                               method=args.method, progress=progress.on_iteration, on_result=progress.on_result)
+                               method=args.method, progress=progress.on_iteration, on_result=progress.on_result,
+                               reuse_across_versions=args.reuse_across_versions)
         progress.close()
-        _out(f"best formula: {result.best_expression}  (validation {result.best_score:.3f}; "
-             f"{result.trained} inner trainings, {result.cache_hits} cache hits)")
+        if result.best_expression is None:
+            failed = sum(r.failed for r in result.records)
+            _out(f"no scored formula: all {failed} inner runs failed or timed out ({result.trained} inner trainings); "
+                 "see the errors in the store (evaluations.error) or rerun with -v")
+        else:
+            _out(f"best formula: {result.best_expression}  (validation {result.best_score:.3f}; "
+                 f"{result.trained} inner trainings, {result.cache_hits} cache hits)")
         store.set_meta("evolution", {"best_expression": result.best_expression, "best_score": result.best_score,
                                      "best_canonical": result.best_canonical, "trained": result.trained})
-        if not args.no_test and result.best_expression is not None:
+        if not args.no_test:
             seeds = [int(s) for s in str(args.test_seeds).split(",") if s.strip()] or [args.seed]
             formulas = {f"best ({args.method})": result.best_expression, **baseline_formulas(num_variables)}
             _out(f"final test: retraining {len(formulas)} formulas from scratch on seeds {seeds}, "
                  f"test splits {sorted(spec.test_envs) or ['validation']} ...")
             test_progress = _Progress(len(formulas) * len(seeds), not args.no_progress, "final test")
-            table = final_test(spec, formulas, runner, seeds, store, on_result=test_progress.on_result)
+            table = final_test(spec, formulas, runner, seeds, store, on_result=test_progress.on_result,
+                               reuse_across_versions=args.reuse_across_versions)
             test_progress.close()
             store.set_meta("final_test", table.to_dict())
             store.set_meta("final_test_markdown", table.to_markdown())
@@ -294,7 +312,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     seeds = _parse_seeds(args.seeds)
     run_dir = Path(args.run_dir or f"runs/compare-{args.preset}")
     store = _open_run_dir(args, run_dir, {
-        "command": "compare", "preset": args.preset, "spec_hash": spec.spec_hash(), "group_size": args.group_size,
+        "command": "compare", "preset": args.preset, "spec_hash": spec.spec_hash(include_versions=False),
+        "group_size": args.group_size,
         "budget": args.budget, "inner": args.inner,
         "optimizer_kwargs": {m: _optimizer_kwargs(args, m) for m in methods}}, spec)
     _out(f"derl-gym compare: preset {args.preset}, methods {methods}, budget {args.budget} per method and seed, "
@@ -305,7 +324,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     try:
         result = compare(spec, methods, args.budget, seeds, runner, store, group_size=args.group_size,
                          optimizer_kwargs={m: _optimizer_kwargs(args, m) for m in methods},
-                         progress=progress.on_iteration, on_result=progress.on_result)
+                         progress=progress.on_iteration, on_result=progress.on_result,
+                         reuse_across_versions=args.reuse_across_versions)
     finally:
         progress.close()
         runner.close()
@@ -437,6 +457,10 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cold-start", action="store_true",
                    help="DERL / DERL-pop: start from a random token policy instead of the (soft) supervised "
                         "cold start on paper-style seed formulas (g1, g1 + 0.5*gk, the average)")
+    p.add_argument("--reuse-across-versions", action="store_true",
+                   help="reuse cached inner results trained under other derl-gym / library versions (by default "
+                        "the cache key includes the versions of derl-gym, torch, SB3, gymnasium, numpy and the text "
+                        "engines, so an upgrade retrains)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (iteration lines are still printed)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)")
 

@@ -201,3 +201,38 @@ def test_optimizer_kwargs_defaults_and_per_method_json():
     args = build_parser().parse_args(["evolve", "--optimizer-kwargs", "[1]"])
     with pytest.raises(SystemExit, match="JSON object"):
         _optimizer_kwargs(args, "derl")
+
+
+def test_evolve_says_plainly_when_no_formula_was_scored(tmp_path, capsys):
+    run_dir = tmp_path / "fail"
+    # a real preset (--preset standin would force the stand-in job) with a job that always raises
+    assert main(["evolve", "--preset", "alfworld-tiny", "--inner", "derl_gym.runtime.standin:failing_inner",
+                 "--method", "random", "--iterations", "2", "--group-size", "3", "--backend", "inline",
+                 "--run-dir", str(run_dir), "--retries", "0"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("no scored formula (all 3 inner runs failed; no update)") == 2
+    assert "3 failed" in out
+    assert "no scored formula: all 6 inner runs failed" in out and "best formula: " not in out
+    assert "| best (random) | no scored formula |" in out  # not tested; the baselines still are
+    assert "| outcome | `g1` |" in out
+
+
+def test_a_library_upgrade_retrains_unless_reuse_across_versions(tmp_path, capsys, monkeypatch):
+    from derl_gym.runtime import versions
+
+    real = versions.package_version
+    run_dir = tmp_path / "v"
+    argv = ["evolve", "--preset", "standin", "--method", "outcome", "--group-size", "2", "--backend", "inline",
+            "--run-dir", str(run_dir), "--no-test", "--iterations"]
+    assert main(argv + ["1"]) == 0
+    assert "versions changed" not in capsys.readouterr().out
+    monkeypatch.setattr(versions, "package_version", lambda name: "9.9.9" if name == "torch" else real(name))
+    assert main(argv + ["2"]) == 0  # the same run dir resumes (not "a different run")
+    out = capsys.readouterr().out
+    assert f"torch {real('torch')} -> 9.9.9" in out and "retrained" in out
+    assert "[outcome] iteration 2: best" in out and "(1 trained, 1 cached" in out
+    monkeypatch.setattr(versions, "package_version", lambda name: "10.0" if name == "torch" else real(name))
+    assert main(argv + ["3", "--reuse-across-versions"]) == 0
+    out = capsys.readouterr().out
+    assert "torch 9.9.9 -> 10.0" in out and "reusing results" in out
+    assert "[outcome] iteration 3: best" in out and "(0 trained, 2 cached" in out

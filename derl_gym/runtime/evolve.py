@@ -5,12 +5,20 @@
     for each iteration:
         formulas = optimizer.propose(group_size)
         results = evaluator.evaluate(formulas)          # cache, then train the new ones in parallel
-        optimizer.update(formulas, [r.score for r in results])
+        ok = [i for i, r in enumerate(results) if r.ok]  # failed / timed-out runs carry no score
+        optimizer.update([formulas[i] for i in ok], [results[i].score for i in ok])  # skipped if none
         store.save_checkpoint(method, iteration, optimizer.state_dict(), ...)
+
+A failed or timed-out inner run says nothing about its formula, so it never enters the update (it is
+kept in the store and in the checkpoint as failed, and counted in ``IterationRecord.failed``); an
+iteration in which no run finished is still checkpointed, without an update.
 
 It resumes from the latest checkpoint in the store: finished iterations are skipped (the optimizer
 state is reloaded), and the formulas of a partly finished iteration are proposed again (the
-optimizer's RNG is part of its state) and answered from the cache. DERL-pop
+optimizer's RNG is part of its state) and answered from the cache. Checkpoints carry the spec hash
+they were written under; resuming them with another spec raises ``ValueError``. When the code or
+library versions changed since the run last ran, a warning names them and results trained under
+the old versions are retrained (unless ``reuse_across_versions=True``). DERL-pop
 (``optimizer.warm_start_inner``) starts every inner run of iteration ``i`` from the best inner agent
 of iteration ``i - 1``; the trained agents are saved under ``<run_dir>/models``.
 
@@ -35,6 +43,7 @@ from typing import Any, Callable, Mapping, Sequence
 from derl_gym.runtime.evaluator import Evaluator, ResultCallback
 from derl_gym.runtime.spec import InnerLoopSpec, InnerResult
 from derl_gym.runtime.store import ResultStore
+from derl_gym.runtime.versions import record_versions
 
 logger = logging.getLogger(__name__)
 
@@ -42,14 +51,19 @@ logger = logging.getLogger(__name__)
 FIXED_METHODS = ("outcome", "avg")
 #: Every method ``compare`` knows, in the paper's order.
 ALL_METHODS = ("derl", "derl-pop", "evolution", "random", "cmaes", "outcome", "avg")
+#: What tables say for a method (or seed) none of whose inner runs finished.
+NO_SCORED_FORMULA = "no scored formula"
 
 
 @dataclass
 class IterationRecord:
     """What one meta iteration proposed and scored.
 
-    ``scores``/``statuses``/``cached`` align with ``expressions``; ``best_*`` and ``mean_score`` are
-    over this iteration's group; ``resumed`` is True when the record was loaded from a checkpoint.
+    ``scores``/``statuses``/``cached`` align with ``expressions`` (a failed run's score is 0.0 and
+    its status says so); ``best_*`` and ``mean_score`` are over this iteration's *scored* formulas
+    (status ``"ok"``): ``best_expression`` is None and both scores are 0.0 when none finished;
+    ``failed`` counts the runs that failed or timed out (they were left out of the update);
+    ``resumed`` is True when the record was loaded from a checkpoint.
     """
 
     method: str
@@ -61,12 +75,13 @@ class IterationRecord:
     cached: list[bool]
     best_score: float
     mean_score: float
-    best_expression: str
+    best_expression: str | None
     wall_seconds: float = 0.0
     trained: int = 0
     best_model_path: str | None = None
     stats: dict[str, Any] = field(default_factory=dict)
     resumed: bool = False
+    failed: int = 0
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Mapping[str, Any]) -> "IterationRecord":
@@ -75,16 +90,19 @@ class IterationRecord:
         scores = [float(s) for s in checkpoint.get("scores", [])]
         expressions = list(checkpoint.get("expressions", []))
         statuses = list(checkpoint.get("statuses", []))
-        ok = [i < len(statuses) and statuses[i] == "ok" for i in range(len(scores))]
-        best = max(range(len(scores)), key=lambda i: (ok[i], scores[i])) if scores else None
+        ok = [i for i in range(len(scores)) if i < len(statuses) and statuses[i] == "ok"]
+        best = max(ok, key=lambda i: scores[i]) if ok else None
+        for key in ("_spec_hash", "_cache_hash"):
+            stats.pop(key, None)
         return cls(method=checkpoint["method"], iteration=int(checkpoint["iteration"]), expressions=expressions,
                    canonicals=list(checkpoint.get("canonicals", [])), scores=scores,
-                   statuses=list(checkpoint.get("statuses", [])), cached=list(checkpoint.get("cached", [])),
+                   statuses=statuses, cached=list(checkpoint.get("cached", [])),
                    best_score=scores[best] if best is not None else 0.0,
-                   mean_score=statistics.fmean(scores) if scores else 0.0,
-                   best_expression=expressions[best] if best is not None else "",
+                   mean_score=statistics.fmean(scores[i] for i in ok) if ok else 0.0,
+                   best_expression=expressions[best] if best is not None else None,
                    wall_seconds=float(stats.pop("_wall_seconds", 0.0)), trained=int(stats.pop("_trained", 0)),
-                   best_model_path=stats.pop("_best_model_path", None), stats=stats, resumed=True)
+                   best_model_path=stats.pop("_best_model_path", None), stats=stats, resumed=True,
+                   failed=len(scores) - len(ok))
 
 
 @dataclass
@@ -115,7 +133,8 @@ def _safe_label(text: str) -> str:
 def run_evolution(spec: InnerLoopSpec, optimizer: Any, runner: Any, store: ResultStore, iterations: int,
                   group_size: int, seed: int = 0, *, method: str | None = None,
                   progress: Callable[[IterationRecord], None] | None = None,
-                  on_result: ResultCallback | None = None, model_dir: str | Path | None = None) -> EvolutionResult:
+                  on_result: ResultCallback | None = None, model_dir: str | Path | None = None,
+                  reuse_across_versions: bool = False) -> EvolutionResult:
     """Run (or resume) ``iterations`` meta iterations of ``optimizer`` with groups of ``group_size``
     formulas; returns an :class:`EvolutionResult`.
 
@@ -123,7 +142,14 @@ def run_evolution(spec: InnerLoopSpec, optimizer: Any, runner: Any, store: Resul
     ``optimizer.name``; ``compare`` uses ``"<method>/seed<k>"``). ``progress(record)`` is called
     after every iteration (also for iterations loaded from a checkpoint, with ``resumed=True``);
     ``on_result(result, from_cache)`` for every formula result. ``model_dir`` (default
-    ``<store dir>/models/<method>``) receives DERL-pop's inner agents.
+    ``<store dir>/models/<method>``) receives DERL-pop's inner agents. Only the formulas whose
+    inner run finished (status ``"ok"``) enter ``optimizer.update``.
+
+    Raises ``ValueError`` when the store holds checkpoints of ``method`` written under another
+    spec (their spec hash is not ``spec.spec_hash(include_versions=False)``) or a checkpoint whose
+    state is not in the safe format. The store's ``meta`` records the code and library versions;
+    when they changed since the run last ran a warning names them, and results trained under the
+    old versions are retrained unless ``reuse_across_versions=True``.
     """
     if iterations < 1 or group_size < 1:
         raise ValueError(f"iterations and group_size must be >= 1, got {iterations!r} and {group_size!r}")
@@ -132,13 +158,21 @@ def run_evolution(spec: InnerLoopSpec, optimizer: Any, runner: Any, store: Resul
     if warm and model_dir is None:
         model_dir = Path(store.path).parent / "models" / _safe_label(label)
     evaluator = Evaluator(spec, runner, store, method=label, model_dir=model_dir if warm else None,
-                          on_result=on_result)
+                          on_result=on_result, reuse_across_versions=reuse_across_versions)
+    spec_hash = spec.spec_hash(include_versions=False)
+    record_versions(store, spec.agent.algorithm, reuse_across_versions=reuse_across_versions)
     start = time.perf_counter()
     records: list[IterationRecord] = []
     latest = store.latest_checkpoint(label)
     if latest is not None:
-        optimizer.load_state_dict(latest["state"])
-        records = [IterationRecord.from_checkpoint(c) for c in store.checkpoints(label)]
+        checkpoints = store.checkpoints(label)
+        _check_checkpoint_spec(checkpoints, label, spec_hash, store)
+        try:
+            optimizer.load_state_dict(latest["state"])
+        except ValueError as exc:
+            raise type(exc)(f"cannot resume {label!r} from its checkpoint of iteration {latest['iteration']} in "
+                            f"{store.path}: {exc}") from None
+        records = [IterationRecord.from_checkpoint(c) for c in checkpoints]
         logger.info("resuming %s from iteration %d of %d", label, latest["iteration"], iterations)
         for record in records:
             if progress is not None and record.iteration <= iterations:
@@ -152,23 +186,34 @@ def run_evolution(spec: InnerLoopSpec, optimizer: Any, runner: Any, store: Resul
         pairs = evaluator.evaluate(expressions, seed=seed, init_model=init_model, iteration=iteration)
         results = [r for r, _ in pairs]
         scores = [float(r.score) if math.isfinite(r.score) else 0.0 for r in results]
-        stats = optimizer.update(expressions, scores) or {}
-        best = max(range(len(scores)), key=lambda i: (results[i].ok, scores[i]))  # a failed run is never "best"
-        best_model = results[best].model_path if warm else None
+        ok = [i for i, r in enumerate(results) if r.ok and math.isfinite(r.score)]
+        failed = len(results) - len(ok)
+        if ok:  # a failed / timed-out run says nothing about its formula: only scored ones are learned from
+            stats = dict(optimizer.update([expressions[i] for i in ok], [scores[i] for i in ok]) or {})
+        else:
+            stats = {"updated": False, "skipped_update": NO_SCORED_FORMULA}
+            logger.warning("%s iteration %d: all %d inner runs failed; the optimizer is not updated",
+                           label, iteration, len(results))
+        stats.update(failed=failed, scored=len(ok))
+        best = max(ok, key=lambda i: scores[i]) if ok else None
+        best_model = results[best].model_path if (warm and best is not None) else None
         if warm and best_model is None and init_model is not None:
             best_model = init_model  # the best run saved nothing: keep warm-starting from the last agent
         record = IterationRecord(method=label, iteration=iteration, expressions=expressions,
                                  canonicals=[r.canonical for r in results], scores=scores,
                                  statuses=[r.status for r in results], cached=[c for _, c in pairs],
-                                 best_score=scores[best], mean_score=statistics.fmean(scores),
-                                 best_expression=expressions[best], wall_seconds=time.perf_counter() - t0,
+                                 best_score=scores[best] if best is not None else 0.0,
+                                 mean_score=statistics.fmean(scores[i] for i in ok) if ok else 0.0,
+                                 best_expression=expressions[best] if best is not None else None,
+                                 wall_seconds=time.perf_counter() - t0,
                                  trained=evaluator.trained - trained_before, best_model_path=best_model,
-                                 stats=_jsonable(stats))
+                                 stats=_jsonable(stats), failed=failed)
         store.save_checkpoint(label, iteration, optimizer.state_dict(), expressions=expressions,
                               canonicals=record.canonicals, scores=scores, statuses=record.statuses,
                               cached=record.cached,
                               stats={**record.stats, "_wall_seconds": record.wall_seconds,
-                                     "_trained": record.trained, "_best_model_path": best_model})
+                                     "_trained": record.trained, "_best_model_path": best_model,
+                                     "_spec_hash": spec_hash, "_cache_hash": spec.spec_hash()})
         records.append(record)
         if progress is not None:
             progress(record)
@@ -190,6 +235,20 @@ def run_evolution(spec: InnerLoopSpec, optimizer: Any, runner: Any, store: Resul
         resumed_iterations=sum(1 for r in records if r.resumed))
 
 
+def _check_checkpoint_spec(checkpoints: Sequence[Mapping[str, Any]], label: str, spec_hash: str,
+                           store: ResultStore) -> None:
+    """Raise ``ValueError`` when a checkpoint of ``label`` was written under another spec hash
+    (checkpoints from before spec hashes were recorded are accepted)."""
+    written = sorted({str((c.get("stats") or {}).get("_spec_hash")) for c in checkpoints
+                      if (c.get("stats") or {}).get("_spec_hash")})
+    other = [h for h in written if h != spec_hash]
+    if other:
+        raise ValueError(f"{store.path} holds checkpoints of {label!r} written under spec hash(es) {other}, but this "
+                         f"spec's hash is {spec_hash!r} (spec.spec_hash(include_versions=False)); resuming them with "
+                         "another spec would mix two experiments. Use a new run directory (or another method label) "
+                         "for this spec, or resume with the same spec as before")
+
+
 def _jsonable(value: Any) -> Any:
     """Return ``value`` with numpy scalars/arrays turned into plain Python (for the store)."""
     if isinstance(value, dict):
@@ -207,15 +266,20 @@ def _jsonable(value: Any) -> Any:
 
 @dataclass
 class FinalTestRow:
-    """Test scores of one labelled formula: ``scores[split]`` lists one score per seed."""
+    """Test scores of one labelled formula: ``scores[split]`` lists one score per tested seed.
+
+    ``skipped`` lists the seeds that had no formula to test (the method found no scored formula
+    there); their status is ``"no scored formula"`` and they have no scores. ``formula`` and
+    ``canonical`` are those of the first tested seed (None when no seed was tested)."""
 
     label: str
-    formula: str
-    canonical: str
+    formula: str | None
+    canonical: str | None
     scores: dict[str, list[float]]
     validation: list[float]
     statuses: list[str]
-    formulas: dict[int, str] = field(default_factory=dict)
+    formulas: dict[int, str | None] = field(default_factory=dict)
+    skipped: list[int] = field(default_factory=list)
 
     def mean(self, split: str) -> float:
         """Return the mean score over seeds on ``split`` (0 when there is none)."""
@@ -253,12 +317,18 @@ class FinalTest:
         for row in self.rows:
             val = (f"{statistics.fmean(row.validation):.3f} ± {statistics.pstdev(row.validation):.3f}"
                    if row.validation else "-")
-            formula = f"`{row.formula}`"
-            others = sorted({f for f in row.formulas.values() if f != row.formula})
-            if others:
-                formula += f" (seed {self.seeds[0]}; other seeds: {', '.join(f'`{f}`' for f in others)})"
-            cells = [row.label, formula, val]
-            cells += [f"{row.mean(s):.3f} ± {row.std(s):.3f}" for s in self.splits]
+            if row.formula is None:
+                cells = [row.label, NO_SCORED_FORMULA, val] + ["-" for _ in self.splits]
+            else:
+                formula = f"`{row.formula}`"
+                tested = [s for s in self.seeds if s not in row.skipped]
+                others = sorted({f for f in row.formulas.values() if f is not None and f != row.formula})
+                if others:
+                    formula += f" (seed {tested[0]}; other seeds: {', '.join(f'`{f}`' for f in others)})"
+                if row.skipped:
+                    formula += f" ({NO_SCORED_FORMULA} on seeds {row.skipped})"
+                cells = [row.label, formula, val]
+                cells += [f"{row.mean(s):.3f} ± {row.std(s):.3f}" for s in self.splits]
             cells += [str(extra_columns[c].get(row.label, "")) for c in extra_columns]
             lines.append("| " + " | ".join(cells) + " |")
         seeds = ", ".join(str(s) for s in self.seeds)
@@ -274,22 +344,25 @@ class FinalTest:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "FinalTest":
         """Rebuild a table from :meth:`to_dict` output."""
-        rows = [FinalTestRow(**{**r, "formulas": {int(k): v for k, v in r.get("formulas", {}).items()}})
+        rows = [FinalTestRow(**{**r, "formulas": {int(k): v for k, v in r.get("formulas", {}).items()},
+                                "skipped": [int(s) for s in r.get("skipped", [])]})
                 for r in data["rows"]]
         return cls(splits=list(data["splits"]), seeds=list(data["seeds"]), rows=rows,
                    wall_seconds=float(data.get("wall_seconds", 0.0)))
 
 
-def final_test(spec: InnerLoopSpec, formulas: Mapping[str, str | Mapping[int, str]], runner: Any,
+def final_test(spec: InnerLoopSpec, formulas: Mapping[str, str | None | Mapping[int, str | None]], runner: Any,
                seeds: Sequence[int] = (0,), store: ResultStore | None = None, *,
-               on_result: ResultCallback | None = None) -> FinalTest:
+               on_result: ResultCallback | None = None, reuse_across_versions: bool = False) -> FinalTest:
     """Retrain each formula from scratch on every seed and score the spec's test splits; returns a
     :class:`FinalTest` table.
 
     ``formulas`` maps a label to a formula, or to ``{seed: formula}`` (a method whose best formula
-    differs per seed). Jobs run with ``eval_splits = list(spec.test_envs)`` and results are cached in
-    ``store`` (a temporary store when None) under a spec hash that includes the test splits. A spec
-    without test splits reports the validation score as the single column ``validation``.
+    differs per seed). A formula of ``None`` (or a seed missing from the mapping) means the method
+    found no scored formula there: that label/seed is skipped and the table says
+    ``"no scored formula"``. Jobs run with ``eval_splits = list(spec.test_envs)`` and results are
+    cached in ``store`` (a temporary store when None) under a spec hash that includes the test
+    splits. A spec without test splits reports the validation score as the single column ``validation``.
     """
     seeds = [int(s) for s in seeds]
     if not seeds:
@@ -300,12 +373,18 @@ def final_test(spec: InnerLoopSpec, formulas: Mapping[str, str | Mapping[int, st
         tmp = tempfile.TemporaryDirectory(prefix="derl-gym-test-")
         store = ResultStore(tmp.name)
     start = time.perf_counter()
-    evaluator = Evaluator(spec, runner, store, method="final-test", eval_splits=splits, on_result=on_result)
-    per_seed = {seed: {label: (f if isinstance(f, str) else f[seed]) for label, f in formulas.items()}
-                for seed in seeds}
+    evaluator = Evaluator(spec, runner, store, method="final-test", eval_splits=splits, on_result=on_result,
+                          reuse_across_versions=reuse_across_versions)
+    per_seed: dict[int, dict[str, str | None]] = {
+        seed: {label: (f if (f is None or isinstance(f, str)) else f.get(seed)) for label, f in formulas.items()}
+        for seed in seeds}
 
-    def run(seed: int) -> list[tuple[InnerResult, bool]]:
-        return evaluator.evaluate(list(per_seed[seed].values()), seed=seed)
+    def run(seed: int) -> dict[str, InnerResult]:
+        labels = [label for label, f in per_seed[seed].items() if f is not None]
+        if not labels:
+            return {}
+        pairs = evaluator.evaluate([per_seed[seed][label] for label in labels], seed=seed)
+        return {label: result for label, (result, _) in zip(labels, pairs)}
 
     try:
         with ThreadPoolExecutor(max_workers=len(seeds)) as pool:
@@ -316,20 +395,29 @@ def final_test(spec: InnerLoopSpec, formulas: Mapping[str, str | Mapping[int, st
             tmp.cleanup()
     rows = []
     columns = splits or ["validation"]
-    for j, label in enumerate(formulas):
+    for label in formulas:
         scores: dict[str, list[float]] = {s: [] for s in columns}
-        validation, statuses = [], []
+        validation, statuses, skipped = [], [], []
+        first: InnerResult | None = None
         for seed in seeds:
-            result = outputs[seed][j][0]
+            result = outputs[seed].get(label)
+            if result is None:
+                statuses.append(NO_SCORED_FORMULA)
+                skipped.append(seed)
+                continue
+            first = first or result
             statuses.append(result.status)
             validation.append(float(result.score))
             test = (result.extra or {}).get("test", {}) if splits else {"validation": result.score}
             for split in columns:
                 scores[split].append(float(test.get(split, 0.0)) if result.ok else 0.0)
-        first = per_seed[seeds[0]][label]
-        rows.append(FinalTestRow(label=label, formula=first, canonical=outputs[seeds[0]][j][0].canonical,
+        if skipped:
+            logger.warning("final test: %s has no scored formula on seeds %s; skipped there", label, skipped)
+        first_seed = next((seed for seed in seeds if seed not in skipped), None)
+        rows.append(FinalTestRow(label=label, formula=per_seed[first_seed][label] if first_seed is not None else None,
+                                 canonical=first.canonical if first is not None else None,
                                  scores=scores, validation=validation, statuses=statuses,
-                                 formulas={seed: per_seed[seed][label] for seed in seeds}))
+                                 formulas={seed: per_seed[seed][label] for seed in seeds}, skipped=skipped))
     return FinalTest(splits=columns, seeds=seeds, rows=rows, wall_seconds=time.perf_counter() - start)
 
 
@@ -361,8 +449,10 @@ class CompareResult:
         """Return the comparison as a markdown table (test success mean ± std over seeds)."""
         trainings = {m: str(sum(r.trained for r in self.runs[m].values())) for m in self.methods}
         walls = {m: f"{self.wall_seconds[m]:.0f}" for m in self.methods}
-        best_val = {m: f"{statistics.fmean([r.best_score for r in self.runs[m].values()]):.3f}"
-                    for m in self.methods}
+        best_val = {}
+        for m in self.methods:
+            found = [r.best_score for r in self.runs[m].values() if r.best_expression is not None]
+            best_val[m] = f"{statistics.fmean(found):.3f}" if found else NO_SCORED_FORMULA
         table = self.test.to_markdown({"best val (search)": best_val, "inner trainings": trainings,
                                        "search wall (s)": walls})
         header = (f"Budget: {self.budget} inner trainings per method and seed "
@@ -381,14 +471,17 @@ class CompareResult:
 def compare(spec: InnerLoopSpec, methods: Sequence[str], budget: int, seeds: Sequence[int], runner: Any,
             store: ResultStore, *, group_size: int = 4, optimizer_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
             progress: Callable[[IterationRecord], None] | None = None,
-            on_result: ResultCallback | None = None, parallel_seeds: bool = True) -> CompareResult:
+            on_result: ResultCallback | None = None, parallel_seeds: bool = True,
+            reuse_across_versions: bool = False) -> CompareResult:
     """Run every method on ``budget`` inner trainings per seed (``budget // group_size`` iterations
     of ``group_size`` formulas; fixed formulas hit the cache after their first training), then
     retrain each method's best formula per seed and test it; returns a :class:`CompareResult`.
 
     Resumable like :func:`run_evolution` (labels ``"<method>/seed<k>"`` in ``store``). With
     ``parallel_seeds`` the seeds of one method run side by side in threads (jobs share the runner).
-    ``wall_seconds[method]`` is the wall time of that method's search over all its seeds.
+    ``wall_seconds[method]`` is the wall time of that method's search over all its seeds. A method
+    (seed) that found no scored formula is not tested; the table says ``"no scored formula"``.
+    ``reuse_across_versions`` is passed to :func:`run_evolution` and :func:`final_test`.
     """
     from derl_gym.agents.meta import make_optimizer
 
@@ -403,6 +496,8 @@ def compare(spec: InnerLoopSpec, methods: Sequence[str], budget: int, seeds: Seq
     iterations = max(1, budget // group)
     num_variables = len(spec.primitives.build())
     start = time.perf_counter()
+    # once here, before the seeds' threads (each run_evolution then finds the versions recorded)
+    record_versions(store, spec.agent.algorithm, reuse_across_versions=reuse_across_versions)
     runs: dict[str, dict[int, EvolutionResult]] = {}
     walls: dict[str, float] = {}
     for name in methods:
@@ -414,16 +509,19 @@ def compare(spec: InnerLoopSpec, methods: Sequence[str], budget: int, seeds: Seq
         def run_seed(seed: int, name: str = name, optimizers: dict[int, Any] = optimizers) -> EvolutionResult:
             optimizer = optimizers[seed]
             return run_evolution(spec, optimizer, runner, store, iterations, group, seed=seed,
-                                 method=f"{name}/seed{seed}", progress=progress, on_result=on_result)
+                                 method=f"{name}/seed{seed}", progress=progress, on_result=on_result,
+                                 reuse_across_versions=reuse_across_versions)
 
         # seeds run side by side (their jobs share the runner's workers): a method whose groups are
         # smaller than the worker count (fixed formulas: one training) does not leave workers idle
         with ThreadPoolExecutor(max_workers=len(seeds) if parallel_seeds else 1) as pool:
             runs[name] = dict(zip(seeds, pool.map(run_seed, seeds)))
         walls[name] = time.perf_counter() - t0
-    formulas: dict[str, dict[int, str]] = {
-        name: {seed: runs[name][seed].best_expression or "g1" for seed in seeds} for name in methods}
-    test = final_test(spec, formulas, runner, seeds, store, on_result=on_result)
+    # a method/seed without a scored formula is not tested (None): no stand-in formula is made up for it
+    formulas: dict[str, dict[int, str | None]] = {
+        name: {seed: runs[name][seed].best_expression for seed in seeds} for name in methods}
+    test = final_test(spec, formulas, runner, seeds, store, on_result=on_result,
+                      reuse_across_versions=reuse_across_versions)
     result = CompareResult(methods=methods, seeds=seeds, budget=budget, group_size=group, iterations=iterations,
                            runs=runs, test=test, wall_seconds=walls, total_wall_seconds=time.perf_counter() - start)
     store.set_meta("compare", result.to_dict())
