@@ -10,7 +10,9 @@ with ``benchmarks/bench_inner.py``.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from derl_gym.runtime.spec import AgentSpec, EnvSpec, InnerLoopSpec, PrimitiveSpec
@@ -30,6 +32,8 @@ INFO_COMMANDS = ("examine", "inventory", "look", "help")
 TINY_EXCLUDE = (*INFO_COMMANDS, "close")
 
 AGENT_KEYS = ("total_timesteps", "n_envs", "algorithm", "device", "algo_kwargs", "policy_kwargs")
+#: override shortcuts that go into ``agent.algo_kwargs`` (language-model presets: ``model="/path/to/model"``)
+ALGO_KEYS = ("model",)
 
 
 @dataclass(frozen=True)
@@ -183,6 +187,95 @@ def scienceworld_tiny() -> InnerLoopSpec:
 SCIENCEWORLD_TINY_STEPS = 2000
 
 
+# ------------------------------------------------------------------ language-model inner agents (TRL GRPO)
+#: Model of the real-model LM presets: ``$DERL_GYM_MODEL`` (a local folder), else the paper's hub id
+#: (which loads only where the hub or its cache is reachable; otherwise the inner run fails cleanly).
+def _lm_model(default: str) -> str:
+    return os.environ.get("DERL_GYM_MODEL") or default
+
+
+def _math_data_dir() -> dict[str, Any]:
+    """``{"data_dir": ...}`` for the math envs: ``$DERL_GYM_DATA``, else ``<repo>/../shared/data`` when it exists."""
+    if os.environ.get("DERL_GYM_DATA"):
+        return {}
+    shared = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    return {"data_dir": str(shared)} if shared.is_dir() else {}
+
+
+GSM8K_ID = "derl_gym/GSM8K-v0"
+MATH_ID = "derl_gym/MATH-v0"
+MATH_PRIMITIVES = PrimitiveSpec("derl_gym.envs.math:math_primitives", {})
+
+
+def _gsm8k_env(split: str, max_problems: int | None) -> EnvSpec:
+    kwargs: dict[str, Any] = {"split": split, **_math_data_dir()}
+    if max_problems is not None:
+        kwargs["max_problems"] = max_problems
+    return EnvSpec(GSM8K_ID, kwargs)
+
+
+def gsm8k_lm_tiny() -> InnerLoopSpec:
+    """Return ``gsm8k-lm-tiny``: the tiny offline Qwen2 model, 16 GRPO steps on 64 GSM8K problems."""
+    return InnerLoopSpec(
+        name="gsm8k-lm-tiny",
+        train_env=_gsm8k_env("train", 64),
+        validation_env=_gsm8k_env("validation", 16),
+        test_envs={"L0": _gsm8k_env("test", 32)},
+        primitives=MATH_PRIMITIVES,
+        agent=AgentSpec(algorithm="grpo", total_timesteps=128,
+                        algo_kwargs={"model": "tiny", "num_generations": 4, "prompts_per_step": 2,
+                                     "max_completion_length": 32, "learning_rate": 1e-3, "beta": 0.0}),
+        eval_episodes=16,
+        description="GSM8K with the tiny random-weight Qwen2 model (derl_gym.models.tiny): 16 GRPO steps x 2 prompts "
+                    "x 4 completions of <= 32 tokens, greedy pass@1 on 16 validation problems; 20 s per run measured on "
+                    "one busy core. A plumbing check: a random model scores 0 on the task",
+    )
+
+
+def math_lm_tiny() -> InnerLoopSpec:
+    """Return ``math-lm-tiny``: the tiny model on MATH-500 (train/validation carved from the test file)."""
+    def env(split: str, n: int) -> EnvSpec:
+        return EnvSpec(MATH_ID, {"split": split, "holdout_from": "test", "max_problems": n, **_math_data_dir()})
+
+    spec = gsm8k_lm_tiny()
+    return spec.replace(name="math-lm-tiny", train_env=env("train", 64), validation_env=env("validation", 16),
+                        test_envs={}, description="MATH-500 (80/20 holdout of the test file) with the tiny model; "
+                        "same budget as gsm8k-lm-tiny")
+
+
+def _paper_lm_agent(model: str, total: int, **kwargs: Any) -> AgentSpec:
+    algo = {"model": _lm_model(model), "num_generations": 8, "prompts_per_step": 16, "max_completion_length": 1024,
+            "learning_rate": 1e-6, "beta": 0.001, "temperature": 1.0, "lora_r": 0, "eval_batch_size": 64, **kwargs}
+    return AgentSpec(algorithm="grpo", total_timesteps=total, algo_kwargs=algo, device="auto")
+
+
+def gsm8k_lm() -> InnerLoopSpec:
+    """Return ``gsm8k-lm``: a real model (``$DERL_GYM_MODEL`` or ``model=``) on full GSM8K, paper-shaped budget."""
+    return InnerLoopSpec(
+        name="gsm8k-lm", train_env=_gsm8k_env("train", None), validation_env=_gsm8k_env("validation", None),
+        test_envs={"L0": _gsm8k_env("test", None)}, primitives=MATH_PRIMITIVES,
+        agent=_paper_lm_agent("Qwen/Qwen2.5-3B-Instruct", 200 * 8 * 16), eval_episodes=500,
+        description="GSM8K, Qwen2.5-3B-Instruct-style model from $DERL_GYM_MODEL or model=/path; GRPO 200 steps x 16 "
+                    "prompts x 8 completions of <= 1024 tokens, lr 1e-6, KL 0.001; greedy pass@1 on 500 validation "
+                    "problems. Budget shaped like the paper's, NOT measured here (needs one GPU of >= 40 GB)",
+    )
+
+
+def math_lm() -> InnerLoopSpec:
+    """Return ``math-lm``: a real model on MATH (``math/train.jsonl`` for training, MATH-500 for test)."""
+    def env(split: str) -> EnvSpec:
+        return EnvSpec(MATH_ID, {"split": split, **_math_data_dir()})
+
+    return InnerLoopSpec(
+        name="math-lm", train_env=env("train"), validation_env=env("validation"), test_envs={"L0": env("test")},
+        primitives=MATH_PRIMITIVES, agent=_paper_lm_agent("Qwen/Qwen2.5-3B-Instruct", 200 * 8 * 16,
+                                                          max_completion_length=2048),
+        eval_episodes=500,
+        description="MATH (needs math/train.jsonl; MATH-500 as test), Qwen2.5-3B-style model from $DERL_GYM_MODEL or "
+                    "model=; as gsm8k-lm with 2048-token completions. NOT measured here",
+    )
+
+
 PRESETS: dict[str, PresetInfo] = {
     "alfworld-tiny": PresetInfo(alfworld_tiny, "about 1 min on one free core (~400-450 train steps/s); "
                                                "70-115 s per run measured with 2 runs in parallel on a busy "
@@ -192,6 +285,11 @@ PRESETS: dict[str, PresetInfo] = {
     "scienceworld-tiny": PresetInfo(scienceworld_tiny, "about 100 s on a busy core (~22 env steps/s: the JVM "
                                                        "simulator dominates); learning NOT tuned: one run gave "
                                                        "validation 0.1 vs random 0.0"),
+    "gsm8k-lm-tiny": PresetInfo(gsm8k_lm_tiny, "20 s per inner run measured on one core of the busy 2-core dev machine (load ~8): 16 GRPO "
+                                                "steps at ~2 steps/s, then 16 greedy validation answers; first use also builds the tiny model (~5 s, cached)"),
+    "math-lm-tiny": PresetInfo(math_lm_tiny, "20 s per inner run measured on one core of the busy 2-core dev machine (as gsm8k-lm-tiny)"),
+    "gsm8k-lm": PresetInfo(gsm8k_lm, "not measured here: hours on one GPU (paper-shaped budget)"),
+    "math-lm": PresetInfo(math_lm, "not measured here: hours on one GPU (paper-shaped budget)"),
 }
 
 
@@ -212,11 +310,15 @@ def get_preset(name: str, **overrides: Any) -> InnerLoopSpec:
         raise KeyError(f"unknown preset {name!r}; known presets: {', '.join(preset_names())}")
     spec = PRESETS[name].factory()
     agent_changes = {k: overrides.pop(k) for k in list(overrides) if k in AGENT_KEYS}
+    algo_changes = {k: overrides.pop(k) for k in list(overrides) if k in ALGO_KEYS}
+    if algo_changes:
+        base = agent_changes.get("algo_kwargs", spec.agent.algo_kwargs)
+        agent_changes["algo_kwargs"] = {**base, **algo_changes}
     fields = {f.name for f in dataclasses.fields(InnerLoopSpec)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise TypeError(f"unknown override(s) {unknown} for preset {name!r}; use InnerLoopSpec fields "
-                        f"{sorted(fields)} or agent fields {list(AGENT_KEYS)}")
+                        f"{sorted(fields)}, agent fields {list(AGENT_KEYS)} or {list(ALGO_KEYS)}")
     if agent_changes:
         overrides["agent"] = dataclasses.replace(overrides.get("agent", spec.agent), **agent_changes)
     return spec.replace(**overrides) if overrides else spec
