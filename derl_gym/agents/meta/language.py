@@ -1,10 +1,13 @@
-"""Prompts for a language-model meta-optimizer (e.g. a TRL GRPO trainer writing formulas).
+"""Prompts for a language-model meta-optimizer (the paper's meta-prompt).
 
-A language model plays the meta-optimizer by reading a prompt that lists the primitives and the
-formulas tried so far with their validation scores, and answering with one formula. This module
-builds that prompt (:func:`build_meta_prompt`) and pulls the formula out of a completion
-(:func:`extract_formula`). :class:`derl_gym.envs.meta.MetaRewardTextEnv` uses the same prompt as
-its observation, so an LM agent can act in ``derl_gym/MetaRewardText-v0`` directly.
+A language model plays the meta-optimizer by reading a prompt that describes the task and the
+primitives, shows a few example formulas and (optionally) the formulas tried so far with their
+validation scores, and answering with one formula. This module builds that prompt
+(:func:`build_meta_prompt`) and pulls the formula out of a free-form completion
+(:func:`extract_formula`). DERL's language-model policy
+(:class:`derl_gym.agents.meta.lm_policy.CausalLMPolicy`) reads it with ``answer="plain"`` and writes
+the formula under the grammar constraint; :class:`derl_gym.envs.meta.MetaRewardTextEnv` uses the
+same builder for its observation, so the same model can act in ``derl_gym/MetaRewardText-v0``.
 """
 
 from __future__ import annotations
@@ -23,13 +26,15 @@ def describe_variables(num_variables: int) -> str:
 
 def build_meta_prompt(primitives: str, history: Sequence[tuple[str, float | None, str | None]] = (),
                       *, max_history: int = 10, task: str = "", constants: Sequence[str] = (),
-                      max_chars: int | None = None) -> str:
+                      examples: Sequence[str] = (), answer: str = "tag", max_chars: int | None = None) -> str:
     """Return the meta-optimizer prompt text.
 
     ``primitives`` is a description of ``g1..gK`` (``PrimitiveSet.describe()`` or
     :func:`describe_variables`); ``history`` lists ``(formula, score or None, error or None)`` of
     earlier attempts (the ``max_history`` most recent are shown, best score marked); ``task`` is an
-    optional sentence about the inner task; ``constants`` optionally lists suggested numbers.
+    optional sentence about the inner task; ``constants`` optionally lists suggested numbers;
+    ``examples`` lists a few example formulas; ``answer="tag"`` asks for the formula inside
+    ``<formula></formula>``, ``answer="plain"`` for the bare formula (constrained decoding).
     ``max_chars`` trims the oldest history lines until the prompt fits (the instructions are kept).
     """
     head = [
@@ -39,10 +44,15 @@ def build_meta_prompt(primitives: str, history: Sequence[tuple[str, float | None
         primitives,
         "Allowed: the variables above (or their names), numbers, + - * /, unary minus and parentheses.",
     ]
+    if answer not in ("tag", "plain"):
+        raise ValueError(f"answer must be 'tag' or 'plain', got {answer!r}")
     if constants:
         head.append("Suggested constants: " + ", ".join(map(str, constants)))
+    if examples:
+        head.append("Example formulas: " + "; ".join(map(str, examples)))
     tail = ["An agent is trained on your formula and its validation success rate (0 to 1) is your score.",
-            "Answer with one formula inside <formula></formula>."]
+            "Answer with one formula inside <formula></formula>." if answer == "tag" else
+            "Answer with the formula only."]
     shown = list(history)[-max_history:] if max_history > 0 else []
     scored = [s for _, s, _ in shown if s is not None]
     best = max(scored) if scored else None
