@@ -154,16 +154,19 @@ def _method_series(store: ResultStore) -> dict[str, list[dict[str, Any]]]:
         rows = []
         for iteration in sorted(by_iteration):
             bests, means, formulas, statuses = [], [], [], []
-            best_score, best_expression, n, cached, failed = -1.0, "", 0, 0, 0
+            best_score, best_expression, n, cached, failed = -1.0, None, 0, 0, 0
             for cp in by_iteration[iteration]:
                 scores = [float(x) for x in cp["scores"]]
                 if not scores:
                     continue
-                i = max(range(len(scores)), key=scores.__getitem__)
-                bests.append(scores[i])
-                means.append(statistics.fmean(scores))
-                if scores[i] > best_score:
-                    best_score, best_expression = scores[i], cp["expressions"][i]
+                # best / mean over scored formulas only: a failed run's 0.0 is not a score
+                ok = [i for i, st in enumerate(cp["statuses"]) if st == "ok" and i < len(scores)]
+                if ok:
+                    i = max(ok, key=scores.__getitem__)
+                    bests.append(scores[i])
+                    means.append(statistics.fmean(scores[j] for j in ok))
+                    if scores[i] > best_score:
+                        best_score, best_expression = scores[i], cp["expressions"][i]
                 canon = cp["canonicals"] if len(cp["canonicals"]) == len(cp["expressions"]) else cp["expressions"]
                 formulas += [c or e for c, e in zip(canon, cp["expressions"])]
                 statuses += list(cp["statuses"])
@@ -285,9 +288,10 @@ def write_report(run_dir: str | Path, store: ResultStore | None = None) -> Repor
                       "|---|---|---|---|---|---|---|---|---|---|---|"]
             for r in mrows:
                 s = r["shares"]
+                best = f"`{r['best_expression']}`" if r["best_expression"] is not None else "no scored formula"
                 lines.append(f"| {r['iteration']} | {r['best']:.3f} | {r['mean']:.3f} | {r['n'] - r['cached']} | "
                              f"{r['cached']} | {r['failed']} | {s['additive']:.2f} | {s['multiplicative']:.2f} | "
-                             f"{s['single']:.2f} | {s['degenerate']:.2f} | `{r['best_expression']}` |")
+                             f"{s['single']:.2f} | {s['degenerate']:.2f} | {best} |")
             lines.append("")
         if "final_test_markdown" in meta:
             lines += ["## Final test (best formula retrained from scratch)", "", meta["final_test_markdown"], ""]

@@ -138,3 +138,22 @@ def test_final_test_skips_missing_seeds_and_says_so(tmp_path):
     from derl_gym.runtime.evolve import FinalTest
 
     assert FinalTest.from_dict(table.to_dict()).row("best").skipped == [1]
+
+
+def test_report_counts_failed_runs_and_leaves_them_out_of_best_and_mean(tmp_path):
+    from derl_gym.runtime.report import write_report
+
+    with ResultStore(tmp_path) as store:
+        run_evolution(SPEC, make_optimizer("random", 4, seed=0), InlineRunner(job_fn=fails_g3), store, 3, 6)
+        checkpoints = store.checkpoints("random")
+        text = write_report(tmp_path, store).markdown.read_text()
+    with ResultStore(tmp_path / "all-failed") as store:
+        run_evolution(SPEC, make_optimizer("outcome", 4), InlineRunner(job_fn=always_fails), store, 1, 2)
+        failed_text = write_report(tmp_path / "all-failed", store).markdown.read_text()
+    for cp in checkpoints:
+        ok = [s for s, st in zip(cp["scores"], cp["statuses"]) if st == "ok"]
+        failed = len(cp["scores"]) - len(ok)
+        line = next(x for x in text.splitlines() if x.startswith(f"| {cp['iteration']} |"))
+        cells = [c.strip() for c in line.split("|")[1:-1]]
+        assert cells[1] == f"{max(ok):.3f}" and cells[2] == f"{sum(ok) / len(ok):.3f}" and cells[5] == str(failed)
+    assert "| 1 | 0.000 | 0.000 | 1 | 1 | 2 |" in failed_text and "| no scored formula |" in failed_text
