@@ -10,7 +10,9 @@ Commands::
     derl-gym tiny-model DIR --layers 2 --hidden 64 a random-weight Qwen2 LM + tokenizer, offline
 
 ``evolve`` and ``compare`` are resumable: run the same command on the same ``--run-dir`` again after
-an interruption (even ``kill -9``) and finished inner trainings are not redone. ``--standin`` swaps
+an interruption (even ``kill -9``) and finished inner trainings are not redone; after an upgrade of
+derl-gym or of a training library they print which versions changed and retrain (the cache key
+includes the versions) unless ``--reuse-across-versions`` is given. ``--standin`` swaps
 the inner loop for a millisecond stand-in (:mod:`derl_gym.runtime.standin`) to try the pipeline.
 """
 
