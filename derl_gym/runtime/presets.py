@@ -276,6 +276,70 @@ def math_lm() -> InnerLoopSpec:
     )
 
 
+# ---------------------------------------------------------------- multi-turn language-model presets
+ALFWORLD_LM_PRIMITIVES = PrimitiveSpec("derl_gym.envs.alfworld.primitives:alfworld_primitives",
+                                       {"step_scorer": "tags"})
+ALFWORLD_LM_TINY_STEPS = 6
+
+
+def alfworld_lm_tiny() -> InnerLoopSpec:
+    """Return ``alfworld-lm-tiny``: the tiny model on alfworld-tiny's games, 6-turn conversations, RLVMR tags."""
+    def env(split: str, level: str = "L0") -> EnvSpec:
+        return _alfworld_env(split, level, TINY_TASKS, TINY_GENERATOR, ALFWORLD_LM_TINY_STEPS)
+
+    return InnerLoopSpec(
+        name="alfworld-lm-tiny",
+        train_env=env("train"),
+        validation_env=env("validation"),
+        test_envs={"L0": env("test"), "L1": env("test", "L1")},
+        primitives=ALFWORLD_LM_PRIMITIVES,
+        agent=AgentSpec(algorithm="grpo", total_timesteps=32,
+                        algo_kwargs={"model": "tiny", "num_generations": 4, "prompts_per_step": 1,
+                                     "max_completion_length": 24, "learning_rate": 1e-3, "beta": 0.0,
+                                     "eval_batch_size": 8}),
+        eval_episodes=8,
+        description="ALFWorld pick_and_place_simple (alfworld-tiny's games), 6-turn conversations with the tiny "
+                    "model: RLVMR tags, <action> commands, step scorer 'tags'; 8 GRPO steps x 1 game x 4 episodes, "
+                    "greedy pass@1 on 8 validation games; 23 s per run measured on one busy core",
+    )
+
+
+def _paper_text_agent(total: int) -> AgentSpec:
+    return _paper_lm_agent("Qwen/Qwen2.5-1.5B-Instruct", total, max_completion_length=256, num_generations=8,
+                           prompts_per_step=16, max_turns=None, eval_batch_size=32)
+
+
+def alfworld_lm() -> InnerLoopSpec:
+    """Return ``alfworld-lm``: a real model (``$DERL_GYM_MODEL`` or ``model=``) on all six ALFWorld task types."""
+    def env(split: str, level: str = "L0") -> EnvSpec:
+        return _alfworld_env(split, level, SMALL_TASKS, SMALL_GENERATOR, 50)
+
+    return InnerLoopSpec(
+        name="alfworld-lm", train_env=env("train"), validation_env=env("validation"),
+        test_envs={"L0": env("test"), "L1": env("test", "L1")}, primitives=ALFWORLD_LM_PRIMITIVES,
+        agent=_paper_text_agent(150 * 8 * 16), eval_episodes=100,
+        description="ALFWorld, six task types, 50-turn conversations, Qwen2.5-1.5B-Instruct-style model from "
+                    "$DERL_GYM_MODEL or model=; GRPO 150 steps x 16 games x 8 episodes, <= 256 tokens per turn, "
+                    "lr 1e-6, KL 0.001 (verl-agent/RLVMR-shaped). NOT measured here (needs one GPU of >= 40 GB)",
+    )
+
+
+def scienceworld_lm() -> InnerLoopSpec:
+    """Return ``scienceworld-lm``: a real model on ScienceWorld's lifespan task (as scienceworld-tiny's env)."""
+    def env(split: str, level: str = "L0") -> EnvSpec:
+        return EnvSpec(SCIENCEWORLD_ID, {"task": SCIENCEWORLD_TINY_TASK, "split": split, "level": level,
+                                         "simplification": "easy", "max_episode_steps": 30, "max_admissible": 64})
+
+    return InnerLoopSpec(
+        name="scienceworld-lm", train_env=env("train"), validation_env=env("validation"),
+        test_envs={"L0": env("test"), "L1": env("test", "L1")},
+        primitives=PrimitiveSpec("derl_gym.envs.scienceworld:scienceworld_primitives", {"step_scorer": "tags"}),
+        agent=_paper_text_agent(150 * 8 * 16), eval_episodes=50,
+        description="ScienceWorld lifespan-longest-lived, 30-turn conversations, Qwen2.5-1.5B-style model from "
+                    "$DERL_GYM_MODEL or model=; budget as alfworld-lm. NOT measured here",
+    )
+
+
 PRESETS: dict[str, PresetInfo] = {
     "alfworld-tiny": PresetInfo(alfworld_tiny, "about 1 min on one free core (~400-450 train steps/s); "
                                                "70-115 s per run measured with 2 runs in parallel on a busy "
@@ -288,6 +352,10 @@ PRESETS: dict[str, PresetInfo] = {
     "gsm8k-lm-tiny": PresetInfo(gsm8k_lm_tiny, "20 s per inner run measured on one core of the busy 2-core dev machine (load ~8): 16 GRPO "
                                                 "steps at ~2 steps/s, then 16 greedy validation answers; first use also builds the tiny model (~5 s, cached)"),
     "math-lm-tiny": PresetInfo(math_lm_tiny, "20 s per inner run measured on one core of the busy 2-core dev machine (as gsm8k-lm-tiny)"),
+    "alfworld-lm-tiny": PresetInfo(alfworld_lm_tiny, "23 s per inner run measured on one core of the busy 2-core dev machine (load ~8): 8 GRPO "
+                                                      "steps at ~0.8 steps/s, 8 greedy validation episodes; uses alfworld-tiny's cached games"),
+    "alfworld-lm": PresetInfo(alfworld_lm, "not measured here: hours on one GPU (paper-shaped budget)"),
+    "scienceworld-lm": PresetInfo(scienceworld_lm, "not measured here: hours on one GPU (paper-shaped budget)"),
     "gsm8k-lm": PresetInfo(gsm8k_lm, "not measured here: hours on one GPU (paper-shaped budget)"),
     "math-lm": PresetInfo(math_lm, "not measured here: hours on one GPU (paper-shaped budget)"),
 }
