@@ -115,3 +115,26 @@ def test_default_cold_start_fits_the_shipped_seeds():
     fresh = make_optimizer("derl", K, seed=0, cold_start=False)
     assert fresh.cold_start_stats == {}
     assert opt.sequence_log_prob("g1 + 0.5*g4") > fresh.sequence_log_prob("g1 + 0.5*g4") + 1.0
+
+
+@pytest.mark.parametrize("max_tokens", [3, 6, 24])
+def test_variable_mask_narrows_the_grammar_and_never_dead_ends(max_tokens):
+    from derl_gym.agents.meta.constrained import VariableGrammarMask
+
+    grammar = make_grammar(K, max_tokens=max_tokens)
+    masks = VariableGrammarMask(grammar)
+    rng = np.random.default_rng(max_tokens)
+    for _ in range(300):
+        prefix: list[int] = []
+        while not prefix or prefix[-1] != grammar.end_id:
+            mask = masks.valid_next(prefix)
+            assert mask.any() and not (mask & ~grammar.valid_next(prefix)).any()
+            prefix.append(int(rng.choice(np.flatnonzero(mask))))
+        text = grammar.decode(prefix)
+        assert MetaReward(text, K).variables_used and len(prefix) <= max_tokens
+
+
+def test_gru_proposals_always_read_a_variable():
+    opt = make_optimizer("derl", K, seed=0, cold_start=False)
+    assert all(MetaReward(f, K).variables_used for f in opt.propose(200))
+    assert opt.sequence_log_prob("2*3") == -math.inf

@@ -179,6 +179,44 @@ class _Automaton:
         return prefix + (self.end_id,) if self.end_allowed(g, prefix, has_var) else None
 
 
+class VariableGrammarMask:
+    """``grammar.valid_next`` narrowed so that every completion reads at least one variable.
+
+    :meth:`valid_next` returns bool ``ndarray[grammar.vocab_size]`` over the grammar's own tokens:
+    the grammar's mask, without END while no variable was written, and without any token after
+    which a variable no longer fits within ``max_tokens``. Used by the GRU policy (a formula
+    without a variable is a constant reward, which can only score 0).
+    """
+
+    def __init__(self, grammar: Any) -> None:
+        self.grammar = grammar
+        self.automaton = _Automaton(grammar)
+        self._cache: dict[tuple[int, ...], np.ndarray] = {}
+
+    def valid_next(self, prefix: Sequence[int]) -> np.ndarray:
+        """Return the allowed grammar tokens after ``prefix`` (all False after END)."""
+        key = tuple(int(t) for t in prefix)
+        mask = self._cache.get(key)
+        if mask is None:
+            g, has_var, auto = (0, True, 0, False), False, self.automaton
+            for t, token in enumerate(key):
+                if token == auto.end_id:
+                    g = None
+                    break
+                g = auto.gstep(g, token, self.grammar)
+                has_var = has_var or token in auto.variable_ids
+            mask = np.zeros(self.grammar.vocab_size, dtype=bool)
+            if g is not None:
+                for _, i in auto.allowed_words(g, key, has_var):
+                    mask[i] = True
+                if auto.end_allowed(g, key, has_var):
+                    mask[auto.end_id] = True
+            if len(self._cache) > 200_000:
+                self._cache.clear()
+            self._cache[key] = mask
+        return mask.copy()
+
+
 class FormulaConstraint:
     """The grammar as a mask over ``tokenizer``'s vocabulary (see the module docstring).
 

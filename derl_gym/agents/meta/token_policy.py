@@ -170,7 +170,9 @@ def _build_gru(vocab_size: int, embed_dim: int, hidden_dim: int):
 
 
 class GRUTokenPolicy(TokenPolicy):
-    """A small GRU over the grammar's own tokens, masked by ``grammar.valid_next`` at every step.
+    """A small GRU over the grammar's own tokens, masked at every step by ``grammar.valid_next``
+    narrowed to formulas that read at least one variable
+    (:class:`~derl_gym.agents.meta.constrained.VariableGrammarMask`).
 
     ``seed`` fixes the initial weights; ``device`` defaults to CUDA when available.
     """
@@ -184,13 +186,16 @@ class GRUTokenPolicy(TokenPolicy):
         self.bos_id = self.vocab_size
         self.max_tokens = int(grammar.max_tokens)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        from derl_gym.agents.meta.constrained import VariableGrammarMask
+
+        self.masks = VariableGrammarMask(grammar)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))
             self.model = _build_gru(self.vocab_size, embed_dim, hidden_dim).to(self.device)
         self.sync_reference()
 
     def _mask(self, prefix: Sequence[int]) -> np.ndarray:
-        return np.asarray(self.grammar.valid_next(list(prefix)), dtype=bool)
+        return self.masks.valid_next(prefix)
 
     def sample(self, n: int, rng: np.random.Generator, temperature: float = 1.0) -> list[Sample]:
         """Return ``n`` grammar-masked samples (numpy ``rng`` draws the tokens: reproducible)."""
