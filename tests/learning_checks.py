@@ -242,9 +242,7 @@ def check_maskable_ppo_meta_env(seed: int) -> LearningCheck:
 
     import derl_gym  # noqa: F401
 
-    env = gym.make("derl_gym/MetaReward-v0", num_variables=META_K,
-                   inner_fn=lambda spec, expression, seed=0: correlation_score(expression),
-                   max_tokens=12, canonicalize=False)
+    env = gym.make("derl_gym/MetaReward-v0", scorer=correlation_score, num_variables=META_K, max_tokens=12)
     model = MaskablePPO("MlpPolicy", env, n_steps=512, batch_size=128, n_epochs=5, learning_rate=1e-3,
                         seed=seed, verbose=0)
     before, _ = evaluate_policy(model, env, n_eval_episodes=100, deterministic=False, warn=False)
