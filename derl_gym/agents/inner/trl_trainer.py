@@ -135,6 +135,26 @@ def is_single_turn(env: gym.Env) -> bool:
     return isinstance(env.unwrapped, _MathEnv)
 
 
+def instance_count(env: gym.Env) -> int:
+    """Return how many games (ALFWorld) or (task, variation) episodes (ScienceWorld) ``env`` serves."""
+    base = env.unwrapped
+    if hasattr(base, "game_files"):
+        return len(base.game_files)
+    if hasattr(base, "episodes"):
+        return len(base.episodes)
+    raise TypeError(f"{type(base).__name__} is not a supported multi-turn env: the grpo trainer needs "
+                    "ALFWorld (game_files) or ScienceWorld (episodes), or a one-step math env")
+
+
+def instance_options(env: gym.Env, index: int) -> dict[str, Any]:
+    """Return the ``reset`` options that start instance ``index`` of ``env`` (see :func:`instance_count`)."""
+    base = env.unwrapped
+    if hasattr(base, "game_files"):
+        return {"game": int(index)}
+    task, variation = base.episodes[int(index)][:2]
+    return {"task": task, "variation": int(variation)}
+
+
 @dataclass
 class LMAgent:
     """A trained language-model agent: ``model``, ``tokenizer``, the grpo ``settings`` and ``device``."""
@@ -233,6 +253,9 @@ class EpisodePlayer:
         full = tok.apply_chat_template(base + [{"role": "assistant", "content": "y"}, {"role": "user", "content": content}],
                                        tokenize=False, add_generation_prompt=True)
         head = tok.apply_chat_template(base + [{"role": "assistant", "content": "y"}], tokenize=False)
+        end = head.rfind(tok.eos_token) if tok.eos_token else -1
+        if end >= 0:  # the model's turn ends at its eos token; what the template puts after it is env text
+            head = head[: end + len(tok.eos_token)]
         suffix = full[len(head):] if full.startswith(head) else f"\n{content}\n"
         return self._ids(suffix)
 
@@ -245,7 +268,7 @@ class EpisodePlayer:
         episodes = []
         for slot, game in enumerate(games):
             env = self._env(slot)
-            obs, info = env.reset(options={"game": int(game)})
+            obs, info = env.reset(options=instance_options(env, int(game)))
             messages = ([{"role": "system", "content": s["system_prompt"]}] if s.get("system_prompt") else [])
             messages.append({"role": "user", "content": f"{s.get('instruction') or AGENT_INSTRUCTION}\n"
                                                         f"{_observation_text(obs, info)}"})
@@ -444,7 +467,7 @@ class GRPOInnerTrainer(InnerTrainer):
             reward_fn: Any = MetaRewardFunction(wrapped)
             reward_funcs, rollout, source = [reward_fn], None, reward_fn
         else:
-            n = len(probe.unwrapped.game_files)
+            n = instance_count(probe)
             probe.close()
             factory = _WrappedEnvFactory(spec, meta_reward.text)
             player = EpisodePlayer(factory, tokenizer, settings, device)
@@ -558,7 +581,7 @@ class GRPOInnerTrainer(InnerTrainer):
                 "mean_length": 1.0 if lengths else 0.0, "env_steps": len(lengths)}
 
     def _evaluate_multi(self, agent: LMAgent, env: gym.Env, env_spec: Any, episodes: int, seed: int) -> dict[str, Any]:
-        n_games = len(env.unwrapped.game_files)
+        n_games = instance_count(env)
         order = [int(i) for i in np.random.default_rng(seed).permutation(n_games)]
         games = [order[k % n_games] for k in range(int(episodes))]
         player = EpisodePlayer(lambda: ActionTagWrapper(env_spec.make()), agent.tokenizer, agent.settings, agent.device)
