@@ -83,8 +83,15 @@ def _make_runner(args: argparse.Namespace, spec: Any):
         spec.prepare()
         _out(f"environments ready ({time.perf_counter() - started:.0f} s)")
 
-    return make_runner(args.backend, workers=args.workers, timeout=args.timeout, retries=args.retries,
-                       job_fn=_job_fn(args), ray_address=args.ray_address)
+    gpus = float(getattr(args, "gpus_per_job", 0) or 0)
+    workers = args.workers
+    if gpus > 0 and args.backend == "process" and workers is None:
+        # local processes all see every GPU: run as many LM jobs at once as there are GPU sets
+        import torch
+
+        workers = max(1, int(torch.cuda.device_count() // gpus)) if torch.cuda.is_available() else 1
+    return make_runner(args.backend, workers=workers, timeout=args.timeout, retries=args.retries,
+                       job_fn=_job_fn(args), ray_address=args.ray_address, num_gpus_per_job=gpus)
 
 
 class _Progress:
@@ -450,6 +457,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retries", type=int, default=1,
                    help="re-run a failed inner run (crashed worker, timeout, error) up to N times (default 1)")
     p.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--gpus-per-job", type=float, default=0,
+                   help="GPUs per inner run (language-model presets): Ray gives each job this many GPUs; with "
+                        "--backend process and no --workers, runs GPU count / N jobs at once (default 0)")
     p.add_argument("--inner", default="run_inner",
                    help="inner job: run_inner (train an agent), standin, or package.module:function")
     p.add_argument("--standin", action="store_true", help="shortcut for --inner standin (quick demo, no training)")
