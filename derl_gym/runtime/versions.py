@@ -53,6 +53,24 @@ def derl_gym_version() -> str:
     return version
 
 
+@functools.lru_cache(maxsize=1)
+def source_digest() -> str:
+    """Return a short SHA-256 of derl_gym's own Python source (every ``.py`` file of the package,
+    by relative path and content), so a change to a policy or wrapper changes the cache key even
+    when the version number was not bumped."""
+    import hashlib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(b"\0")
+        digest.update(path.read_bytes())
+        digest.update(b"\0")
+    return digest.hexdigest()[:12]
+
+
 def packages_for(algorithm: str | None) -> tuple[str, ...]:
     """Return the distributions whose versions key a run of ``algorithm`` (the language-model
     stack is added for ``grpo``)."""
@@ -62,9 +80,10 @@ def packages_for(algorithm: str | None) -> tuple[str, ...]:
 
 
 def code_versions(algorithm: str | None = None) -> dict[str, str]:
-    """Return ``{"derl_gym": version, package: version or "absent", ...}`` for the packages that
+    """Return ``{"derl_gym": version, "derl_gym_source": digest, package: version or "absent", ...}``
+    (:func:`source_digest` of the package's code) for the packages that
     train and score an inner run of ``algorithm`` (see :func:`packages_for`)."""
-    out = {"derl_gym": derl_gym_version()}
+    out = {"derl_gym": derl_gym_version(), "derl_gym_source": source_digest()}
     for name in packages_for(algorithm):
         out[name] = package_version(name)
     return out

@@ -59,6 +59,16 @@ def test_spec_hash_covers_versions_and_can_leave_them_out(fake_torch, monkeypatc
     assert versions.package_version("surely-not-an-installed-package-xyz") == "absent"
 
 
+def test_source_digest_follows_the_package_code(tmp_path, monkeypatch):
+    digest = versions.source_digest()
+    assert len(digest) == 12 and int(digest, 16) >= 0
+    assert SPEC.versions()["derl_gym_source"] == digest
+    before = SPEC.spec_hash()
+    monkeypatch.setattr(versions, "source_digest", lambda: "0" * 12)  # as after an edit of a policy module
+    assert SPEC.spec_hash() != before
+    assert SPEC.spec_hash(include_versions=False) == SPEC.spec_hash(include_versions=False)
+
+
 def test_language_model_trainers_add_their_stack():
     sb3 = set(versions.code_versions("maskable_ppo"))
     grpo = set(versions.code_versions("grpo"))
