@@ -140,22 +140,15 @@ def _iteration_line(record) -> str:
             f"mean {record.mean_score:.3f}  {counts}  best formula: {record.best_expression}")
 
 
-#: Methods that take the supervised cold start (paper-style seed formulas) unless --no-cold-start.
+#: Methods with a token policy: they take --no-cold-start and --meta-model.
 COLD_START_METHODS = ("derl", "derl-pop")
-#: A soft prior: 30 Adam steps at 3e-3 leave ~10 distinct formulas in a group of 16 (mostly of the seed
-#: family); the optimizer's own default (150 steps at 1e-2) collapses the policy onto the 5 seed formulas,
-#: after which GRPO sees identical groups (zero advantages) and the run only re-hits the cache.
-SOFT_COLD_START = {"cold_start_steps": 30, "cold_start_lr": 3e-3}
-#: GRPO learning rate of the CLI's DERL runs: with the optimizer's default (3e-3) and groups of 4 the policy
-#: collapses onto one formula within 2-3 iterations (every later group is a cache hit); 1e-3 keeps 3-4
-#: distinct formulas per group over 8 iterations on the stand-in objective and finds better ones.
-DERL_LR = 1e-3
 ALL_METHOD_NAMES = ("derl", "derl-pop", "evolution", "random", "cmaes", "outcome", "avg")
 
 
 def _optimizer_kwargs(args: argparse.Namespace, method: str) -> dict[str, Any]:
-    """Return the meta-optimizer keyword arguments for ``method``: ``--optimizer-kwargs`` plus
-    ``cold_start=True`` for DERL / DERL-pop unless ``--no-cold-start``."""
+    """Return the meta-optimizer keyword arguments for ``method``: ``--optimizer-kwargs``, plus for
+    DERL / DERL-pop ``cold_start=False`` with ``--no-cold-start`` and ``meta_model`` with ``--meta-model``
+    (the optimizer's own defaults otherwise: cold start on the shipped seed formulas, GRU policy)."""
     try:
         kwargs = json.loads(args.optimizer_kwargs) if args.optimizer_kwargs else {}
     except json.JSONDecodeError as exc:
@@ -164,14 +157,19 @@ def _optimizer_kwargs(args: argparse.Namespace, method: str) -> dict[str, Any]:
         raise SystemExit(f"error: --optimizer-kwargs must be a JSON object, got {args.optimizer_kwargs!r}")
     if kwargs and set(kwargs) <= set(ALL_METHOD_NAMES):  # {"derl": {...}, "cmaes": {...}}: per method
         kwargs = dict(kwargs.get(method) or {})
-    if method in COLD_START_METHODS:
-        kwargs.setdefault("lr", DERL_LR)
-    if method in COLD_START_METHODS and not args.no_cold_start:
-        kwargs.setdefault("cold_start", True)
-        if kwargs["cold_start"] or kwargs.get("seed_formulas"):
-            for key, value in SOFT_COLD_START.items():
-                kwargs.setdefault(key, value)
+    if method in COLD_START_METHODS and args.no_cold_start:
+        kwargs.setdefault("cold_start", False)
+    if method in COLD_START_METHODS and getattr(args, "meta_model", None):
+        kwargs.setdefault("meta_model", args.meta_model)
     return kwargs
+
+
+def _meta_prompt_kwargs(kwargs: dict[str, Any], spec: Any) -> dict[str, Any]:
+    """Return ``kwargs`` plus the language-model meta-prompt's task and primitives when it names a
+    ``meta_model`` (kept out of the run key: they follow from the preset)."""
+    if not kwargs.get("meta_model"):
+        return kwargs
+    return {"task": spec.description or "", "primitives": spec.primitives.build().describe(), **kwargs}
 
 
 def _parse_seeds(text: str) -> list[int]:
@@ -267,7 +265,8 @@ def cmd_evolve(args: argparse.Namespace) -> int:
         "optimizer_kwargs": _optimizer_kwargs(args, args.method)}, spec)
     _out(f"derl-gym evolve: preset {args.preset} ({spec.spec_hash()}), method {args.method}, "
          f"{args.iterations} iterations x group {args.group_size}, backend {args.backend}, run dir {run_dir}")
-    optimizer = make_optimizer(args.method, num_variables, seed=args.seed, **_optimizer_kwargs(args, args.method))
+    optimizer = make_optimizer(args.method, num_variables, seed=args.seed,
+                               **_meta_prompt_kwargs(_optimizer_kwargs(args, args.method), spec))
     progress = _Progress(args.iterations * args.group_size, not args.no_progress, f"{args.method}")
     runner = _make_runner(args, spec)
     try:
@@ -332,7 +331,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     runner = _make_runner(args, spec)
     try:
         result = compare(spec, methods, args.budget, seeds, runner, store, group_size=args.group_size,
-                         optimizer_kwargs={m: _optimizer_kwargs(args, m) for m in methods},
+                         optimizer_kwargs={m: _meta_prompt_kwargs(_optimizer_kwargs(args, m), spec) for m in methods},
                          progress=progress.on_iteration, on_result=progress.on_result,
                          reuse_across_versions=args.reuse_across_versions)
     finally:
@@ -467,8 +466,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="JSON object of meta-optimizer arguments, e.g. '{\"lr\": 0.003}', or one object per "
                         "method: '{\"derl\": {\"kl_coef\": 0.1}, \"cmaes\": {\"sigma0\": 0.5}}'")
     p.add_argument("--no-cold-start", action="store_true",
-                   help="DERL / DERL-pop: start from a random token policy instead of the (soft) supervised "
-                        "cold start on paper-style seed formulas (g1, g1 + 0.5*gk, the average)")
+                   help="DERL / DERL-pop: start from a random token policy instead of the supervised cold start "
+                        "on the ~200 shipped seed formulas")
+    p.add_argument("--meta-model", default=None, metavar="PATH",
+                   help="DERL / DERL-pop: a causal language model writes the formulas (grammar-constrained, trained "
+                        "with GRPO): a local model folder, or 'tiny' for the offline tiny model (default: the GRU "
+                        "token policy)")
     p.add_argument("--reuse-across-versions", action="store_true",
                    help="reuse cached inner results trained under other derl-gym / library versions (by default "
                         "the cache key includes the versions of derl-gym, torch, SB3, gymnasium, numpy and the text "

@@ -191,13 +191,15 @@ def test_optimizer_kwargs_defaults_and_per_method_json():
     from derl_gym.cli import _optimizer_kwargs, build_parser
 
     args = build_parser().parse_args(["evolve"])
-    assert _optimizer_kwargs(args, "derl")["cold_start"] is True
+    assert _optimizer_kwargs(args, "derl") == {}  # the optimizer's own defaults (cold start on)
     assert _optimizer_kwargs(args, "random") == {}
     args = build_parser().parse_args(["compare", "--optimizer-kwargs", '{"derl": {"lr": 0.01}, "cmaes": {"sigma0": 0.5}}'])
     assert _optimizer_kwargs(args, "derl")["lr"] == 0.01 and _optimizer_kwargs(args, "cmaes") == {"sigma0": 0.5}
     assert _optimizer_kwargs(args, "evolution") == {}
     args = build_parser().parse_args(["evolve", "--no-cold-start", "--optimizer-kwargs", '{"kl_coef": 0.1}'])
-    assert _optimizer_kwargs(args, "derl-pop") == {"kl_coef": 0.1, "lr": 1e-3}
+    assert _optimizer_kwargs(args, "derl-pop") == {"kl_coef": 0.1, "cold_start": False}
+    args = build_parser().parse_args(["evolve", "--meta-model", "tiny"])
+    assert _optimizer_kwargs(args, "derl") == {"meta_model": "tiny"} and _optimizer_kwargs(args, "random") == {}
     args = build_parser().parse_args(["evolve", "--optimizer-kwargs", "[1]"])
     with pytest.raises(SystemExit, match="JSON object"):
         _optimizer_kwargs(args, "derl")
