@@ -47,6 +47,7 @@ import re
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -501,15 +502,18 @@ class GRPOInnerTrainer(InnerTrainer):
         curve = _CurveCallback(source)
         os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
         try:
-            trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=GRPOConfig(**config_kwargs),
-                                  train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-                                  callbacks=[curve.callback], peft_config=peft_config, rollout_func=rollout)
-            for cb in (PrinterCallback, ProgressCallback):
-                trainer.remove_callback(cb)
-            start = time.perf_counter()
-            trainer.train()
-            train_seconds = time.perf_counter() - start
-            trained = trainer.model
+            # transformers 5 deprecates the ``gradient_checkpointing`` name that TRL 1.16 still reads
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=r".*gradient_checkpointing.*deprecated", category=FutureWarning)
+                trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=GRPOConfig(**config_kwargs),
+                                      train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+                                      callbacks=[curve.callback], peft_config=peft_config, rollout_func=rollout)
+                for cb in (PrinterCallback, ProgressCallback):
+                    trainer.remove_callback(cb)
+                start = time.perf_counter()
+                trainer.train()
+                train_seconds = time.perf_counter() - start
+                trained = trainer.model
         finally:
             shutil.rmtree(output_dir, ignore_errors=True)
             if single:
