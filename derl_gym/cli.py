@@ -43,7 +43,8 @@ def _out(text: str = "") -> None:
 
 # ----------------------------------------------------------------------------------- helpers
 
-def _load_spec(preset: str, seed: int | None = None):
+def _load_spec(preset: str, seed: int | None = None, args: argparse.Namespace | None = None):
+    """Return the preset's spec with ``--seed``, ``--eval-episodes`` and ``--validation`` applied."""
     if preset == STANDIN_PRESET:
         from derl_gym.runtime.standin import standin_spec
 
@@ -52,6 +53,17 @@ def _load_spec(preset: str, seed: int | None = None):
         from derl_gym.runtime.presets import get_preset
 
         spec = get_preset(preset)
+    if args is not None and getattr(args, "eval_episodes", None) is not None:
+        if args.eval_episodes < 1:
+            raise SystemExit(f"error: --eval-episodes must be >= 1, got {args.eval_episodes}")
+        spec = spec.replace(eval_episodes=int(args.eval_episodes))
+    if args is not None and getattr(args, "validation", "paper") not in (None, "paper"):
+        from derl_gym.runtime.presets import with_validation
+
+        try:
+            spec = with_validation(spec, args.validation)
+        except ValueError as exc:
+            raise SystemExit(f"error: --validation: {exc}") from None
     return spec if seed is None else spec.replace(seed=int(seed))
 
 
@@ -186,6 +198,15 @@ def _parse_seeds(text: str) -> list[int]:
         raise SystemExit(f"error: --seeds {text!r} must be a positive count N or a comma-separated list of seeds") from None
 
 
+def _signal_key(args: argparse.Namespace) -> dict[str, Any]:
+    """Return the meta-signal options that make a different experiment (part of the run key); the
+    defaults add nothing, so run directories written before these options existed still resume."""
+    key: dict[str, Any] = {}
+    if args.seeds_per_formula != 1:
+        key["seeds_per_formula"] = args.seeds_per_formula
+    return key
+
+
 def _open_run_dir(args: argparse.Namespace, run_dir: Path, key: dict[str, Any], spec: Any):
     """Open ``run_dir``'s store, refuse a different experiment there, record the command and the code and
     library versions (printing which changed since the run last ran); returns the store."""
@@ -255,14 +276,14 @@ def cmd_evolve(args: argparse.Namespace) -> int:
     from derl_gym.runtime.evolve import baseline_formulas, final_test, run_evolution
     from derl_gym.runtime.report import write_report
 
-    spec = _load_spec(args.preset, args.seed)
+    spec = _load_spec(args.preset, args.seed, args)
     run_dir = Path(args.run_dir or f"runs/{args.preset}-{args.method}-s{args.seed}")
     num_variables = len(spec.primitives.build())
     start = time.perf_counter()
     store = _open_run_dir(args, run_dir, {
         "command": "evolve", "preset": args.preset, "method": args.method, "seed": args.seed,
         "group_size": args.group_size, "spec_hash": spec.spec_hash(include_versions=False), "inner": args.inner,
-        "optimizer_kwargs": _optimizer_kwargs(args, args.method)}, spec)
+        "optimizer_kwargs": _optimizer_kwargs(args, args.method), **_signal_key(args)}, spec)
     _out(f"derl-gym evolve: preset {args.preset} ({spec.spec_hash()}), method {args.method}, "
          f"{args.iterations} iterations x group {args.group_size}, backend {args.backend}, run dir {run_dir}")
     optimizer = make_optimizer(args.method, num_variables, seed=args.seed,
@@ -272,7 +293,8 @@ def cmd_evolve(args: argparse.Namespace) -> int:
     try:
         result = run_evolution(spec, optimizer, runner, store, args.iterations, args.group_size, seed=args.seed,
                                method=args.method, progress=progress.on_iteration, on_result=progress.on_result,
-                               reuse_across_versions=args.reuse_across_versions)
+                               reuse_across_versions=args.reuse_across_versions,
+                               seeds_per_formula=args.seeds_per_formula, score_test_splits=args.score_test_splits)
         progress.close()
         if result.best_expression is None:
             failed = sum(r.failed for r in result.records)
@@ -315,15 +337,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from derl_gym.runtime.evolve import compare
     from derl_gym.runtime.report import write_report
 
-    spec = _load_spec(args.preset)
+    spec = _load_spec(args.preset, None, args)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     seeds = _parse_seeds(args.seeds)
+    test_seeds = _parse_seeds(args.test_seeds) if args.test_seeds else None
+    if test_seeds is not None and len(test_seeds) != len(seeds):
+        raise SystemExit(f"error: --test-seeds {args.test_seeds!r} must list one seed per search seed {seeds}")
     run_dir = Path(args.run_dir or f"runs/compare-{args.preset}")
     store = _open_run_dir(args, run_dir, {
         "command": "compare", "preset": args.preset, "spec_hash": spec.spec_hash(include_versions=False),
         "group_size": args.group_size,
         "budget": args.budget, "inner": args.inner,
-        "optimizer_kwargs": {m: _optimizer_kwargs(args, m) for m in methods}}, spec)
+        "optimizer_kwargs": {m: _optimizer_kwargs(args, m) for m in methods}, **_signal_key(args)}, spec)
     _out(f"derl-gym compare: preset {args.preset}, methods {methods}, budget {args.budget} per method and seed, "
          f"seeds {seeds}, run dir {run_dir}")
     total = len(methods) * len(seeds) * (args.budget + len(seeds))
@@ -333,7 +358,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         result = compare(spec, methods, args.budget, seeds, runner, store, group_size=args.group_size,
                          optimizer_kwargs={m: _meta_prompt_kwargs(_optimizer_kwargs(args, m), spec) for m in methods},
                          progress=progress.on_iteration, on_result=progress.on_result,
-                         reuse_across_versions=args.reuse_across_versions)
+                         reuse_across_versions=args.reuse_across_versions,
+                         seeds_per_formula=args.seeds_per_formula, score_test_splits=args.score_test_splits,
+                         test_seeds=test_seeds)
     finally:
         progress.close()
         runner.close()
@@ -476,6 +503,18 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="reuse cached inner results trained under other derl-gym / library versions (by default "
                         "the cache key includes the versions of derl-gym, torch, SB3, gymnasium, numpy and the text "
                         "engines, so an upgrade retrains)")
+    p.add_argument("--seeds-per-formula", type=int, default=1, metavar="N",
+                   help="meta signal: train every formula on the same N inner seeds (common random numbers) and "
+                        "score it by the mean validation success; each formula costs N inner trainings (default 1)")
+    p.add_argument("--eval-episodes", type=int, default=None, metavar="E",
+                   help="validation (and test) episodes per inner run (default: the preset's eval_episodes)")
+    p.add_argument("--validation", choices=("paper", "fresh", "unseen-plans"), default="paper",
+                   help="selection split of the search (ALFWorld presets): paper = 20%% of the training games "
+                        "(default); fresh = a 4x larger held-out set of the training task types; unseen-plans = "
+                        "held-out training-type games on unseen floor plans. No variant uses test games")
+    p.add_argument("--score-test-splits", action="store_true",
+                   help="also score the test splits of every searched formula (stored for analysis such as the "
+                        "validation/test rank correlation; never seen by the search)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (iteration lines are still printed)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)")
 
@@ -506,6 +545,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=int, default=8, help="inner trainings per method and seed")
     p.add_argument("--seeds", default="2",
                    help="number of seeds N (seeds 0..N-1), or a comma-separated list such as 0,3 or 5,")
+    p.add_argument("--test-seeds", default=None,
+                   help="comma-separated seeds the best formulas are retrained on, one per --seeds entry "
+                        "(default: the search seeds); seeds disjoint from the search avoid re-testing its runs")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("report", help="write report.md and PNG plots for a run directory")
@@ -539,7 +581,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if getattr(args, "standin", False) or getattr(args, "preset", None) == STANDIN_PRESET:
         args.inner, args.standin = "standin", True
-    if getattr(args, "test_seeds", "unset") is None:
+    if args.command == "evolve" and args.test_seeds is None:
         args.test_seeds = str(args.seed)
     try:
         return int(args.func(args) or 0)

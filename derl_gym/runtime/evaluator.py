@@ -15,6 +15,14 @@ For a batch of formula texts :meth:`Evaluator.evaluate`:
 
 Failure policy: stored failures are retried by a later run (see :mod:`derl_gym.runtime.store`),
 but within one Evaluator a formula that already failed is not trained again (its failure is reused).
+
+Several inner seeds per formula (``seeds_per_formula=N``): one inner run's validation score moves by
+about ±0.15 between seeds for the same formula on ALFWorld (benchmarks/results/meta_noise.md), so a
+search that ranks single runs ranks seed noise. With ``N > 1`` every formula of a call is trained on
+the same N inner seeds (common random numbers: :func:`inner_seeds` ``(seed, N)``, the first being
+``seed`` itself, so ``N = 1`` results are reused) and scored by the mean over the seeds whose run
+finished. Each seed's result is stored (and cached) as its own row; the returned result aggregates
+them (``extra["seed_scores"]``, ``extra["seeds"]``, ``extra["score_std"]``, test splits averaged).
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import threading
 from concurrent.futures import as_completed
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -48,6 +57,53 @@ def effective_spec_hash(spec: InnerLoopSpec, init_model: str | None = None, eval
     return hashlib.sha256(extra.encode()).hexdigest()[:16]
 
 
+#: Distance between the inner seeds of one formula (:func:`inner_seeds`); far from the small seeds
+#: (0, 1, 2 ...) that compare and final_test use for separate repetitions.
+SEED_STRIDE = 1000
+
+
+def inner_seeds(seed: int, seeds_per_formula: int) -> list[int]:
+    """Return the inner seeds a formula is trained on: ``[seed, seed + 1000, seed + 2000, ...]``
+    (``seeds_per_formula`` of them; the same for every formula of a call: common random numbers)."""
+    if int(seeds_per_formula) < 1:
+        raise ValueError(f"seeds_per_formula must be >= 1, got {seeds_per_formula!r}")
+    return [int(seed) + SEED_STRIDE * k for k in range(int(seeds_per_formula))]
+
+
+def aggregate_seeds(results: Sequence[InnerResult], seeds: Sequence[int], text: str) -> InnerResult:
+    """Return one result for a formula trained on several inner seeds: ``score`` = mean over the seeds
+    whose run finished (status ``"ok"`` if any did, else the first failure), ``wall_seconds`` and
+    ``env_steps`` summed (the cost), ``curve``/``model_path`` of the first finished seed, and in ``extra``
+    ``seeds``, ``seed_scores`` (None for a failed seed), ``seed_statuses``, ``score_std``,
+    ``failed_seeds`` and, when scored, ``test`` (per split, mean over finished seeds) and ``test_per_seed``."""
+    import statistics
+
+    ok = [r for r in results if r.ok]
+    extra: dict[str, Any] = {"seeds": [int(s) for s in seeds],
+                             "seed_scores": [float(r.score) if r.ok else None for r in results],
+                             "seed_statuses": [r.status for r in results],
+                             "failed_seeds": [int(s) for s, r in zip(seeds, results) if not r.ok]}
+    if any((r.extra or {}).get("invalid") for r in results):
+        extra["invalid"] = True
+    wall = float(sum(r.wall_seconds for r in results))
+    steps = int(sum(r.env_steps for r in results))
+    if not ok:
+        first = results[0]
+        return dataclasses.replace(first, expression=str(text), seed=int(seeds[0]), wall_seconds=wall, env_steps=steps,
+                                   curve=list(first.curve), extra={**(first.extra or {}), **extra})
+    scores = [float(r.score) for r in ok]
+    extra["score_std"] = statistics.pstdev(scores) if len(scores) > 1 else 0.0
+    tests = [(r.extra or {}).get("test") for r in ok]
+    if all(isinstance(t, dict) for t in tests) and tests:
+        splits = list(tests[0])
+        extra["test"] = {sp: statistics.fmean(float(t.get(sp, 0.0)) for t in tests) for sp in splits}
+        extra["test_per_seed"] = {sp: [float(t.get(sp, 0.0)) for t in tests] for sp in splits}
+    first = ok[0]
+    return InnerResult(expression=str(text), canonical=first.canonical, score=statistics.fmean(scores),
+                       status=first.status, seed=int(seeds[0]), curve=list(first.curve), wall_seconds=wall,
+                       env_steps=steps, error=None, model_path=first.model_path, extra=extra)
+
+
 def model_filename(canonical: str, spec_hash: str, seed: int) -> str:
     """Return a file-name stem for a trained inner agent of one evaluation."""
     digest = hashlib.sha256(f"{canonical}|{spec_hash}|{seed}".encode()).hexdigest()[:16]
@@ -64,14 +120,18 @@ class Evaluator:
     formula); ``on_result(result, from_cache)`` is called for every result as it arrives;
     ``reuse_across_versions=True`` lets a result trained under other code/library versions of the
     same spec answer a look-up (the key normally includes the versions, so an upgrade retrains).
-    Counters ``trained`` and ``cache_hits`` count jobs run and formulas answered without training.
+    ``seeds_per_formula=N`` trains every formula on N inner seeds (common random numbers, see the
+    module doc) and scores the mean. Counters ``trained`` and ``cache_hits`` count jobs run and
+    (formula, seed) pairs answered without training; ``env_steps`` sums the trained jobs' env steps.
     """
 
     def __init__(self, spec: InnerLoopSpec, runner: Any, store: ResultStore, method: str | None = None, *,
                  model_dir: str | Path | None = None, eval_splits: Sequence[str] = (),
                  canonicalize: Callable[[str], str] | None = None, on_result: ResultCallback | None = None,
-                 reuse_across_versions: bool = False) -> None:
+                 reuse_across_versions: bool = False, seeds_per_formula: int = 1) -> None:
         self.spec = spec
+        self.seeds_per_formula = int(seeds_per_formula)
+        inner_seeds(0, self.seeds_per_formula)  # validates
         self.reuse_across_versions = bool(reuse_across_versions)
         self.runner = runner
         self.store = store
@@ -88,6 +148,8 @@ class Evaluator:
         self._session_failures: dict[tuple[str, str, int], InnerResult] = {}
         self.trained = 0
         self.cache_hits = 0
+        self.env_steps = 0
+        self._count_lock = threading.Lock()  # seeds of one call are evaluated in threads
 
     # ------------------------------------------------------------------ canonical forms
     @property
@@ -123,12 +185,35 @@ class Evaluator:
 
         ``from_cache`` is True when no job was run for that entry (store hit, an equivalent formula
         earlier in the batch, or an invalid formula). Results carry the input formula text as
-        ``expression``.
+        ``expression``. With ``seeds_per_formula > 1`` each formula runs on :func:`inner_seeds`
+        ``(seed, N)`` (all seeds' jobs are submitted at once) and the result is their aggregate
+        (:func:`aggregate_seeds`); ``from_cache`` is then True when no seed needed a job.
         """
         if isinstance(expressions, str):
             raise TypeError("evaluate expects a list of formulas, got one string; wrap it in a list")
         expressions = list(expressions)
-        seed = int(seed)
+        if self.seeds_per_formula == 1:
+            return self._evaluate_seed(expressions, int(seed), init_model, iteration, notify=True)
+        from concurrent.futures import ThreadPoolExecutor
+
+        seeds = inner_seeds(int(seed), self.seeds_per_formula)
+        with ThreadPoolExecutor(max_workers=len(seeds)) as pool:  # all seeds' jobs reach the runner at once
+            per_seed = list(pool.map(lambda s: self._evaluate_seed(expressions, s, init_model, iteration,
+                                                                   notify=False), seeds))
+        out = []
+        for i, text in enumerate(expressions):
+            pairs = [per_seed[k][i] for k in range(len(seeds))]
+            result = aggregate_seeds([r for r, _ in pairs], seeds, text)
+            entry = (result, all(c for _, c in pairs))
+            out.append(entry)
+            self._notify(result, entry[1])
+        return out
+
+    def _evaluate_seed(self, expressions: list[str], seed: int, init_model: str | None, iteration: int | None, *,
+                       notify: bool) -> list[tuple[InnerResult, bool]]:
+        """Evaluate ``expressions`` on one inner seed (the module doc's steps 1-5); returns
+        ``(result, from_cache)`` per formula; ``notify`` calls ``on_result`` per result."""
+        notify_fn = self._notify if notify else (lambda result, cached: None)
         spec_hash = effective_spec_hash(self.spec, init_model, self.eval_splits)
         base_hash = effective_spec_hash(self.spec, init_model, self.eval_splits, include_versions=False)
         lookup_base = base_hash if self.reuse_across_versions else None
@@ -142,7 +227,7 @@ class Evaluator:
                 result = InnerResult.failure(str(text), str(text), f"invalid expression: {exc}", seed=seed)
                 result.extra["invalid"] = True
                 out[i] = (result, True)
-                self._notify(result, True)
+                notify_fn(result, True)
                 continue
             if canonical in to_train:
                 to_train[canonical].append(i)
@@ -153,9 +238,10 @@ class Evaluator:
             if cached is None:
                 cached = self._session_failures.get((canonical, spec_hash, seed))
             if cached is not None:
-                self.cache_hits += 1
+                with self._count_lock:
+                    self.cache_hits += 1
                 out[i] = (self._as(cached, text), True)
-                self._notify(out[i][0], True)
+                notify_fn(out[i][0], True)
                 continue
             to_train[canonical] = [i]
             first_text[canonical] = text
@@ -185,7 +271,9 @@ class Evaluator:
                 if init_model:
                     result.extra = dict(result.extra or {})
                     result.extra.setdefault("init_model", init_model)
-                self.trained += 1
+                with self._count_lock:
+                    self.trained += 1
+                    self.env_steps += int(result.env_steps or 0)
                 self.store.put(result, spec_hash, method=self.method, iteration=iteration, seed=seed,
                                base_hash=base_hash)
                 if not result.ok:
@@ -196,8 +284,9 @@ class Evaluator:
                     entry = (self._as(result, expressions[i]), n > 0)
                     out[i] = entry
                     if n > 0:
-                        self.cache_hits += 1
-                    self._notify(entry[0], entry[1])
+                        with self._count_lock:
+                            self.cache_hits += 1
+                    notify_fn(entry[0], entry[1])
         return [entry for entry in out if entry is not None]
 
     def _notify(self, result: InnerResult, from_cache: bool) -> None:

@@ -82,6 +82,7 @@ class IterationRecord:
     stats: dict[str, Any] = field(default_factory=dict)
     resumed: bool = False
     failed: int = 0
+    env_steps: int = 0
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Mapping[str, Any]) -> "IterationRecord":
@@ -92,7 +93,7 @@ class IterationRecord:
         statuses = list(checkpoint.get("statuses", []))
         ok = [i for i in range(len(scores)) if i < len(statuses) and statuses[i] == "ok"]
         best = max(ok, key=lambda i: scores[i]) if ok else None
-        for key in ("_spec_hash", "_cache_hash"):
+        for key in ("_spec_hash", "_cache_hash", "_seeds_per_formula"):
             stats.pop(key, None)
         return cls(method=checkpoint["method"], iteration=int(checkpoint["iteration"]), expressions=expressions,
                    canonicals=list(checkpoint.get("canonicals", [])), scores=scores,
@@ -102,7 +103,7 @@ class IterationRecord:
                    best_expression=expressions[best] if best is not None else None,
                    wall_seconds=float(stats.pop("_wall_seconds", 0.0)), trained=int(stats.pop("_trained", 0)),
                    best_model_path=stats.pop("_best_model_path", None), stats=stats, resumed=True,
-                   failed=len(scores) - len(ok))
+                   failed=len(scores) - len(ok), env_steps=int(stats.pop("_env_steps", 0) or 0))
 
 
 @dataclass
@@ -120,6 +121,7 @@ class EvolutionResult:
     cache_hits: int = 0
     wall_seconds: float = 0.0
     resumed_iterations: int = 0
+    env_steps: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Return the result as JSON-serialisable dicts."""
@@ -134,7 +136,8 @@ def run_evolution(spec: InnerLoopSpec, optimizer: Any, runner: Any, store: Resul
                   group_size: int, seed: int = 0, *, method: str | None = None,
                   progress: Callable[[IterationRecord], None] | None = None,
                   on_result: ResultCallback | None = None, model_dir: str | Path | None = None,
-                  reuse_across_versions: bool = False) -> EvolutionResult:
+                  reuse_across_versions: bool = False, seeds_per_formula: int = 1,
+                  score_test_splits: bool = False) -> EvolutionResult:
     """Run (or resume) ``iterations`` meta iterations of ``optimizer`` with groups of ``group_size``
     formulas; returns an :class:`EvolutionResult`.
 
@@ -144,6 +147,13 @@ def run_evolution(spec: InnerLoopSpec, optimizer: Any, runner: Any, store: Resul
     ``on_result(result, from_cache)`` for every formula result. ``model_dir`` (default
     ``<store dir>/models/<method>``) receives DERL-pop's inner agents. Only the formulas whose
     inner run finished (status ``"ok"``) enter ``optimizer.update``.
+
+    ``seeds_per_formula=N`` trains every formula on the same N inner seeds (``seed``, ``seed + 1000``,
+    ...: common random numbers, see :class:`~derl_gym.runtime.evaluator.Evaluator`) and the optimizer
+    learns from the mean validation score; each formula then costs N inner trainings. With
+    ``score_test_splits`` every inner run also scores the spec's test splits (kept in
+    ``result.extra["test"]`` for analysis, e.g. the rank correlation of validation with test); the search
+    itself only ever sees ``result.score``, the validation score.
 
     Raises ``ValueError`` when the store holds checkpoints of ``method`` written under another
     spec (their spec hash is not ``spec.spec_hash(include_versions=False)``) or a checkpoint whose
@@ -158,7 +168,9 @@ def run_evolution(spec: InnerLoopSpec, optimizer: Any, runner: Any, store: Resul
     if warm and model_dir is None:
         model_dir = Path(store.path).parent / "models" / _safe_label(label)
     evaluator = Evaluator(spec, runner, store, method=label, model_dir=model_dir if warm else None,
-                          on_result=on_result, reuse_across_versions=reuse_across_versions)
+                          on_result=on_result, reuse_across_versions=reuse_across_versions,
+                          seeds_per_formula=seeds_per_formula,
+                          eval_splits=list(spec.test_envs) if score_test_splits else ())
     spec_hash = spec.spec_hash(include_versions=False)
     record_versions(store, spec.agent.algorithm, reuse_across_versions=reuse_across_versions)
     start = time.perf_counter()
@@ -167,6 +179,7 @@ def run_evolution(spec: InnerLoopSpec, optimizer: Any, runner: Any, store: Resul
     if latest is not None:
         checkpoints = store.checkpoints(label)
         _check_checkpoint_spec(checkpoints, label, spec_hash, store)
+        _check_checkpoint_seeds(checkpoints, label, int(seeds_per_formula), store)
         try:
             optimizer.load_state_dict(latest["state"])
         except ValueError as exc:
@@ -180,7 +193,7 @@ def run_evolution(spec: InnerLoopSpec, optimizer: Any, runner: Any, store: Resul
     done = records[-1].iteration if records else 0
     for iteration in range(done + 1, iterations + 1):
         t0 = time.perf_counter()
-        trained_before = evaluator.trained
+        trained_before, steps_before = evaluator.trained, evaluator.env_steps
         init_model = records[-1].best_model_path if (warm and records) else None
         expressions = list(optimizer.propose(group_size))
         pairs = evaluator.evaluate(expressions, seed=seed, init_model=init_model, iteration=iteration)
@@ -207,13 +220,16 @@ def run_evolution(spec: InnerLoopSpec, optimizer: Any, runner: Any, store: Resul
                                  best_expression=expressions[best] if best is not None else None,
                                  wall_seconds=time.perf_counter() - t0,
                                  trained=evaluator.trained - trained_before, best_model_path=best_model,
-                                 stats=_jsonable(stats), failed=failed)
+                                 stats=_jsonable(stats), failed=failed,
+                                 env_steps=evaluator.env_steps - steps_before)
         store.save_checkpoint(label, iteration, optimizer.state_dict(), expressions=expressions,
                               canonicals=record.canonicals, scores=scores, statuses=record.statuses,
                               cached=record.cached,
                               stats={**record.stats, "_wall_seconds": record.wall_seconds,
                                      "_trained": record.trained, "_best_model_path": best_model,
-                                     "_spec_hash": spec_hash, "_cache_hash": spec.spec_hash()})
+                                     "_env_steps": record.env_steps,
+                                     "_spec_hash": spec_hash, "_cache_hash": spec.spec_hash(),
+                                     "_seeds_per_formula": int(seeds_per_formula)})
         records.append(record)
         if progress is not None:
             progress(record)
@@ -232,7 +248,8 @@ def run_evolution(spec: InnerLoopSpec, optimizer: Any, runner: Any, store: Resul
         trained=evaluator.trained + sum(r.trained for r in records if r.resumed),
         cache_hits=evaluator.cache_hits, wall_seconds=time.perf_counter() - start + sum(
             r.wall_seconds for r in records if r.resumed),
-        resumed_iterations=sum(1 for r in records if r.resumed))
+        resumed_iterations=sum(1 for r in records if r.resumed),
+        env_steps=sum(r.env_steps for r in records))
 
 
 def _check_checkpoint_spec(checkpoints: Sequence[Mapping[str, Any]], label: str, spec_hash: str,
@@ -247,6 +264,18 @@ def _check_checkpoint_spec(checkpoints: Sequence[Mapping[str, Any]], label: str,
                          f"spec's hash is {spec_hash!r} (spec.spec_hash(include_versions=False)); resuming them with "
                          "another spec would mix two experiments. Use a new run directory (or another method label) "
                          "for this spec, or resume with the same spec as before")
+
+
+def _check_checkpoint_seeds(checkpoints: Sequence[Mapping[str, Any]], label: str, seeds_per_formula: int,
+                            store: ResultStore) -> None:
+    """Raise ``ValueError`` when a checkpoint of ``label`` was written with another ``seeds_per_formula``
+    (checkpoints without the field were written with one seed per formula)."""
+    written = sorted({int((c.get("stats") or {}).get("_seeds_per_formula", 1)) for c in checkpoints})
+    other = [n for n in written if n != seeds_per_formula]
+    if other:
+        raise ValueError(f"{store.path} holds checkpoints of {label!r} scored with seeds_per_formula={other}, but this "
+                         f"run asks for seeds_per_formula={seeds_per_formula}; resume with the same value, or use a new "
+                         "run directory (or another method label)")
 
 
 def _jsonable(value: Any) -> Any:
@@ -444,6 +473,8 @@ class CompareResult:
     test: FinalTest
     wall_seconds: dict[str, float]
     total_wall_seconds: float = 0.0
+    seeds_per_formula: int = 1
+    test_seeds: list[int] = field(default_factory=list)
 
     def to_markdown(self) -> str:
         """Return the comparison as a markdown table (test success mean ± std over seeds)."""
@@ -455,15 +486,19 @@ class CompareResult:
             best_val[m] = f"{statistics.fmean(found):.3f}" if found else NO_SCORED_FORMULA
         table = self.test.to_markdown({"best val (search)": best_val, "inner trainings": trainings,
                                        "search wall (s)": walls})
+        per = f" x {self.seeds_per_formula} inner seeds per formula" if self.seeds_per_formula > 1 else ""
+        tested = (f"; best formulas retrained on test seeds {self.test_seeds}"
+                  if self.test_seeds and self.test_seeds != self.seeds else "")
         header = (f"Budget: {self.budget} inner trainings per method and seed "
-                  f"({self.iterations} iterations x group {self.group_size}); seeds {self.seeds}; "
+                  f"({self.iterations} iterations x group {self.group_size}{per}); seeds {self.seeds}{tested}; "
                   f"total wall time {self.total_wall_seconds:.0f} s.\n\n")
         return header + table
 
     def to_dict(self) -> dict[str, Any]:
         """Return the comparison as JSON-serialisable dicts."""
         return {"methods": self.methods, "seeds": self.seeds, "budget": self.budget, "group_size": self.group_size,
-                "iterations": self.iterations, "test": self.test.to_dict(), "wall_seconds": self.wall_seconds,
+                "iterations": self.iterations, "seeds_per_formula": self.seeds_per_formula,
+                "test_seeds": self.test_seeds, "test": self.test.to_dict(), "wall_seconds": self.wall_seconds,
                 "total_wall_seconds": self.total_wall_seconds,
                 "runs": {m: {str(s): r.to_dict() for s, r in runs.items()} for m, runs in self.runs.items()}}
 
@@ -472,7 +507,8 @@ def compare(spec: InnerLoopSpec, methods: Sequence[str], budget: int, seeds: Seq
             store: ResultStore, *, group_size: int = 4, optimizer_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
             progress: Callable[[IterationRecord], None] | None = None,
             on_result: ResultCallback | None = None, parallel_seeds: bool = True,
-            reuse_across_versions: bool = False) -> CompareResult:
+            reuse_across_versions: bool = False, seeds_per_formula: int = 1, score_test_splits: bool = False,
+            test_seeds: Sequence[int] | None = None) -> CompareResult:
     """Run every method on ``budget`` inner trainings per seed (``budget // group_size`` iterations
     of ``group_size`` formulas; fixed formulas hit the cache after their first training), then
     retrain each method's best formula per seed and test it; returns a :class:`CompareResult`.
@@ -482,6 +518,13 @@ def compare(spec: InnerLoopSpec, methods: Sequence[str], budget: int, seeds: Seq
     ``wall_seconds[method]`` is the wall time of that method's search over all its seeds. A method
     (seed) that found no scored formula is not tested; the table says ``"no scored formula"``.
     ``reuse_across_versions`` is passed to :func:`run_evolution` and :func:`final_test`.
+
+    ``seeds_per_formula=N`` scores every searched formula by its mean over N inner seeds (common random
+    numbers, see :func:`run_evolution`); the budget still counts inner trainings, so a method runs
+    ``budget // (group_size * N)`` iterations. ``score_test_splits`` also scores the test splits of every
+    searched formula (for analysis only, never seen by the search). ``test_seeds`` (default ``seeds``, one
+    per search seed, in order) are the seeds the best formula of search seed ``seeds[k]`` is retrained on:
+    seeds disjoint from the search's inner seeds avoid re-testing the very run the search selected.
     """
     from derl_gym.agents.meta import make_optimizer
 
@@ -492,8 +535,13 @@ def compare(spec: InnerLoopSpec, methods: Sequence[str], budget: int, seeds: Seq
     if budget < 1:
         raise ValueError(f"budget must be >= 1 inner training, got {budget!r}")
     seeds = [int(s) for s in seeds]
+    test_seeds = seeds if test_seeds is None else [int(s) for s in test_seeds]
+    if len(test_seeds) != len(seeds):
+        raise ValueError(f"test_seeds {test_seeds} must give one test seed per search seed {seeds}")
+    if int(seeds_per_formula) < 1:
+        raise ValueError(f"seeds_per_formula must be >= 1, got {seeds_per_formula!r}")
     group = max(1, min(group_size, budget))
-    iterations = max(1, budget // group)
+    iterations = max(1, budget // (group * int(seeds_per_formula)))
     num_variables = len(spec.primitives.build())
     start = time.perf_counter()
     # once here, before the seeds' threads (each run_evolution then finds the versions recorded)
@@ -510,7 +558,8 @@ def compare(spec: InnerLoopSpec, methods: Sequence[str], budget: int, seeds: Seq
             optimizer = optimizers[seed]
             return run_evolution(spec, optimizer, runner, store, iterations, group, seed=seed,
                                  method=f"{name}/seed{seed}", progress=progress, on_result=on_result,
-                                 reuse_across_versions=reuse_across_versions)
+                                 reuse_across_versions=reuse_across_versions, seeds_per_formula=seeds_per_formula,
+                                 score_test_splits=score_test_splits)
 
         # seeds run side by side (their jobs share the runner's workers): a method whose groups are
         # smaller than the worker count (fixed formulas: one training) does not leave workers idle
@@ -519,11 +568,12 @@ def compare(spec: InnerLoopSpec, methods: Sequence[str], budget: int, seeds: Seq
         walls[name] = time.perf_counter() - t0
     # a method/seed without a scored formula is not tested (None): no stand-in formula is made up for it
     formulas: dict[str, dict[int, str | None]] = {
-        name: {seed: runs[name][seed].best_expression for seed in seeds} for name in methods}
-    test = final_test(spec, formulas, runner, seeds, store, on_result=on_result,
+        name: {t: runs[name][seed].best_expression for seed, t in zip(seeds, test_seeds)} for name in methods}
+    test = final_test(spec, formulas, runner, test_seeds, store, on_result=on_result,
                       reuse_across_versions=reuse_across_versions)
     result = CompareResult(methods=methods, seeds=seeds, budget=budget, group_size=group, iterations=iterations,
-                           runs=runs, test=test, wall_seconds=walls, total_wall_seconds=time.perf_counter() - start)
+                           runs=runs, test=test, wall_seconds=walls, total_wall_seconds=time.perf_counter() - start,
+                           seeds_per_formula=int(seeds_per_formula), test_seeds=test_seeds)
     store.set_meta("compare", result.to_dict())
     store.set_meta("compare_markdown", result.to_markdown())
     return result

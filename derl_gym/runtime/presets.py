@@ -17,7 +17,8 @@ from typing import Any, Callable
 
 from derl_gym.runtime.spec import AgentSpec, EnvSpec, InnerLoopSpec, PrimitiveSpec
 
-__all__ = ["PRESETS", "PresetInfo", "get_preset", "describe_presets", "preset_names"]
+__all__ = ["PRESETS", "PresetInfo", "get_preset", "describe_presets", "preset_names", "VALIDATION_KINDS",
+           "with_validation"]
 
 ALFWORLD_ID = "derl_gym/ALFWorld-v0"
 ALFWORLD_PRIMITIVES = PrimitiveSpec("derl_gym.envs.alfworld.primitives:alfworld_primitives",
@@ -147,6 +148,47 @@ def alfworld_l2() -> InnerLoopSpec:
         wrapper_kwargs=_small_wrapper_kwargs(),
         description="ALFWorld L2 (out of distribution): train pick/look/clean/heat, test cool/pick-two",
     )
+
+
+# ------------------------------------------------------------------------- validation variants
+#: The selection split a search scores formulas on (ALFWorld presets; ``derl-gym --validation KIND``):
+#:
+#: - ``paper`` (default): the preset's own validation env, the paper's choice: a deterministic 20% of
+#:   the training games (held out from training, same task types and floor plans);
+#: - ``fresh``: a larger held-out set of the training task types: games of an independently seeded
+#:   generation (generator seed + 1000; every game's seed includes it, so none is a training or test
+#:   game), the 80% part of it (4x the paper's validation games per task type), seen floor plans;
+#: - ``unseen-plans``: held-out games of the training task types on ALFRED's unseen floor plans, again
+#:   from the independently seeded generation. It selects for transfer to new rooms; it shares floor
+#:   plans (not games) with the L1 test, so L1 is then no longer an untouched distribution (L0/L2 are).
+#:
+#: No variant uses a test game: the search never sees test data.
+VALIDATION_KINDS = ("paper", "fresh", "unseen-plans")
+#: Offset added to the generator seed for the ``fresh`` / ``unseen-plans`` validation games.
+VALIDATION_GENERATOR_SEED_OFFSET = 1000
+
+
+def with_validation(spec: InnerLoopSpec, kind: str = "paper") -> InnerLoopSpec:
+    """Return ``spec`` with the validation (selection) split ``kind`` of :data:`VALIDATION_KINDS`
+    (``"paper"`` returns ``spec`` unchanged). Raises ``ValueError`` for an unknown kind or for
+    ``fresh``/``unseen-plans`` on a preset that is not an ALFWorld one."""
+    if kind not in VALIDATION_KINDS:
+        raise ValueError(f"unknown validation kind {kind!r}; choose one of {', '.join(VALIDATION_KINDS)}")
+    if kind == "paper":
+        return spec
+    val = spec.validation_env
+    if val.env_id != ALFWORLD_ID or "generator" not in val.kwargs:
+        raise ValueError(f"validation={kind!r} needs an ALFWorld preset with generated games; {spec.name!r} has "
+                         f"validation env {val.env_id!r}; use validation='paper'")
+    generator = dict(val.kwargs["generator"])
+    generator["seed"] = int(generator.get("seed", 0)) + VALIDATION_GENERATOR_SEED_OFFSET
+    kwargs = {**val.kwargs, "generator": generator, "level": "L0"}
+    if kind == "fresh":
+        kwargs["split"] = "train"   # the larger (80%) part of the independent generation
+    else:
+        kwargs.update(split="test", level="L1")  # unseen floor plans of the independent generation
+    return spec.replace(validation_env=EnvSpec(val.env_id, kwargs),
+                        description=f"{spec.description} [validation: {kind}]")
 
 
 # ---------------------------------------------------------------------------- scienceworld-tiny

@@ -309,3 +309,104 @@ def write_report(run_dir: str | Path, store: ResultStore | None = None) -> Repor
     finally:
         if own:
             store.close()
+
+
+# ------------------------------------------------------------------------------ statistics
+#: Two-sided 95% Student-t critical values t_{0.975, df} for df = 1..30 (beyond: the normal 1.96 side
+#: is approached; values for 40, 60, 120 are interpolated in 1/df). scipy is not a dependency.
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+         2.045, 2.042)
+_T975_TAIL = ((30, 2.042), (40, 2.021), (60, 2.000), (120, 1.980), (float("inf"), 1.960))
+
+
+def t_critical_95(df: int) -> float:
+    """Return the two-sided 95% Student-t critical value for ``df`` degrees of freedom (>= 1)."""
+    if df < 1:
+        raise ValueError(f"a t interval needs df >= 1 (at least two values), got df={df!r}")
+    if df <= len(_T975):
+        return _T975[df - 1]
+    for (d0, t0), (d1, t1) in zip(_T975_TAIL, _T975_TAIL[1:]):
+        if d0 <= df <= d1:
+            w = (1 / d0 - 1 / df) / (1 / d0 - (0 if d1 == float("inf") else 1 / d1))
+            return t0 + w * (t1 - t0)
+    return 1.960
+
+
+def t_interval(values: Sequence[float]) -> tuple[float, float]:
+    """Return ``(mean, half_width)`` of the 95% t-interval of the mean of ``values`` (half width
+    NaN for fewer than two values)."""
+    values = [float(v) for v in values]
+    if not values:
+        return float("nan"), float("nan")
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, float("nan")
+    return mean, t_critical_95(len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
+
+
+def _ranks(values: Sequence[float]) -> list[float]:
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1  # ties share their mean rank
+        i = j + 1
+    return ranks
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Return Spearman's rank correlation of ``x`` and ``y`` (Pearson on mid-ranks; NaN when fewer
+    than three pairs or when one side is constant)."""
+    if len(x) != len(y):
+        raise ValueError(f"spearman needs two sequences of one length, got {len(x)} and {len(y)}")
+    if len(x) < 3:
+        return float("nan")
+    rx, ry = _ranks(list(x)), _ranks(list(y))
+    mx, my = statistics.fmean(rx), statistics.fmean(ry)
+    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    sxx = sum((a - mx) ** 2 for a in rx)
+    syy = sum((b - my) ** 2 for b in ry)
+    if sxx == 0 or syy == 0:
+        return float("nan")
+    return sxy / (sxx * syy) ** 0.5
+
+
+def variance_components(table: Sequence[Sequence[float]]) -> dict[str, float]:
+    """Decompose a complete ``table[formula][seed]`` of scores (same seeds for every formula, i.e.
+    common random numbers) by two-way ANOVA without replication; returns a dict with
+
+    - ``formula_var``: variance of the true formula means (``(MS_formula - MS_residual) / n_seeds``,
+      floored at 0): the signal a search can find;
+    - ``seed_var``: variance of a seed's shared effect on every formula (what CRN cancels);
+    - ``residual_var``: formula-by-seed noise (training and evaluation noise that CRN cannot cancel);
+    - ``within_var``: the plain variance across seeds of one formula, averaged over formulas
+      (``seed_var + residual_var`` in expectation: the noise of one score without CRN);
+    - ``snr``: ``sqrt(formula_var / within_var)`` (signal std over one run's noise std);
+    - ``n_formulas``, ``n_seeds``, ``grand_mean``.
+
+    Raises ``ValueError`` unless there are >= 2 formulas and >= 2 seeds with no missing cell."""
+    rows = [[float(v) for v in row] for row in table]
+    nf = len(rows)
+    ns = len(rows[0]) if rows else 0
+    if nf < 2 or ns < 2 or any(len(r) != ns for r in rows):
+        raise ValueError(f"variance_components needs a complete table of >= 2 formulas x >= 2 seeds, got "
+                         f"{[len(r) for r in rows]}; run every formula on the same seeds")
+    grand = statistics.fmean(v for r in rows for v in r)
+    fmeans = [statistics.fmean(r) for r in rows]
+    smeans = [statistics.fmean(rows[f][s] for f in range(nf)) for s in range(ns)]
+    ss_f = ns * sum((m - grand) ** 2 for m in fmeans)
+    ss_s = nf * sum((m - grand) ** 2 for m in smeans)
+    ss_r = sum((rows[f][s] - fmeans[f] - smeans[s] + grand) ** 2 for f in range(nf) for s in range(ns))
+    ms_f, ms_s = ss_f / (nf - 1), ss_s / (ns - 1)
+    ms_r = ss_r / ((nf - 1) * (ns - 1))
+    within = statistics.fmean(statistics.variance(r) for r in rows)
+    formula_var = max(0.0, (ms_f - ms_r) / ns)
+    seed_var = max(0.0, (ms_s - ms_r) / nf)
+    snr = (formula_var / within) ** 0.5 if within > 0 else float("inf")
+    return {"formula_var": formula_var, "seed_var": seed_var, "residual_var": ms_r, "within_var": within,
+            "snr": snr, "n_formulas": nf, "n_seeds": ns, "grand_mean": grand}
