@@ -8,7 +8,8 @@
 - ``structure.png``: the share of formula structures per iteration (as in the paper's analysis):
   ``additive`` (a weighted sum of two or more primitives), ``multiplicative`` (primitives multiplied
   or divided by each other), ``single`` (one primitive, possibly scaled or shifted) and ``degenerate``
-  (constant, invalid, or a failed inner run).
+  (constant, invalid, or a failed inner run);
+- ``primitives.png``: per iteration, the share of proposed formulas that use each primitive g1..gK.
 
 Formulas are classified by a small parser of their own (numbers, variables, ``+ - * /``,
 parentheses); nothing is evaluated.
@@ -128,6 +129,26 @@ def structure_shares(formulas: Sequence[str], statuses: Sequence[str] | None = N
     return {s: counts[s] / total for s in STRUCTURES}
 
 
+def formula_variables(formula: str) -> frozenset[str]:
+    """Return the variable names (``g1``, ``g2`` ...) a formula uses (empty when it does not parse)."""
+    try:
+        return _Parser(formula).parse()[1]
+    except (ValueError, IndexError):
+        return frozenset()
+
+
+def primitive_shares(formulas: Sequence[str]) -> dict[str, float]:
+    """Return, per variable name appearing in ``formulas``, the share (0..1) of formulas that use it
+    (sorted by name, ``g1`` first)."""
+    counts: dict[str, int] = {}
+    for formula in formulas:
+        for name in formula_variables(formula):
+            counts[name] = counts.get(name, 0) + 1
+    total = max(1, len(formulas))
+    key = lambda n: (len(n), n)  # noqa: E731 - g2 before g10
+    return {name: counts[name] / total for name in sorted(counts, key=key)}
+
+
 @dataclass
 class Report:
     """Paths written by :func:`write_report`: the markdown file and the PNG plots."""
@@ -175,7 +196,8 @@ def _method_series(store: ResultStore) -> dict[str, list[dict[str, Any]]]:
                 failed += sum(st != "ok" for st in cp["statuses"])
             rows.append({"iteration": iteration, "best": statistics.fmean(bests) if bests else 0.0,
                          "mean": statistics.fmean(means) if means else 0.0, "best_expression": best_expression,
-                         "shares": structure_shares(formulas, statuses), "n": n, "cached": cached,
+                         "shares": structure_shares(formulas, statuses), "primitives": primitive_shares(formulas),
+                         "n": n, "cached": cached,
                          "failed": failed, "runs": len(by_iteration[iteration])})
         series[method] = rows
     return series
@@ -250,6 +272,43 @@ def plot_structure(series: dict[str, list[dict[str, Any]]], path: Path) -> Path:
     return path
 
 
+def plot_primitives(series: dict[str, list[dict[str, Any]]], path: Path) -> Path:
+    """Plot, per method, the share of proposed formulas using each primitive per iteration; returns ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    methods = list(series) or ["(no iterations)"]
+    cols = min(3, len(methods))
+    nrows = (len(methods) + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.2 * nrows), squeeze=False)
+    names = sorted({n for rows in series.values() for r in rows for n in r.get("primitives", {})},
+                   key=lambda n: (len(n), n))
+    for k, method in enumerate(methods):
+        ax = axes[k // cols][k % cols]
+        rows = series.get(method, [])
+        its = [r["iteration"] for r in rows]
+        for i, name in enumerate(names):
+            ax.plot(its, [r.get("primitives", {}).get(name, 0.0) for r in rows], "-o", markersize=3,
+                    color=f"C{i % 10}", label=name)
+        ax.set_title(method, fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("share of formulas using it")
+    for k in range(len(methods), nrows * cols):
+        axes[k // cols][k % cols].axis("off")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="upper center", ncol=max(1, len(names)), fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.9))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def write_report(run_dir: str | Path, store: ResultStore | None = None) -> Report:
     """Write ``report.md``, ``validation.png`` and ``structure.png`` into ``run_dir``; returns their
     paths. Raises ``FileNotFoundError`` when the directory has no ``store.sqlite``."""
@@ -262,7 +321,8 @@ def write_report(run_dir: str | Path, store: ResultStore | None = None) -> Repor
     try:
         series = _method_series(store)
         meta = store.meta()
-        plots = [plot_validation(series, run_dir / "validation.png"), plot_structure(series, run_dir / "structure.png")]
+        plots = [plot_validation(series, run_dir / "validation.png"), plot_structure(series, run_dir / "structure.png"),
+                 plot_primitives(series, run_dir / "primitives.png")]
         lines = ["# derl-gym run report", "", f"Run directory: `{run_dir}`", ""]
         args = meta.get("args")
         if args:
@@ -284,14 +344,15 @@ def write_report(run_dir: str | Path, store: ResultStore | None = None) -> Repor
             pooled = f" (best/mean averaged over {runs} seeds, structure over all their formulas)" if runs > 1 else ""
             lines += [f"## {method}", "", f"Validation per iteration{pooled}.", "",
                       "| iteration | best val | mean val | trained | cached | failed | "
-                      "additive | multiplicative | single | degenerate | best formula |",
-                      "|---|---|---|---|---|---|---|---|---|---|---|"]
+                      "additive | multiplicative | single | degenerate | primitives used (share) | best formula |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|---|"]
             for r in mrows:
                 s = r["shares"]
                 best = f"`{r['best_expression']}`" if r["best_expression"] is not None else "no scored formula"
                 lines.append(f"| {r['iteration']} | {r['best']:.3f} | {r['mean']:.3f} | {r['n'] - r['cached']} | "
                              f"{r['cached']} | {r['failed']} | {s['additive']:.2f} | {s['multiplicative']:.2f} | "
-                             f"{s['single']:.2f} | {s['degenerate']:.2f} | {best} |")
+                             f"{s['single']:.2f} | {s['degenerate']:.2f} | "
+                             f"{' '.join(f'{k} {v:.2f}' for k, v in r['primitives'].items()) or '-'} | {best} |")
             lines.append("")
         if "final_test_markdown" in meta:
             lines += ["## Final test (best formula retrained from scratch)", "", meta["final_test_markdown"], ""]
@@ -302,7 +363,9 @@ def write_report(run_dir: str | Path, store: ResultStore | None = None) -> Repor
                   "![structure](structure.png)", "",
                   "Share of formula structures per iteration: additive (weighted sums of primitives), "
                   "multiplicative (primitives multiplied or divided by each other), single primitive, "
-                  "degenerate (constant, invalid or failed run).", ""]
+                  "degenerate (constant, invalid or failed run).", "",
+                  "![primitives](primitives.png)", "",
+                  "Share of proposed formulas that use each primitive, per iteration.", ""]
         markdown = run_dir / "report.md"
         markdown.write_text("\n".join(lines), encoding="utf-8")
         return Report(markdown=markdown, plots=plots)

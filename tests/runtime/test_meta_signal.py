@@ -209,3 +209,13 @@ def test_cli_meta_signal_options(tmp_path, capsys):
     with pytest.raises(SystemExit, match="one seed per search seed"):
         main(["compare", "--preset", "standin", "--seeds", "0,1", "--test-seeds", "5", "--backend", "inline",
               "--run-dir", str(tmp_path / "other")])
+
+
+def test_primitive_shares_count_formulas_using_each_primitive():
+    from derl_gym.runtime.report import formula_variables, primitive_shares
+
+    assert formula_variables("g1 + 0.5*(g2 + g10)") == {"g1", "g2", "g10"}
+    assert formula_variables("g1 +") == frozenset()
+    shares = primitive_shares(["g1", "g1 + g4", "0.5*g4*g2", "3"])
+    assert list(shares) == ["g1", "g2", "g4"]
+    assert shares == {"g1": 0.5, "g2": 0.25, "g4": 0.5}
