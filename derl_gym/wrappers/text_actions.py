@@ -36,13 +36,14 @@ import logging
 import os
 import re
 import zlib
-from collections import OrderedDict
-from functools import lru_cache
 from typing import Any, Iterable, Protocol, Sequence, runtime_checkable
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+
+from derl_gym.utils.fastpath import StrList, fast_path_enabled
+from derl_gym.utils.lru import LRUCache
 
 logger = logging.getLogger(__name__)
 
@@ -72,29 +73,6 @@ class Encoder(Protocol):
         ...
 
 
-class _LRUCache:
-    """A small least-recently-used dict (text -> vector)."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._data: OrderedDict[str, np.ndarray] = OrderedDict()
-
-    def get(self, key: str) -> np.ndarray | None:
-        value = self._data.get(key)
-        if value is not None:
-            self._data.move_to_end(key)
-        return value
-
-    def put(self, key: str, value: np.ndarray) -> None:
-        self._data[key] = value
-        self._data.move_to_end(key)
-        while len(self._data) > self.size:
-            self._data.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-
 class HashEncoder:
     """Hashed bag of n-grams: word uni/bi-grams plus character trigrams, signed, L2-normalised.
 
@@ -112,11 +90,15 @@ class HashEncoder:
         self.word_ngrams = tuple(word_ngrams)
         self.char_ngrams = tuple(char_ngrams)
         self.cache_size = cache_size
-        self._cache = _LRUCache(cache_size)
+        self._cache = LRUCache(cache_size)
+        self._fast = fast_path_enabled()
+        #: word -> CRC32s of its unigram and character n-gram features (fast path)
+        self._words = LRUCache(max(1024, min(cache_size, 65_536)), description="hashed word features")
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_cache"] = _LRUCache(self.cache_size)  # do not ship the cache between processes
+        state["_cache"] = LRUCache(self.cache_size)  # do not ship the cache between processes
+        state["_words"] = LRUCache(self._words.maxsize)
         return state
 
     def _features(self, text: str) -> Iterable[str]:
@@ -130,16 +112,49 @@ class HashEncoder:
                 for i in range(len(padded) - n + 1):
                     yield "c" + padded[i:i + n]
 
+    def _word_hashes(self, word: str) -> np.ndarray:
+        """CRC32s of one word's unigram feature (when 1 is a word n-gram) and its character n-grams."""
+        cached = self._words.get(word)
+        if cached is None:
+            feats = ["w" + word] if 1 in self.word_ngrams else []
+            padded = f"<{word}>"
+            for n in self.char_ngrams:
+                feats.extend("c" + padded[i:i + n] for i in range(len(padded) - n + 1))
+            cached = np.array([zlib.crc32(f.encode("utf-8")) for f in feats], dtype=np.uint32)
+            self._words.put(word, cached)
+        return cached
+
+    def _feature_hashes(self, text: str) -> np.ndarray:
+        """CRC32s of every feature of ``text`` (the multiset :meth:`_features` yields, in another order)."""
+        words = _TOKEN_RE.findall(text.lower())
+        parts = [self._word_hashes(w) for w in words]
+        crc = zlib.crc32
+        for n in self.word_ngrams:
+            if n == 1:
+                continue
+            parts.append(np.array([crc(("w" + " ".join(words[i:i + n])).encode("utf-8"))
+                                   for i in range(len(words) - n + 1)], dtype=np.uint32))
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint32)
+
     def encode_one(self, text: str) -> np.ndarray:
         """Return the (cached, read-only) float32 vector ``[dim]`` of one text."""
         cached = self._cache.get(text)
         if cached is not None:
             return cached
-        vec = np.zeros(self.dim, dtype=np.float32)
-        for feature in self._features(text):
-            h = zlib.crc32(feature.encode("utf-8"))
-            sign = 1.0 if (h >> 31) & 1 else -1.0
-            vec[h % self.dim] += sign
+        if self._fast:
+            # the same features hashed with per-word memos and summed by bincount: the signed
+            # counts are small integers, exact in float64 and float32, so this equals the
+            # per-feature loop below bit for bit
+            hashes = self._feature_hashes(text)
+            signs = np.where(hashes >> 31, 1.0, -1.0)
+            vec = np.bincount((hashes % self.dim).astype(np.intp), weights=signs,
+                              minlength=self.dim).astype(np.float32)
+        else:
+            vec = np.zeros(self.dim, dtype=np.float32)
+            for feature in self._features(text):
+                h = zlib.crc32(feature.encode("utf-8"))
+                sign = 1.0 if (h >> 31) & 1 else -1.0
+                vec[h % self.dim] += sign
         norm = float(np.linalg.norm(vec))
         if norm > 0:
             vec /= norm
@@ -184,7 +199,7 @@ class SentenceEncoder:
         self._tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         self._model = AutoModel.from_pretrained(path, local_files_only=True).to(self.device).train(False)
         self.dim = int(self._model.config.hidden_size)
-        self._cache = _LRUCache(cache_size)
+        self._cache = LRUCache(cache_size)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path, "device": self.device, "max_length": self.max_length,
@@ -242,10 +257,40 @@ def make_encoder(encoder: str | Encoder | None = "hash", dim: int = 256, **kwarg
     raise TypeError(f"encoder must be 'hash', 'sentence:<dir>' or an Encoder, got {type(encoder).__name__}")
 
 
-@lru_cache(maxsize=65536)
+#: text -> its content words (process-wide: a text's words never change; ~0.3-1 kB per entry)
+_CONTENT_WORDS: LRUCache = LRUCache(65_536, name="text_actions.content_words",
+                                    description="content words of candidate and state texts")
+
+
 def _content_words(text: str) -> frozenset[str]:
-    """Return the lower-cased word tokens of ``text`` without pure numbers."""
-    return frozenset(w for w in _TOKEN_RE.findall(text.lower()) if not w.isdigit())
+    """Return the lower-cased word tokens of ``text`` without pure numbers (memoised)."""
+    words = _CONTENT_WORDS.get(text)
+    if words is None:
+        words = frozenset(w for w in _TOKEN_RE.findall(text.lower()) if not w.isdigit())
+        _CONTENT_WORDS.put(text, words)
+    return words
+
+
+class _CandidateBlock:
+    """What one admissible-command list always encodes to (immutable, cached per wrapper)."""
+
+    __slots__ = ("candidates", "actions", "mask", "bool_mask", "words")
+
+    def __init__(self, candidates: list[str], actions: np.ndarray, max_actions: int) -> None:
+        n = len(candidates)
+        self.candidates = tuple(candidates)
+        actions.setflags(write=False)
+        self.actions = actions
+        mask = np.zeros(max_actions, dtype=np.float32)
+        mask[:n] = 1.0
+        mask.setflags(write=False)
+        self.mask = mask
+        bool_mask = mask.astype(bool)
+        if not n:
+            bool_mask[0] = True
+        bool_mask.setflags(write=False)
+        self.bool_mask = bool_mask
+        self.words = tuple(_content_words(c) for c in candidates)
 
 
 class TextActionWrapper(gym.Wrapper):
@@ -262,7 +307,7 @@ class TextActionWrapper(gym.Wrapper):
                  history_length: int = 3, exclude: Sequence[str] = (),
                  low_priority: Sequence[str] = ("look", "inventory", "examine", "help"),
                  invalid_command: str = "noop", count_actions: bool = True,
-                 overlap_features: bool = True) -> None:
+                 overlap_features: bool = True, block_cache_size: int = 4096) -> None:
         super().__init__(env)
         if max_actions < 1:
             raise ValueError(f"max_actions must be >= 1, got {max_actions}")
@@ -293,6 +338,14 @@ class TextActionWrapper(gym.Wrapper):
         self.observation_space = spaces.Dict(obs_spaces)
         self.action_space = spaces.Discrete(self.max_actions)
         self._candidates: list[str] = []
+        #: fast path (``$DERL_GYM_INNER_FAST``, on by default): admissible-command tuple -> encoded
+        #: candidate rows, mask and words (``block_cache_size`` lists, ~``max_actions * dim * 4``
+        #: bytes each), so an unchanged command list is not re-encoded; ``info["candidates"]`` is a
+        #: StrList (cheap to deep-copy)
+        self._fast = fast_path_enabled()
+        self._blocks: LRUCache | None = LRUCache(block_cache_size, description="candidate blocks") \
+            if self._fast and block_cache_size else None
+        self._block: _CandidateBlock | None = None
         self._history: list[str] = []
         self._counts: dict[str, int] = {}
         self._task = ""
@@ -316,6 +369,8 @@ class TextActionWrapper(gym.Wrapper):
 
     def action_masks(self) -> np.ndarray:
         """Return a bool array ``[max_actions]``: True for indices that map to a current candidate."""
+        if self._block is not None:
+            return self._block.bool_mask.copy()
         mask = np.zeros(self.max_actions, dtype=bool)
         mask[: len(self._candidates)] = True
         if not self._candidates:  # nothing admissible: let index 0 (-> invalid_command) be chosen
@@ -330,14 +385,70 @@ class TextActionWrapper(gym.Wrapper):
         return self.invalid_command
 
     # ----------------------------------------------------------------- encoding
-    def _encode(self, observation: Any, info: dict[str, Any]) -> dict[str, np.ndarray]:
-        self._candidates = self.select_candidates(info.get("admissible_commands", []) or [])
-        texts = {
+    def _candidate_block(self, commands: Sequence[str]) -> _CandidateBlock | None:
+        """Return the cached encoding of ``commands`` (``None`` when the list cannot be a cache key)."""
+        try:
+            key = tuple(commands)
+            block = self._blocks.get(key)  # type: ignore[union-attr]
+        except TypeError:  # unhashable entries: take the uncached path
+            return None
+        if block is None:
+            candidates = self.select_candidates(commands)
+            actions = np.zeros((self.max_actions, self.dim), dtype=np.float32)
+            if candidates:
+                actions[:len(candidates)] = self.encoder.encode(candidates)
+            block = _CandidateBlock(candidates, actions, self.max_actions)
+            self._blocks.put(key, block)  # type: ignore[union-attr]
+        return block
+
+    def _encode_fast(self, observation: Any, info: dict[str, Any]) -> dict[str, np.ndarray] | None:
+        block = self._candidate_block(info.get("admissible_commands", []) or [])
+        if block is None:
+            return None
+        self._block = block
+        self._candidates = block.candidates  # type: ignore[assignment]
+        texts = self._texts(observation, info)
+        fields = self.include
+        vectors = self.encoder.encode([texts[f] for f in fields])
+        obs = {f: vectors[i] for i, f in enumerate(fields)}
+        obs["actions"] = block.actions.copy()
+        obs["action_mask"] = block.mask.copy()
+        if self.count_actions:
+            counts = np.zeros(self.max_actions, dtype=np.float32)
+            if self._counts:
+                get = self._counts.get
+                for i, cand in enumerate(block.candidates):
+                    n_sent = get(cand, 0)
+                    if n_sent:
+                        counts[i] = n_sent / (n_sent + 1.0)
+            obs["action_counts"] = counts
+        if self.overlap_features:
+            for name in fields:
+                field_words = _content_words(texts[name])
+                overlap = np.zeros(self.max_actions, dtype=np.float32)
+                if field_words:
+                    for i, words in enumerate(block.words):
+                        if words:
+                            overlap[i] = len(words & field_words) / len(words)
+                obs[f"overlap_{name}"] = overlap
+        return obs
+
+    def _texts(self, observation: Any, info: dict[str, Any]) -> dict[str, str]:
+        return {
             "observation": str(observation),
             "task": str(info.get("task", self._task) or ""),
             "inventory": str(info.get("inventory", "") or ""),
             "history": " | ".join(self._history[-self.history_length:]) if self.history_length else "",
         }
+
+    def _encode(self, observation: Any, info: dict[str, Any]) -> dict[str, np.ndarray]:
+        if self._blocks is not None:
+            obs = self._encode_fast(observation, info)
+            if obs is not None:
+                return obs
+        self._block = None
+        self._candidates = self.select_candidates(info.get("admissible_commands", []) or [])
+        texts = self._texts(observation, info)
         fields = list(self.include)
         vectors = self.encoder.encode([texts[f] for f in fields] + self._candidates)
         obs = {f: np.asarray(vectors[i], dtype=np.float32).copy() for i, f in enumerate(fields)}
@@ -374,7 +485,7 @@ class TextActionWrapper(gym.Wrapper):
         self._task = str(info.get("task", "") or "")
         info = dict(info)
         obs = self._encode(observation, info)
-        info["candidates"] = self.candidates
+        info["candidates"] = StrList(self._candidates) if self._fast else list(self._candidates)
         return obs, info
 
     def step(self, action: int | np.integer):
@@ -388,5 +499,5 @@ class TextActionWrapper(gym.Wrapper):
         info = dict(info)
         info["command"] = command
         obs = self._encode(observation, info)
-        info["candidates"] = self.candidates
+        info["candidates"] = StrList(self._candidates) if self._fast else list(self._candidates)
         return obs, float(reward), bool(terminated), bool(truncated), info

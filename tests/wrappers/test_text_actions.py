@@ -218,3 +218,47 @@ def test_sentence_encoder_from_a_local_tiny_model(tmp_path):
     env = TextActionWrapper(ToyTextEnv(), max_actions=8, encoder=enc)
     obs, _ = env.reset(seed=0)
     assert obs["actions"].shape == (8, 16) and obs in env.observation_space
+
+
+def test_fast_path_observations_equal_the_old_path_bit_for_bit(monkeypatch):
+    """The candidate-block cache and the bincount hashing (DERL_GYM_INNER_FAST) change no number."""
+    def episode(fast: str):
+        monkeypatch.setenv("DERL_GYM_INNER_FAST", fast)
+        env = TextActionWrapper(ToyTextEnv(num_locations=4, num_games=3), max_actions=6, dim=32,
+                                include=("observation", "task", "history"))
+        rng = np.random.default_rng(0)
+        out = [env.reset(seed=1)]
+        for _ in range(40):
+            masks = env.action_masks()
+            obs, reward, terminated, truncated, info = env.step(int(rng.choice(np.flatnonzero(masks))))
+            out.append((obs, info, masks))
+            if terminated or truncated:
+                out.append(env.reset())
+        return out
+
+    old, new = episode("0"), episode("1")
+    assert len(old) == len(new)
+    for a, b in zip(old, new):
+        assert set(a[0]) == set(b[0])
+        for key in a[0]:
+            assert a[0][key].dtype == b[0][key].dtype and np.array_equal(a[0][key], b[0][key]), key
+        assert a[1]["candidates"] == b[1]["candidates"]
+        if len(a) == 3:
+            np.testing.assert_array_equal(a[2], b[2])
+
+
+def test_candidate_block_cache_is_bounded_and_reused():
+    cmds = [f"go to shelf {i}" for i in range(3)]
+    env = TextActionWrapper(ListEnv(cmds), max_actions=4, dim=16, block_cache_size=2)
+    obs, _ = env.reset()
+    obs["actions"][0] = 5.0  # an observation is the caller's own copy
+    again, _ = env.reset()
+    assert np.linalg.norm(again["actions"][0]) == pytest.approx(1.0)
+    for seed in range(5):
+        env.env.order_seed = seed  # same commands, other engine order: one block
+        env.reset()
+    assert len(env._blocks) <= 2  # five engine orders, two blocks kept
+    enc = HashEncoder(dim=16, cache_size=3)
+    for i in range(10):
+        enc.encode_one(f"word{i} text")
+    assert len(enc._cache) == 3 and len(enc._words) <= enc._words.maxsize

@@ -9,10 +9,11 @@ the env's own task reward. The model, callbacks and evaluation are those of
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -20,7 +21,7 @@ from derl_gym.agents.inner.registry import InnerTrainer, TrainOutput
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SB3Trainer", "make_train_env", "make_eval_env"]
+__all__ = ["SB3Trainer", "make_train_env", "make_eval_env", "fast_distributions"]
 
 
 def make_train_env(spec: Any, expression: Any, primitives: Any):
@@ -38,6 +39,29 @@ def make_eval_env(spec: Any, env_spec: Any):
     from derl_gym.wrappers.text_actions import TextActionWrapper
 
     return TextActionWrapper(env_spec.make(), **spec.wrapper_kwargs)
+
+
+@contextlib.contextmanager
+def fast_distributions() -> Iterator[None]:
+    """Within the block, torch distributions skip their argument checks (restored after); yields nothing.
+
+    The checks (``validate_args``) only raise on malformed logits; they never change a value, and on
+    the rollout path they cost several tensor operations per step. Off only on the fast path
+    (``$DERL_GYM_INNER_FAST``, default on).
+    """
+    from torch.distributions import Distribution
+
+    from derl_gym.utils.fastpath import fast_path_enabled
+
+    if not fast_path_enabled():
+        yield
+        return
+    previous = Distribution._validate_args
+    Distribution.set_default_validate_args(False)
+    try:
+        yield
+    finally:
+        Distribution.set_default_validate_args(previous)
 
 
 class _TrainEnvFactory:
@@ -77,8 +101,9 @@ class SB3Trainer(InnerTrainer):
                 model.set_parameters(init_model, exact_match=True, device=model.device)
             callback = SuccessCurveCallback()
             train_start = time.perf_counter()
-            model.learn(total_timesteps=int(agent.total_timesteps),
-                        callback=CallbackList([callback, ReseedCallback(seed)]))
+            with fast_distributions():
+                model.learn(total_timesteps=int(agent.total_timesteps),
+                            callback=CallbackList([callback, ReseedCallback(seed)]))
             train_seconds = time.perf_counter() - train_start
         finally:
             try:
@@ -100,7 +125,8 @@ class SB3Trainer(InnerTrainer):
 
         env = make_eval_env(spec, env_spec)
         try:
-            result = evaluate_policy(agent, env, episodes, seed=seed, deterministic=True)
+            with fast_distributions():
+                result = evaluate_policy(agent, env, episodes, seed=seed, deterministic=True)
         finally:
             env.close()
         return {"score": result.success_rate, "episodes": len(result.successes),

@@ -30,6 +30,7 @@ collapsed to one space, ends stripped). On numbered games ("apple 1") this chang
 from __future__ import annotations
 
 import copy
+import functools
 import gzip
 import hashlib
 import json
@@ -39,11 +40,13 @@ import re
 import sys
 import tempfile
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Hashable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
+
+from derl_gym.utils.fastpath import fast_path_enabled
+from derl_gym.utils.lru import LRUCache
 
 logger = logging.getLogger(__name__)
 
@@ -133,8 +136,9 @@ def _digest(*parts: str) -> str:
     return h.hexdigest()
 
 
-_GAME_FILE_CACHE: "OrderedDict[tuple[str, int, int], GameFile]" = OrderedDict()
-_GAME_FILE_CACHE_SIZE = 4096
+#: parsed game files by (resolved path, mtime, size); a GameFile holds the three texts (~20-60 kB)
+_GAME_FILE_CACHE: LRUCache = LRUCache(4096, name="alfworld.game_files",
+                                      description="parsed .tw-pddl files by (path, mtime, size)")
 _LOCK = threading.RLock()
 
 
@@ -153,11 +157,9 @@ def load_game_file(path: str | Path) -> GameFile:
         raise FileNotFoundError(f"ALFWorld game file {str(p)!r} does not exist; pass existing .tw-pddl paths "
                                 "in games=, or a json_2.1.1 folder in data_dir=") from None
     memo_key = (str(p.resolve()), stat.st_mtime_ns, stat.st_size)
-    with _LOCK:
-        cached = _GAME_FILE_CACHE.get(memo_key)
-        if cached is not None:
-            _GAME_FILE_CACHE.move_to_end(memo_key)
-            return cached
+    cached = _GAME_FILE_CACHE.get(memo_key)
+    if cached is not None:
+        return cached
     try:
         with open(p, encoding="utf-8") as f:
             data = json.load(f)
@@ -183,10 +185,7 @@ def load_game_file(path: str | Path) -> GameFile:
                                  if walkthrough is not None else None),
                     solvable=data.get("solvable") if isinstance(data.get("solvable"), bool) else None,
                     key=_digest(data["pddl_domain"], data["grammar"], data["pddl_problem"]))
-    with _LOCK:
-        _GAME_FILE_CACHE[memo_key] = game
-        while len(_GAME_FILE_CACHE) > _GAME_FILE_CACHE_SIZE:
-            _GAME_FILE_CACHE.popitem(last=False)
+    _GAME_FILE_CACHE.put(memo_key, game)
     return game
 
 
@@ -199,47 +198,20 @@ def task_line(text: str) -> str:
     return text[start:].split("\n", 1)[0].strip()
 
 
-# ----------------------------------------------------------------------------- LRU helpers
+# ----------------------------------------------------------------------------- bounded memos
 
-class _LRU:
-    """A small thread-safe LRU mapping with a maximum number of entries."""
+#: the bounded LRU mapping every cache of this module uses (kept under its old name for callers)
+_LRU = LRUCache
 
-    def __init__(self, maxsize: int) -> None:
-        self.maxsize = int(maxsize)
-        self._data: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
-
-    def get(self, key: Hashable) -> Any:
-        with self._lock:
-            value = self._data.get(key)
-            if value is None:
-                self.misses += 1
-                return None
-            self._data.move_to_end(key)
-            self.hits += 1
-            return value
-
-    def put(self, key: Hashable, value: Any) -> None:
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.maxsize:
-                self._data.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-            self.hits = self.misses = 0
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-
-_LOGIC_CACHE = _LRU(64)         # digest(domain, grammar) -> textworld GameLogic
-_TRANSLATION_CACHE = _LRU(512)  # digest(domain, problem) -> (task, sas, sas_replan)
-_COMMAND_MEMO = _LRU(2048)      # game key -> {planner operator: command text} (static templates)
+#: digest(domain, grammar) -> textworld GameLogic (one parsed grammar, ~1-3 MB; a game's task rule
+#: shares the rest of the parse, so an ALFWorld game adds little)
+_LOGIC_CACHE = LRUCache(64, name="alfworld.logic", description="parsed GameLogic by (domain, grammar)")
+#: digest(domain, problem) -> (task, sas, sas_replan): the fast-downward translation (~0.2-0.5 MB)
+_TRANSLATION_CACHE = LRUCache(512, name="alfworld.translations",
+                              description="fast-downward translations by (domain, problem)")
+#: game key -> {planner operator: command text} for static templates (a few kB per game)
+_COMMAND_MEMO = LRUCache(2048, name="alfworld.command_texts",
+                         description="command texts of static templates per game")
 
 
 def _pddl_modules():
@@ -465,6 +437,11 @@ class StateInfo:
     won: bool
     plan_length: int
 
+    @functools.cached_property
+    def commands_without_help(self) -> tuple[str, ...]:
+        """``commands`` without ``"help"`` (what the env reports as admissible), computed once."""
+        return tuple(c for c in self.commands if c != "help")
+
 
 @dataclass(frozen=True)
 class Transition:
@@ -475,25 +452,163 @@ class Transition:
     operator: str
 
 
+#: set to "0" to disable the on-disk transition cache (it is also off with DERL_GYM_INNER_FAST=0).
+TRANSITION_CACHE_ENV = "DERL_GYM_ALFWORLD_TRANSITION_CACHE"
+#: format version of the on-disk transition files (bump when StateInfo / Transition change).
+TRANSITION_FILE_VERSION = 1
+
+
+def transition_cache_dir() -> Path | None:
+    """Return the folder of the on-disk transition cache, or ``None`` when disabled.
+
+    ``$DERL_GYM_CACHE/alfworld/transitions/<versions>`` (default under ``~/.cache/derl_gym``), where
+    ``<versions>`` digests the file format and the textworld, alfworld and fast-downward versions
+    (their grammar and planner produce the texts and plans). Disabled by
+    ``DERL_GYM_ALFWORLD_TRANSITION_CACHE=0`` or ``DERL_GYM_INNER_FAST=0``.
+    """
+    if os.environ.get(TRANSITION_CACHE_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+        return None
+    if not fast_path_enabled():
+        return None
+    base = os.environ.get("DERL_GYM_CACHE")
+    root = (Path(base) if base else Path.home() / ".cache" / "derl_gym") / "alfworld" / "transitions"
+    return root / _digest(str(TRANSITION_FILE_VERSION), _package_version("textworld"),
+                          _package_version("alfworld"), _fd_version())[:16]
+
+
+def _package_version(name: str) -> str:
+    try:
+        from importlib.metadata import version
+
+        return version(name)
+    except Exception:  # pragma: no cover - metadata missing
+        return "unknown"
+
+
 class TransitionCache:
-    """Process-wide bounded LRU tables of game states and transitions.
+    """Process-wide bounded LRU tables of game states and transitions, optionally backed by disk.
 
     ``states[(game_key, state_key)] -> StateInfo``, ``transitions[(game_key, state_key, command)] ->
     Transition`` and ``initial[game_key] -> (state_key, intro text)``. Entries are immutable, so
     sharing them between envs of one process is safe. The default bounds keep the tables under
-    roughly 100 MB (a state is about 0.5 kB, a transition about 0.4 kB).
+    roughly 100 MB (a state is about 0.5 kB, a transition about 0.4 kB). ``name`` registers the
+    three tables as process-wide caches (:func:`derl_gym.utils.lru.process_caches`).
+
+    With ``folder`` (the global cache uses :func:`transition_cache_dir`), entries also persist
+    across processes: the first time a game is played in a process its file
+    ``<folder>/<game key>.json.gz`` (plain JSON, no pickle) is read into the tables, new entries
+    are journalled and :meth:`flush` (called when an env closes, and when the journal passes
+    ``flush_every`` entries) merges them into the file, written atomically. The PDDL engine is
+    deterministic, so a stored entry equals what the engine would compute; later inner runs on the
+    same games then touch the engine only for states no run has reached before. A file keeps at
+    most ``max_file_states`` states of its game.
     """
 
-    def __init__(self, max_states: int = 50_000, max_transitions: int = 150_000) -> None:
-        self.states = _LRU(max_states)
-        self.transitions = _LRU(max_transitions)
-        self.initial = _LRU(max(1024, max_states // 50))
+    def __init__(self, max_states: int = 50_000, max_transitions: int = 150_000, name: str | None = None,
+                 folder: str | os.PathLike | None = None, flush_every: int = 20_000,
+                 max_file_states: int = 20_000) -> None:
+        label = (lambda table: f"{name}.{table}") if name else (lambda table: None)
+        self.states = LRUCache(max_states, name=label("states"), description="StateInfo by (game, state)")
+        self.transitions = LRUCache(max_transitions, name=label("transitions"),
+                                    description="Transition by (game, state, command)")
+        self.initial = LRUCache(max(1024, max_states // 50), name=label("initial"),
+                                description="(initial state key, intro text) by game")
+        self.folder = Path(folder) if folder is not None else None
+        self.flush_every = int(flush_every)
+        self.max_file_states = int(max_file_states)
+        #: game keys whose file was read in this process (bounded: reading twice is harmless)
+        self._loaded = LRUCache(8192, description="game keys read from disk")
+        self._journal: dict[str, dict[str, list]] = {}
+        self._journal_size = 0
+        self._lock = threading.Lock()
+
+    # -- entries
+    def add_state(self, game_key: str, state: StateInfo) -> None:
+        """Cache ``state`` of game ``game_key`` (and journal it for the disk file)."""
+        self.states.put((game_key, state.state_key), state)
+        self._log(game_key, "states", [state.state_key.hex(), state.world_key.hex(), list(state.commands),
+                                       bool(state.won), int(state.plan_length)])
+
+    def add_transition(self, game_key: str, state_key: bytes, command: str, transition: Transition) -> None:
+        """Cache ``transition`` from ``state_key`` by ``command`` (and journal it)."""
+        self.transitions.put((game_key, state_key, command), transition)
+        self._log(game_key, "transitions", [state_key.hex(), command, transition.next_state.hex(),
+                                            transition.feedback, transition.operator])
+
+    def add_initial(self, game_key: str, state_key: bytes, intro: str) -> None:
+        """Cache the initial state key and intro text of game ``game_key`` (and journal them)."""
+        self.initial.put(game_key, (state_key, intro))
+        self._log(game_key, "initial", [state_key.hex(), intro])
+
+    def _log(self, game_key: str, table: str, row: list) -> None:
+        if self.folder is None:
+            return
+        with self._lock:
+            journal = self._journal.setdefault(game_key, {"states": [], "transitions": [], "initial": []})
+            journal[table].append(row)
+            self._journal_size += 1
+            full = self._journal_size >= self.flush_every
+        if full:
+            self.flush()
+
+    # -- disk
+    def _path(self, game_key: str) -> Path:
+        return self.folder / f"{game_key}.json.gz"  # type: ignore[operator]
+
+    def ensure_loaded(self, game_key: str) -> None:
+        """Read game ``game_key``'s file into the tables once per process (no-op without a folder)."""
+        if self.folder is None or game_key in self._loaded:
+            return
+        self._loaded.put(game_key, True)
+        data = _read_transition_file(self._path(game_key))
+        if data is None:
+            return
+        try:
+            for sk, wk, commands, won, plan in data.get("states", []):
+                key = (game_key, bytes.fromhex(sk))
+                if key not in self.states:
+                    self.states.put(key, StateInfo(key[1], bytes.fromhex(wk), tuple(commands), bool(won), int(plan)))
+            for sk, command, nk, feedback, operator in data.get("transitions", []):
+                key = (game_key, bytes.fromhex(sk), command)
+                if key not in self.transitions:
+                    self.transitions.put(key, Transition(bytes.fromhex(nk), feedback, operator))
+            initial = data.get("initial")
+            if initial and game_key not in self.initial:
+                self.initial.put(game_key, (bytes.fromhex(initial[0]), initial[1]))
+        except (TypeError, ValueError) as err:
+            logger.debug("ignoring malformed transition file of game %s: %s", game_key, err)
+
+    def flush(self) -> None:
+        """Merge the journalled entries into their games' files (atomic replace); returns nothing."""
+        if self.folder is None:
+            return
+        with self._lock:
+            journal, self._journal, self._journal_size = self._journal, {}, 0
+        for game_key, new in journal.items():
+            path = self._path(game_key)
+            data = _read_transition_file(path) or {}
+            states = {row[0]: row for row in data.get("states", [])}
+            for row in new["states"]:
+                if len(states) >= self.max_file_states:
+                    break
+                states.setdefault(row[0], row)
+            known = set(states)
+            transitions = {(row[0], row[1]): row for row in data.get("transitions", [])}
+            for row in new["transitions"]:
+                if row[0] in known and row[2] in known:
+                    transitions.setdefault((row[0], row[1]), row)
+            initial = data.get("initial") or (new["initial"][0] if new["initial"] else None)
+            _write_transition_file(path, {"version": TRANSITION_FILE_VERSION, "states": list(states.values()),
+                                          "transitions": list(transitions.values()), "initial": initial})
 
     def clear(self) -> None:
-        """Drop every entry."""
+        """Drop every in-memory entry and the journal (the disk files stay)."""
         self.states.clear()
         self.transitions.clear()
         self.initial.clear()
+        self._loaded.clear()
+        with self._lock:
+            self._journal, self._journal_size = {}, 0
 
     def stats(self) -> dict[str, int]:
         """Return sizes and hit/miss counts of the tables."""
@@ -502,8 +617,33 @@ class TransitionCache:
                 "initial_hits": self.initial.hits, "initial_misses": self.initial.misses}
 
 
+def _read_transition_file(path: Path) -> dict | None:
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, EOFError) as err:
+        logger.debug("ignoring unreadable transition file %s: %s", path, err)
+        return None
+    if not isinstance(data, dict) or data.get("version") != TRANSITION_FILE_VERSION:
+        return None
+    return data
+
+
+def _write_transition_file(path: Path, data: dict) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tr-", dir=path.parent)
+        with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, compresslevel=3) as f:
+            f.write(json.dumps(data, separators=(",", ":")).encode("utf-8"))
+        os.replace(tmp, path)
+    except OSError:
+        logger.debug("could not write the transition cache file %s", path, exc_info=True)
+
+
 #: the default, process-wide cache used by :class:`~derl_gym.envs.alfworld.env.ALFWorldEnv`.
-GLOBAL_CACHE = TransitionCache()
+GLOBAL_CACHE = TransitionCache(name="alfworld.transition_cache", folder=transition_cache_dir())
 
 
 def clear_caches() -> None:
@@ -512,14 +652,20 @@ def clear_caches() -> None:
     _LOGIC_CACHE.clear()
     _TRANSLATION_CACHE.clear()
     _COMMAND_MEMO.clear()
-    with _LOCK:
-        _GAME_FILE_CACHE.clear()
+    _GAME_FILE_CACHE.clear()
+    _PARSE_MEMO.clear()
+    _QUERY_MEMO.clear()
 
 
 # ----------------------------------------------------------------------------- text derivation
 
-_PARSE_MEMO: dict[str, list] = {}
-_QUERY_MEMO: dict[str, Any] = {}
+#: grammar right-hand-side text -> TextWorld's parsed symbols (grammar rules, command templates and
+#: per-game task texts: a few hundred shared entries plus one per game; ~2-10 kB each)
+_PARSE_MEMO: LRUCache = LRUCache(16_384, name="alfworld.grammar_parses",
+                                 description="parsed grammar right-hand sides by text")
+#: query expression text -> parsed conjunctive query Rule (the grammar's conditions; ~1-4 kB each)
+_QUERY_MEMO: LRUCache = LRUCache(16_384, name="alfworld.grammar_queries",
+                                 description="parsed grammar condition queries by text")
 
 
 def _parsed_symbols(text: str) -> list:
@@ -529,7 +675,7 @@ def _parsed_symbols(text: str) -> list:
         from textworld.envs.pddl import textgen
 
         symbols = textgen._parse_and_convert(text, rule_name="symbols")
-        _PARSE_MEMO[text] = symbols
+        _PARSE_MEMO.put(text, symbols)
     return symbols
 
 
@@ -540,7 +686,7 @@ def _conjunctive_query(expression: str):
         from textworld.logic import Rule
 
         rule = Rule.parse_conjunctive_query(expression)
-        _QUERY_MEMO[expression] = rule
+        _QUERY_MEMO.put(expression, rule)
     return rule
 
 
@@ -655,6 +801,7 @@ def _demangled_entity_infos(state) -> dict:
     return infos
 
 
+#: fast-downward library copies not in use; it never holds more copies than engines were open at once
 _LIB_POOL: list = []
 
 
@@ -696,6 +843,9 @@ class FastEngine:
         self._mapping: dict = {}
         #: planner operators applied since the last reset (what :meth:`replay` takes).
         self.history: list[str] = []
+        #: fast path ($DERL_GYM_INNER_FAST): digests computed once per state, prefix replay
+        self._fast = fast_path_enabled()
+        self._digests: tuple[bytes, bytes] | None = None
 
     # -- lifecycle
     def load(self, game: GameFile) -> None:
@@ -766,6 +916,7 @@ class FastEngine:
         self._state = state
         self._actions = None
         self._commands = None
+        self._digests = None
         self.history = []
 
     def reset(self) -> str:
@@ -828,14 +979,22 @@ class FastEngine:
             return NO_PLAN
         return int(self._lib.get_last_plan_length())
 
+    def _state_digests(self) -> tuple[bytes, bytes]:
+        digests = self._digests
+        if digests is None:
+            digests = state_digests(self._state.facts)
+            if self._fast:
+                self._digests = digests
+        return digests
+
     def state_info(self) -> StateInfo:
         """Return the :class:`StateInfo` of the current state (computes commands and a plan)."""
-        state_key, world_key = state_digests(self._state.facts)
+        state_key, world_key = self._state_digests()
         return StateInfo(state_key, world_key, self.admissible_commands(), self.won(), self.plan_length())
 
     def state_key(self) -> bytes:
         """Return the digest of the current fact set."""
-        return state_digests(self._state.facts)[0]
+        return self._state_digests()[0]
 
     # -- transitions
     def step(self, command: str) -> tuple[str, str]:
@@ -850,6 +1009,7 @@ class FastEngine:
         action = self._actions[idx]
         operator = self._state._operators[action.id].name
         self._state.apply(action)
+        self._digests = None
         variables = {ph.name: self._entity_infos[var.name] for ph, var in action.mapping.items()}
         feedback = derive_text(self._logic.grammar, action.feedback_rule, self._context(variables, action.mapping))
         self._actions = self._commands = None
@@ -857,8 +1017,21 @@ class FastEngine:
         return feedback, operator
 
     def replay(self, operators: Sequence[str]) -> None:
-        """Reset and apply planner ``operators`` in order without deriving any text."""
-        self._new_state()
+        """Reset and apply planner ``operators`` in order without deriving any text.
+
+        When the engine's :attr:`history` is already a prefix of ``operators`` (the env followed
+        cached transitions from where the engine stood), only the missing operators are applied:
+        the state is the same, since a PDDL state is a function of the operators applied.
+        """
+        done = len(self.history)
+        if (self._fast and self._state is not None and done <= len(operators)
+                and list(operators[:done]) == self.history):
+            if done == len(operators):
+                return
+            operators = operators[done:]
+        else:
+            self._new_state()
+        self._digests = None
         for name in operators:
             actions = self._state.all_applicable_actions()
             for action in actions:

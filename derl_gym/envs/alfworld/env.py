@@ -44,6 +44,8 @@ from derl_gym.envs.alfworld.engine import (
     task_line,
 )
 
+from derl_gym.utils.fastpath import StrList, fast_path_enabled
+
 if TYPE_CHECKING:  # pragma: no cover
     from derl_gym.rewards.primitives import PrimitiveSet
 
@@ -186,6 +188,9 @@ class ALFWorldEnv(gym.Env):
         self._last_command: str | None = None
         self._last_text = ""
         self._done = False
+        #: fast path ($DERL_GYM_INNER_FAST, default on): admissible commands as a StrList, cheap to
+        #: deep-copy (SB3's DummyVecEnv deep-copies every info)
+        self._fast = fast_path_enabled()
 
     # ------------------------------------------------------------------ game sources
     def _resolve_games(self, games, data_dir, generator) -> list[str]:
@@ -266,6 +271,7 @@ class ALFWorldEnv(gym.Env):
             intro = engine.reset()
             self._state = engine.state_info()
         else:
+            self._cache.ensure_loaded(game.key)
             cached = self._cache.initial.get(game.key)
             state = self._cache.states.get((game.key, cached[0])) if cached is not None else None
             if state is None:
@@ -275,8 +281,8 @@ class ALFWorldEnv(gym.Env):
                 intro = engine.reset()
                 self._engine_synced = True
                 state = engine.state_info()
-                self._cache.states.put((game.key, state.state_key), state)
-                self._cache.initial.put(game.key, (state.state_key, intro))
+                self._cache.add_state(game.key, state)
+                self._cache.add_initial(game.key, state.state_key, intro)
             else:
                 intro = cached[1]
                 self._engine_synced = False
@@ -332,14 +338,16 @@ class ALFWorldEnv(gym.Env):
         state = self._cache.states.get((self._game.key, next_key))
         if state is None:
             state = engine.state_info()
-            self._cache.states.put((self._game.key, state.state_key), state)
-        self._cache.transitions.put(key, Transition(state.state_key, feedback, operator))
+            self._cache.add_state(self._game.key, state)
+        self._cache.add_transition(self._game.key, self._state.state_key, command,
+                                   Transition(state.state_key, feedback, operator))
         return feedback, state
 
     def _info(self, valid: bool, changed: bool, progress: float) -> dict[str, Any]:
         state = self._state
         return {
-            "admissible_commands": [c for c in state.commands if c != "help"],
+            "admissible_commands": (StrList(state.commands_without_help) if self._fast
+                                    else [c for c in state.commands if c != "help"]),
             "won": bool(state.won),
             "lost": False,
             "task": self._task,
@@ -359,7 +367,9 @@ class ALFWorldEnv(gym.Env):
         return prefix + self._last_text
 
     def close(self) -> None:
-        """Release the engine (its fast-downward library copy)."""
+        """Release the engine (its fast-downward library copy) and write new cache entries to disk."""
+        if self._cache is not None:
+            self._cache.flush()
         if self._engine is not None:
             self._engine.close()
             self._engine = None
