@@ -28,6 +28,12 @@ to the env as ``invalid_command`` (``"noop"``), which text worlds answer with fe
 Encoders map texts to float32 vectors: :class:`HashEncoder` (default; hashed word uni/bi-grams and
 character trigrams, L2-normalised, cached; no downloads) and :class:`SentenceEncoder` (a
 transformers model from a LOCAL directory, mean pooling).
+
+Speed (the fast path, on unless ``DERL_GYM_INNER_FAST=0``): each admissible-command list is
+encoded once per wrapper (candidate rows, mask and words cached in a bounded LRU of
+``block_cache_size`` lists), a new text is hashed with per-word memos and one ``bincount``, and
+``info["candidates"]`` is a :class:`~derl_gym.utils.fastpath.StrList`; every number equals the
+old path's bit for bit.
 """
 
 from __future__ import annotations

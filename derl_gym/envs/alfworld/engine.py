@@ -466,14 +466,23 @@ def transition_cache_dir() -> Path | None:
     (their grammar and planner produce the texts and plans). Disabled by
     ``DERL_GYM_ALFWORLD_TRANSITION_CACHE=0`` or ``DERL_GYM_INNER_FAST=0``.
     """
-    if os.environ.get(TRANSITION_CACHE_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
-        return None
-    if not fast_path_enabled():
+    if not _transition_cache_enabled():
         return None
     base = os.environ.get("DERL_GYM_CACHE")
     root = (Path(base) if base else Path.home() / ".cache" / "derl_gym") / "alfworld" / "transitions"
-    return root / _digest(str(TRANSITION_FILE_VERSION), _package_version("textworld"),
-                          _package_version("alfworld"), _fd_version())[:16]
+    return root / _versions_tag()
+
+
+def _transition_cache_enabled() -> bool:
+    return (os.environ.get(TRANSITION_CACHE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+            and fast_path_enabled())
+
+
+@lru_cache(maxsize=1)
+def _versions_tag() -> str:
+    """Digest of the file format and the textworld, alfworld and fast-downward versions (computed once)."""
+    return _digest(str(TRANSITION_FILE_VERSION), _package_version("textworld"), _package_version("alfworld"),
+                   _fd_version())[:16]
 
 
 def _package_version(name: str) -> str:
@@ -494,7 +503,8 @@ class TransitionCache:
     roughly 100 MB (a state is about 0.5 kB, a transition about 0.4 kB). ``name`` registers the
     three tables as process-wide caches (:func:`derl_gym.utils.lru.process_caches`).
 
-    With ``folder`` (the global cache uses :func:`transition_cache_dir`), entries also persist
+    With ``folder`` (the global cache passes ``"auto"``: :func:`transition_cache_dir` at each use),
+    entries also persist
     across processes: the first time a game is played in a process its file
     ``<folder>/<game key>.json.gz`` (plain JSON, no pickle) is read into the tables, new entries
     are journalled and :meth:`flush` (called when an env closes, and when the journal passes
@@ -513,7 +523,7 @@ class TransitionCache:
                                     description="Transition by (game, state, command)")
         self.initial = LRUCache(max(1024, max_states // 50), name=label("initial"),
                                 description="(initial state key, intro text) by game")
-        self.folder = Path(folder) if folder is not None else None
+        self._folder = folder if folder in (None, "auto") else Path(folder)  # type: ignore[arg-type]
         self.flush_every = int(flush_every)
         self.max_file_states = int(max_file_states)
         #: game keys whose file was read in this process (bounded: reading twice is harmless)
@@ -540,8 +550,13 @@ class TransitionCache:
         self.initial.put(game_key, (state_key, intro))
         self._log(game_key, "initial", [state_key.hex(), intro])
 
+    @property
+    def folder(self) -> Path | None:
+        """The folder of the disk files (``folder="auto"``: :func:`transition_cache_dir` now), or ``None``."""
+        return transition_cache_dir() if self._folder == "auto" else self._folder  # type: ignore[return-value]
+
     def _log(self, game_key: str, table: str, row: list) -> None:
-        if self.folder is None:
+        if self._folder is None or (self._folder == "auto" and not _transition_cache_enabled()):
             return
         with self._lock:
             journal = self._journal.setdefault(game_key, {"states": [], "transitions": [], "initial": []})
@@ -552,15 +567,18 @@ class TransitionCache:
             self.flush()
 
     # -- disk
-    def _path(self, game_key: str) -> Path:
-        return self.folder / f"{game_key}.json.gz"  # type: ignore[operator]
+    def _path(self, game_key: str, folder: Path) -> Path:
+        return folder / f"{game_key}.json.gz"
 
     def ensure_loaded(self, game_key: str) -> None:
         """Read game ``game_key``'s file into the tables once per process (no-op without a folder)."""
-        if self.folder is None or game_key in self._loaded:
+        if game_key in self._loaded:
+            return
+        folder = self.folder
+        if folder is None:
             return
         self._loaded.put(game_key, True)
-        data = _read_transition_file(self._path(game_key))
+        data = _read_transition_file(self._path(game_key, folder))
         if data is None:
             return
         try:
@@ -580,12 +598,13 @@ class TransitionCache:
 
     def flush(self) -> None:
         """Merge the journalled entries into their games' files (atomic replace); returns nothing."""
-        if self.folder is None:
-            return
+        folder = self.folder
         with self._lock:
             journal, self._journal, self._journal_size = self._journal, {}, 0
+        if folder is None:
+            return
         for game_key, new in journal.items():
-            path = self._path(game_key)
+            path = self._path(game_key, folder)
             data = _read_transition_file(path) or {}
             states = {row[0]: row for row in data.get("states", [])}
             for row in new["states"]:
@@ -643,7 +662,7 @@ def _write_transition_file(path: Path, data: dict) -> None:
 
 
 #: the default, process-wide cache used by :class:`~derl_gym.envs.alfworld.env.ALFWorldEnv`.
-GLOBAL_CACHE = TransitionCache(name="alfworld.transition_cache", folder=transition_cache_dir())
+GLOBAL_CACHE = TransitionCache(name="alfworld.transition_cache", folder="auto")
 
 
 def clear_caches() -> None:
