@@ -11,7 +11,9 @@ Two checks, several seeds, before/after figures:
   cached) after GRPO against the same model before GRPO (the same pipeline with learning rate 0)
   and against a uniformly random admissible-command policy, all by greedy validation success.
 
-Writes ``benchmarks/results/bench_lm_learning.json`` and ``.md`` and prints them.
+Writes ``benchmarks/results/bench_lm_learning.json`` and ``.md`` (``bench_lm_learning_<check>.*`` when one
+check runs) and prints them. Both checks with 3 seeds take about 10 minutes on a busy 2-core machine
+(gsm8k ~5 min, alfworld ~5 min including a ~2 min cold start the first time, then cached).
 
     .venv/bin/python benchmarks/bench_lm_learning.py                       # both, seeds 0 1 2
     .venv/bin/python benchmarks/bench_lm_learning.py --checks gsm8k --seeds 0
@@ -124,8 +126,14 @@ def random_policy(spec, episodes: int, seed: int) -> float:
     return float(np.mean(wins))
 
 
-def check_alfworld(seeds, steps: int, episodes: int, cold_start: dict) -> dict:
-    base = get_preset("alfworld-lm-tiny")
+def check_alfworld(seeds, steps: int, episodes: int, cold_start: dict, model: str = "tiny",
+                   turns: int | None = None) -> dict:
+    from derl_gym.runtime.spec import EnvSpec
+
+    base = get_preset("alfworld-lm-tiny", model=model)
+    if turns:
+        longer = lambda e: EnvSpec(e.env_id, {**e.kwargs, "max_episode_steps": int(turns)})  # noqa: E731
+        base = base.replace(train_env=longer(base.train_env), validation_env=longer(base.validation_env))
     g = base.agent.algo_kwargs["num_generations"] * base.agent.algo_kwargs["prompts_per_step"]
     formula = "g1 + 0.5*(g2 + g3 + g4)/3"
     rows = []
@@ -146,7 +154,8 @@ def check_alfworld(seeds, steps: int, episodes: int, cold_start: dict) -> dict:
                      "wall_seconds": time.perf_counter() - start})
         print(f"alfworld seed {seed}: random {rnd:.3f}, cold start {before.score:.3f}, "
               f"cold start + GRPO {after.score:.3f}", flush=True)
-    return {"steps": steps, "episodes": episodes, "formula": formula, "cold_start": cold_start, "rows": rows}
+    return {"steps": steps, "episodes": episodes, "formula": formula, "cold_start": cold_start, "model": model,
+            "turns": turns or base.train_env.kwargs["max_episode_steps"], "rows": rows}
 
 
 def _ms(values):
@@ -157,16 +166,18 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checks", nargs="+", default=["gsm8k", "alfworld"], choices=["gsm8k", "alfworld"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--gsm8k-steps", type=int, default=24)
-    parser.add_argument("--problems", type=int, default=8)
+    parser.add_argument("--gsm8k-steps", type=int, default=32)
+    parser.add_argument("--problems", type=int, default=16)
     parser.add_argument("--gsm8k-cold-start", default='{"examples": 64, "epochs": 10, "learning_rate": 0.003, '
                         '"max_length": 384}', help="JSON cold_start settings of the gsm8k check (a partial SFT that "
                         "leaves the boxed format at ~15%%)")
-    parser.add_argument("--gsm8k-lr", type=float, default=5e-4)
+    parser.add_argument("--gsm8k-lr", type=float, default=2e-4)
     parser.add_argument("--gsm8k-length", type=int, default=96, help="completion tokens")
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--alfworld-steps", type=int, default=12)
     parser.add_argument("--episodes", type=int, default=16)
+    parser.add_argument("--alfworld-model", default="tiny", help="e.g. tiny:layers=4,hidden=128 (slower, stronger)")
+    parser.add_argument("--alfworld-turns", type=int, default=None, help="episode limit (default: the preset's 6)")
     parser.add_argument("--cold-start", default='{"examples": 64, "epochs": 3, "learning_rate": 0.003}',
                         help="JSON cold_start settings of the alfworld check")
     parser.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
@@ -190,10 +201,10 @@ def main(argv=None) -> int:
         lines.append("")
     if "alfworld" in args.checks:
         res = payload["alfworld"] = check_alfworld(args.seeds, args.alfworld_steps, args.episodes,
-                                                   json.loads(args.cold_start))
+                                                   json.loads(args.cold_start), args.alfworld_model, args.alfworld_turns)
         rows = res["rows"]
-        lines += [f"## alfworld-lm-tiny: greedy validation success ({res['episodes']} episodes), formula "
-                  f"`{res['formula']}`, {res['steps']} GRPO steps, seeds {args.seeds}", "",
+        lines += [f"## alfworld-lm-tiny: greedy validation success ({res['episodes']} episodes, {res['turns']} turns), "
+                  f"model `{res['model']}`, formula `{res['formula']}`, {res['steps']} GRPO steps, seeds {args.seeds}", "",
                   "| random policy | cold start (before GRPO) | cold start + GRPO |", "|---|---|---|",
                   f"| {_ms([r['random'] for r in rows])} | {_ms([r['cold_start'] for r in rows])} | "
                   f"{_ms([r['cold_start_grpo'] for r in rows])} |", ""]
@@ -203,8 +214,9 @@ def main(argv=None) -> int:
     print(text)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_lm_learning.json").write_text(json.dumps(payload, indent=2))
-    (out / "bench_lm_learning.md").write_text(text)
+    stem = "bench_lm_learning" + ("" if len(set(args.checks)) == 2 else f"_{args.checks[0]}")
+    (out / f"{stem}.json").write_text(json.dumps(payload, indent=2))
+    (out / f"{stem}.md").write_text(text)
     return 0
 
 
