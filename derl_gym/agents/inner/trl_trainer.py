@@ -500,11 +500,11 @@ class GRPOInnerTrainer(InnerTrainer):
                                      lora_dropout=float(settings["lora_dropout"]), target_modules="all-linear",
                                      task_type="CAUSAL_LM")
         curve = _CurveCallback(source)
-        os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
         try:
             # transformers 5 deprecates the ``gradient_checkpointing`` name that TRL 1.16 still reads
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=r".*gradient_checkpointing.*deprecated", category=FutureWarning)
+                warnings.filterwarnings("ignore", message=r"You are using 'rollout_func'", category=UserWarning)
                 trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=GRPOConfig(**config_kwargs),
                                       train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                                       callbacks=[curve.callback], peft_config=peft_config, rollout_func=rollout)
