@@ -44,6 +44,7 @@ import functools
 import logging
 import math
 import re
+import threading
 import warnings
 from typing import Any, Callable, Sequence, Union
 
@@ -260,10 +261,16 @@ def _check(text: str, tree: ast.Expression, names: dict[str, int], k: int,
             raise _fail(text, _snippet(text, node), col1, f"{construct} is not part of the language; {_ALLOWED_RULE}")
 
 
+#: Serialises ``ast.parse``: CPython 3.11 keeps the AST constructor's recursion counter per interpreter,
+#: not per thread, so parses in several threads (final_test's seeds) can fail with "SystemError: AST
+#: constructor recursion depth mismatch"; ``warnings.catch_warnings`` is not thread-safe either.
+_PARSE_LOCK = threading.Lock()
+
+
 def _parse(text: str, names: dict[str, int], k: int) -> ast.Expression:
     depth_before = _prescan(text)
     try:
-        with warnings.catch_warnings():  # e.g. "invalid decimal literal" for '3g1': the error follows
+        with _PARSE_LOCK, warnings.catch_warnings():  # e.g. "invalid decimal literal" for '3g1': the error follows
             warnings.simplefilter("ignore")
             tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as exc:

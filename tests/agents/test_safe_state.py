@@ -151,3 +151,17 @@ def test_no_pickle_reader_in_the_package():
         if re.search(r"pickle\.loads?\(|weights_only\s*=\s*False|import pickle|from pickle", text):
             offenders.append(str(path.relative_to(PACKAGE)))
     assert offenders == []
+
+
+def test_resume_trains_with_the_constructor_lr_and_says_what_changed(caplog):
+    import logging
+
+    from derl_gym.agents.meta import make_optimizer
+
+    saved = make_optimizer("derl", 4, seed=0, cold_start=False)  # lr 1e-3
+    resumed = make_optimizer("derl", 4, seed=0, cold_start=False, lr=3e-3)
+    with caplog.at_level(logging.WARNING):
+        resumed.load_state_dict(saved.state_dict())
+    assert resumed.lr == 3e-3
+    assert all(group["lr"] == 3e-3 for group in resumed.optimizer.param_groups)
+    assert "lr 0.001 -> 0.003" in caplog.text

@@ -279,6 +279,15 @@ class DERL(GrammarOptimizer):
         optimizer = decode_optimizer_state(extra.get("optimizer"), where="state['extra']['optimizer'] (Adam state)")
         self.policy.load_weights(policy, reference)
         self.optimizer.load_state_dict(optimizer)
+        # The constructor's settings win on resume; Adam's state dict would otherwise bring back the saved lr.
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr
+        current = {"lr": self.lr, "clip": self.clip, "kl_coef": self.kl_coef, "epochs": self.epochs,
+                   "entropy_coef": self.entropy_coef, "temperature": self.temperature}
+        changed = {k: (hparams[k], v) for k, v in current.items() if k in hparams and hparams[k] != v}
+        if changed:
+            logger.warning("resuming %s with other settings than its checkpoint (saved -> now): %s", self.name,
+                           ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()))
         self._pending = {text: list(ids) for text, ids in extra.get("pending", {}).items()}
 
 
