@@ -20,6 +20,7 @@ from derl_gym.envs.math import (
     MATHEnv,
     MathDataError,
     MathDataNotFoundError,
+    MathGrader,
     count_step_markers,
     extract_boxed,
     extract_gsm8k_answer,
@@ -47,6 +48,12 @@ def _offline(monkeypatch):
 @pytest.fixture(scope="module")
 def gsm8k_test_env(shared_data_dir):
     return GSM8KEnv("test", data_dir=shared_data_dir, seed=0)
+
+
+@pytest.fixture(scope="module")
+def grader():
+    with MathGrader(timeout=5.0) as owned:
+        yield owned
 
 
 # ------------------------------------------------------------------------------ data loading
@@ -128,7 +135,7 @@ def test_missing_data_error_lists_paths(tmp_path, monkeypatch):
     for expected in (tmp_path / "nowhere" / "gsm8k" / "train.jsonl", tmp_path / "nowhere" / "train.jsonl",
                      tmp_path / "envdata" / "gsm8k" / "train.jsonl"):
         assert str(expected) in message
-    assert "gsm8k/test.jsonl" in message and "DERL_GYM_DATA" in message and "DERL_GYM_OFFLINE" in message
+    assert "gsm8k/test.jsonl" in message and "DERL_GYM_DATA" in message and "source='hub'" in message
     assert isinstance(err.value, FileNotFoundError)
     with pytest.raises(MathDataNotFoundError, match="math500_test.jsonl"):
         MATHEnv("test", data_dir=tmp_path / "nowhere")
@@ -181,55 +188,165 @@ def test_math_answer_extraction():
     ("(3, \\pi/2)", "\\left( 3, \\frac{\\pi}{2} \\right)"), ("4\\frac{2}{3}", "\\frac{14}{3}"),
     ("90", "90^\\circ"), ("Evelyn", "\\text{Evelyn}"),
 ])
-def test_math_equivalent(pred, gold):
-    assert math_equivalent(pred, gold)
+def test_math_equivalent(pred, gold, grader):
+    assert math_equivalent(pred, gold, grader=grader)
 
 
 @pytest.mark.parametrize("pred, gold", [
     ("\\frac{1}{3}", "\\frac{1}{2}"), ("3.14", "\\pi"), ("6+5i", "6 - 5i"), ("", "3"), (None, "3"), ("1,2", "1,-2"), ("\\%", "\\$"),
 ])
-def test_math_not_equivalent(pred, gold):
-    assert not math_equivalent(pred, gold)
+def test_math_not_equivalent(pred, gold, grader):
+    assert not math_equivalent(pred, gold, grader=grader)
 
 
-def test_math_verify_bounded_in_main_thread_and_keeps_outer_timer():
-    outer_handler = signal.getsignal(signal.SIGALRM)  # pytest-timeout's, if any: restored below
-    outer_delay, outer_interval = signal.getitimer(signal.ITIMER_REAL)
-    fired: list[int] = []
-    def mine(*_args) -> None:
-        fired.append(1)
-
-    signal.signal(signal.SIGALRM, mine)
-    started = time.monotonic()
-    try:
-        signal.setitimer(signal.ITIMER_REAL, 100.0)
-        start = time.monotonic()
-        assert not math_equivalent("(10^{10})!", "3", timeout=0.5)  # sympy would run for ages
-        elapsed = time.monotonic() - start
-        remaining, _ = signal.getitimer(signal.ITIMER_REAL)
-        assert elapsed < 5.0 and not fired
-        assert 100.0 - elapsed - 1.0 < remaining <= 100.0 - elapsed + 0.01  # the outer timer still runs
-        assert signal.getsignal(signal.SIGALRM) is mine  # our handler was put back
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, outer_handler)
-        if outer_delay > 0:
-            signal.setitimer(signal.ITIMER_REAL, max(outer_delay - (time.monotonic() - started), 1e-3), outer_interval)
+def test_math_equivalent_without_grader_and_in_process():
+    assert math_equivalent("\\sqrt{117}", "3\\sqrt{13}")  # a grader made for the call
+    assert not math_equivalent("\\frac{1}{3}", "\\frac{1}{2}")
+    assert math_equivalent("\\sqrt{117}", "3\\sqrt{13}", timeout=None)  # in this process, no limit
+    assert not math_equivalent("(10^{10})!", "3", timeout=None)  # screened out: never given to sympy
 
 
-def test_math_verify_in_thread_no_hang():
+def _checks_on(env, actions: list[str], seed: int = 5) -> list[tuple[str, float, object]]:
+    """Step ``env`` through one problem per action (seeded order); returns (problem id, reward, extracted)."""
+    out = []
+    env.reset(seed=seed)
+    for i, action in enumerate(actions):
+        if i:
+            env.reset()
+        problem = env.unwrapped.current_problem
+        _, reward, _, _, info = env.step(action.format(truth=problem.ground_truth))
+        out.append((problem.problem_id, reward, info["extracted_answer"]))
+    return out
+
+
+GSM8K_ACTIONS = ["Step 1: add.\n#### {truth}", "The answer is 0.123456", "\\boxed{{{truth}}}", "{truth}1",
+                 "so $\\boxed{{{truth}.00}}$ dollars", "no number", "#### {truth}\nwait, 7"] * 3
+
+
+def test_gsm8k_checking_in_worker_threads_matches_main_thread_and_installs_no_handler(shared_data_dir):
+    outer = signal.getsignal(signal.SIGALRM)  # pytest-timeout's, or the default
+    main = _checks_on(GSM8KEnv("test", data_dir=shared_data_dir), GSM8K_ACTIONS)
+    assert sorted({r for _, r, _ in main}) == [0.0, 1.0]  # the cases can fail and succeed
     results: dict[str, object] = {}
 
     def work() -> None:
-        results["risky"] = math_equivalent("(10^{10})!", "3")
-        results["easy"] = math_equivalent("0.5", "\\frac{1}{2}")
+        results["thread"] = _checks_on(GSM8KEnv("test", data_dir=shared_data_dir), GSM8K_ACTIONS)
 
     thread = threading.Thread(target=work)
-    start = time.monotonic()
     thread.start()
-    thread.join(20)
-    assert not thread.is_alive() and time.monotonic() - start < 20
-    assert results == {"risky": False, "easy": True}
+    thread.join(60)
+    assert not thread.is_alive() and results["thread"] == main
+    from concurrent.futures import ThreadPoolExecutor
+
+    pairs = [(a.format(truth=p.ground_truth), p.ground_truth)
+             for a, p in zip(GSM8K_ACTIONS, load_gsm8k("test", data_dir=shared_data_dir))]
+    expected = [gsm8k_equivalent(extract_gsm8k_answer(r), t) for r, t in pairs]
+    with ThreadPoolExecutor(4) as pool:
+        pooled = list(pool.map(lambda rt: gsm8k_equivalent(extract_gsm8k_answer(rt[0]), rt[1]), pairs))
+    assert pooled == expected and any(expected) and not all(expected)
+    assert signal.getsignal(signal.SIGALRM) is outer
+
+
+def test_math_checking_in_threads_matches_main_thread_without_signals(shared_data_dir):
+    import math_verify.grader
+    import math_verify.parser
+
+    flags = (math_verify.parser.TIMEOUT_WARNING_SHOWN, math_verify.grader.TIMEOUT_WARNING_SHOWN)
+    outer = signal.getsignal(signal.SIGALRM)
+    actions = ["\\boxed{{{truth}}}", "the answer is $0$", "\\boxed{{\\frac{{13}}{{3}}}}", "\\boxed{{{truth}}}"]
+    env = MATHEnv(data_dir=shared_data_dir, max_problems=40)
+    try:
+        main = _checks_on(env, actions)
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(2) as pool:
+            threaded = list(pool.map(lambda _: _checks_on(MATHEnv(data_dir=shared_data_dir, max_problems=40), actions),
+                                     range(2)))
+        assert threaded == [main, main] and main[0][1] == 1.0
+    finally:
+        env.close()
+    assert signal.getsignal(signal.SIGALRM) is outer
+    assert (math_verify.parser.TIMEOUT_WARNING_SHOWN, math_verify.grader.TIMEOUT_WARNING_SHOWN) == flags
+
+
+def test_pathological_answer_times_out_in_a_thread_and_the_grader_recovers():
+    results: dict[str, object] = {}
+    grader = MathGrader(timeout=1.0)
+
+    def work() -> None:
+        start = time.monotonic()
+        results["risky"] = grader.equivalent("(10^{10})!", "3")  # sympy would run for ages
+        results["seconds"] = time.monotonic() - start
+        results["easy"] = grader.equivalent("0.5", "\\frac{1}{2}")  # served by a new child
+
+    try:
+        thread = threading.Thread(target=work)
+        thread.start()
+        thread.join(60)
+        assert not thread.is_alive()
+        assert results["risky"] is False and results["easy"] is True
+        assert 1.0 <= results["seconds"] < 10.0  # abandoned at the limit (plus the child's start-up)
+        assert grader.timeouts == 1 and grader.starts == 2
+    finally:
+        grader.close()
+
+
+def test_math_env_step_bounded_on_hostile_answer(shared_data_dir):
+    env = MATHEnv(data_dir=shared_data_dir, max_problems=3, verify_timeout=1.0)
+    try:
+        env.reset(seed=0)
+        env.grader.equivalent("1", "2")  # start the child first, so only the check is timed
+        start = time.monotonic()
+        _, reward, terminated, _, info = env.step("\\boxed{(10^{10})!}")
+        assert reward == 0.0 and terminated and info["extracted_answer"] == "(10^{10})!"
+        assert time.monotonic() - start < 5.0 and env.grader.timeouts == 1
+    finally:
+        env.close()
+
+
+def test_local_data_opens_no_socket(shared_data_dir, tmp_path, monkeypatch):
+    import socket
+    import sys
+    import types
+
+    attempts: list[tuple] = []
+
+    def refuse(*args, **_kwargs):
+        attempts.append(args)
+        raise OSError("no network in this test")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=refuse))
+    monkeypatch.delenv("DERL_GYM_OFFLINE")  # the hub would be allowed: only "not asked" keeps it closed
+    assert len(load_gsm8k("test", data_dir=shared_data_dir)) > 1000
+    assert MATHEnv(data_dir=shared_data_dir, max_problems=2).num_problems == 2
+    with pytest.raises(MathDataNotFoundError, match="source='hub'"):  # local folder given, files missing
+        GSM8KEnv("train", data_dir=tmp_path)
+    with pytest.raises(MathDataNotFoundError):
+        load_math("test", data_dir=tmp_path)
+    monkeypatch.setenv("DERL_GYM_DATA", str(tmp_path))
+    with pytest.raises(MathDataNotFoundError):
+        load_gsm8k("test")  # $DERL_GYM_DATA counts as local data too
+    with pytest.raises(MathDataNotFoundError):
+        load_gsm8k("test", data_dir=tmp_path, source="local", use_hub=True)  # source="local" wins
+    assert attempts == []
+    with pytest.raises(MathDataNotFoundError, match="not available"):
+        load_gsm8k("test", data_dir=tmp_path, source="hub")  # asked: the probe runs (and is refused here)
+    assert attempts and attempts[0][0] == ("huggingface.co", 443)
+
+
+def test_data_sources_settings():
+    from derl_gym.envs.math import data_sources
+
+    assert data_sources("local") == (True, False) and data_sources("hub") == (False, True)
+    assert data_sources("auto", data_dir="/x") == (True, False)
+    assert data_sources("auto", use_hub=True, data_dir="/x") == (True, True)
+    assert data_sources("auto", use_hub=False) == (True, False)
+    with pytest.raises(ValueError, match="source must be one of"):
+        data_sources("web")
+    with pytest.raises(ValueError, match="contradicts"):
+        data_sources("hub", use_hub=False)
 
 
 def test_normalize_text_maps_into_charset():
@@ -413,17 +530,22 @@ def test_hub_fallback_with_stand_in_datasets(tmp_path, monkeypatch):
 
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
     monkeypatch.delenv("DERL_GYM_DATA", raising=False)
-    # DERL_GYM_OFFLINE=1 (autouse fixture): the hub is never asked
-    with pytest.raises(MathDataNotFoundError):
-        GSM8KEnv("test", data_dir=tmp_path)
+    # DERL_GYM_OFFLINE=1 (autouse fixture): the hub is never asked, even with source="hub"
+    with pytest.raises(MathDataNotFoundError, match="DERL_GYM_OFFLINE"):
+        GSM8KEnv("test", source="hub")
     assert calls == []
     monkeypatch.delenv("DERL_GYM_OFFLINE")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # cache-only mode: no reachability probe
-    env = GSM8KEnv("test", data_dir=tmp_path, seed=0)
+    with pytest.raises(MathDataNotFoundError, match="not asked"):
+        GSM8KEnv("test", data_dir=tmp_path)  # a local folder is given: the hub is not asked
+    assert calls == []
+    env = GSM8KEnv("test", seed=0)  # no local folder at all: the hub
     assert env.num_problems == 1 and env.problems[0].ground_truth == "8"
-    math_env = MATHEnv("test", data_dir=tmp_path)
+    math_env = MATHEnv("test", data_dir=tmp_path, source="hub")  # asked explicitly
     assert math_env.problems[0].problem_id == "math-hub-test:test/algebra/1.json"
+    math_env.close()
     assert calls == [("openai/gsm8k", "main", "test"), ("HuggingFaceH4/MATH-500", None, "test")]
     with pytest.raises(MathDataNotFoundError, match="holdout_from"):
-        MATHEnv("train", data_dir=tmp_path)  # MATH-500 has no train split: not asked
-    assert len(calls) == 2
+        MATHEnv("train", source="hub")  # MATH-500 has no train split: not asked
+    assert GSM8KEnv("test", data_dir=tmp_path, use_hub=True).num_problems == 1  # legacy: local, then hub
+    assert len(calls) == 3
