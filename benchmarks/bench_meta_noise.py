@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import math
 import statistics
 import sys
@@ -71,6 +72,7 @@ def tradeoff(comp: dict, eval_var: float, episodes: int, wall_per_run: float,
             diff_std = math.sqrt(2 * resid)                      # two formulas on the same N seeds (CRN)
             snr = math.sqrt(comp["formula_var"] / resid) if resid > 0 else float("inf")
             rows.append({"seeds": n, "eval_episodes": e, "std_of_mean": mean_std, "std_of_crn_difference": diff_std,
+                         "detectable_difference_2sd": 2 * diff_std,
                          "snr_crn": snr, "inner_trainings_per_formula": n,
                          "wall_seconds_per_formula_est": n * wall_per_run})
     return rows
@@ -87,6 +89,9 @@ def main(argv=None) -> int:
     parser.add_argument("--run-dir", default=None, help="store directory (default benchmarks/results/meta_noise_run)")
     parser.add_argument("--out", default=str(RESULTS / "meta_noise"), help="output stem (.json and .md)")
     parser.add_argument("--quick", action="store_true", help="stand-in inner loop (no training), seconds")
+    parser.add_argument("--reuse-across-versions", action="store_true",
+                        help="reuse stored runs of the same spec trained under other derl-gym source / library versions")
+    argv = list(sys.argv[1:] if argv is None else argv)  # before imports that may touch sys.argv
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
@@ -113,7 +118,8 @@ def main(argv=None) -> int:
     splits = list(spec.test_envs)
     store = ResultStore(run_dir)
     runner = make_runner("process", workers=args.workers, job_fn=job_fn, retries=1)
-    evaluator = Evaluator(spec, runner, store, method="meta-noise", eval_splits=splits)
+    evaluator = Evaluator(spec, runner, store, method="meta-noise", eval_splits=splits,
+                          reuse_across_versions=args.reuse_across_versions)
     start = time.perf_counter()
     results: dict[tuple[str, int], object] = {}
     try:
@@ -137,7 +143,7 @@ def main(argv=None) -> int:
                      "seeds": seeds, "eval_episodes": spec.eval_episodes,
                      "total_timesteps": spec.agent.total_timesteps, "workers": args.workers,
                      "bench_wall_seconds": total, "runs": runs,
-                     "command": "python benchmarks/bench_meta_noise.py " + " ".join(argv or sys.argv[1:])}
+                     "command": "python benchmarks/bench_meta_noise.py " + shlex.join(argv)}
     lines = [f"# Meta-signal noise ({spec.name}{', stand-in' if args.quick else ''})", "",
              f"Command: `{payload['command']}`", "",
              f"Formulas x seeds (common random numbers): {len(formulas)} x {len(seeds)}; "
@@ -186,11 +192,11 @@ def main(argv=None) -> int:
                       f"{curve_comp['formula_var']:.4f}, residual {curve_comp['residual_var']:.4f}, within "
                       f"{curve_comp['within_var']:.4f}, SNR {curve_comp['snr']:.2f}.", ""]
         lines += ["## What N seeds and E episodes buy", "",
-                  "| seeds N | eval episodes E | std of a formula's mean | std of a CRN difference | SNR (CRN) | "
-                  "inner trainings / formula | est. wall s / formula (1 worker) |", "|---|---|---|---|---|---|---|"]
+                  "| seeds N | eval episodes E | std of a formula's mean | std of a CRN difference | difference seen at 2 std | SNR (CRN) | "
+                  "inner trainings / formula | est. wall s / formula (1 worker) |", "|---|---|---|---|---|---|---|---|"]
         for r in rows:
             lines.append(f"| {r['seeds']} | {r['eval_episodes']} | {r['std_of_mean']:.3f} | "
-                         f"{r['std_of_crn_difference']:.3f} | {r['snr_crn']:.2f} | {r['inner_trainings_per_formula']} | "
+                         f"{r['std_of_crn_difference']:.3f} | {r['detectable_difference_2sd']:.3f} | {r['snr_crn']:.2f} | {r['inner_trainings_per_formula']} | "
                          f"{r['wall_seconds_per_formula_est']:.0f} |")
         lines += ["", "The residual splits into evaluation noise (shrinks as 1/E; costs only evaluation episodes) and "
                   "training noise (shrinks only with more seeds N, at N inner trainings per formula)."]

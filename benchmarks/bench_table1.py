@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import shutil
 import statistics
 import sys
@@ -116,8 +117,11 @@ def main(argv=None) -> int:
     parser.add_argument("--ray-address", default=None)
     parser.add_argument("--run-dir", default=None, help="default benchmarks/results/table1_run")
     parser.add_argument("--out", default=None, help="output stem (default benchmarks/results/table1)")
+    parser.add_argument("--reuse-across-versions", action="store_true",
+                        help="resume with results of the same spec trained under other derl-gym / library versions")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: stand-in inner loop, budget 4, group 2 (writes table1_quick.*)")
+    argv = list(sys.argv[1:] if argv is None else argv)  # before imports that may touch sys.argv
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
@@ -170,7 +174,7 @@ def main(argv=None) -> int:
     try:
         result = compare(spec, methods, budget, seeds, runner, store, group_size=group,
                          progress=progress, seeds_per_formula=args.seeds_per_formula, score_test_splits=True,
-                         test_seeds=test_seeds)
+                         test_seeds=test_seeds, reuse_across_versions=args.reuse_across_versions)
     finally:
         runner.close()
     wall = time.perf_counter() - start
@@ -251,7 +255,7 @@ def main(argv=None) -> int:
                "searched_runs": len(runs_all), "distinct_formulas": len(by_formula), "trajectory": shares_rows,
                "goal": goal, "wall_seconds_this_sitting": wall, "compare_total_wall_seconds": result.total_wall_seconds,
                "final_test_wall_seconds": result.test.wall_seconds, "plots": plots,
-               "command": "python benchmarks/bench_table1.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+               "command": "python benchmarks/bench_table1.py " + shlex.join(argv)}
     title = f"# Small-scale Table 1 ({spec.name}{': STAND-IN inner loop, plumbing only' if args.quick else ''})"
     lines = [title, "", f"Command: `{payload['command']}`", "",
              f"{len(methods)} methods x {len(seeds)} search seeds {seeds}; {budget} inner trainings per method and "

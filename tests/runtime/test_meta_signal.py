@@ -219,3 +219,14 @@ def test_primitive_shares_count_formulas_using_each_primitive():
     shares = primitive_shares(["g1", "g1 + g4", "0.5*g4*g2", "3"])
     assert list(shares) == ["g1", "g2", "g4"]
     assert shares == {"g1": 0.5, "g2": 0.25, "g4": 0.5}
+
+
+def test_alfworld_l2_fast_keeps_the_l2_split_at_a_smaller_budget():
+    from derl_gym.runtime.presets import get_preset
+
+    fast, full = get_preset("alfworld-l2-fast"), get_preset("alfworld-l2")
+    assert fast.train_env == full.train_env and fast.validation_env == full.validation_env
+    assert fast.test_envs == full.test_envs
+    assert fast.test_envs["L2"].kwargs["task_types"] == ["pick_cool_then_place_in_recep", "pick_two_obj_and_place"]
+    assert fast.agent.total_timesteps < full.agent.total_timesteps
+    assert fast.agent.algo_kwargs == full.agent.algo_kwargs
