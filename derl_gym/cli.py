@@ -6,6 +6,7 @@ Commands::
     derl-gym evolve --preset alfworld-tiny --method derl --run-dir runs/demo
     derl-gym compare --preset alfworld-tiny --methods derl,random,outcome,avg --budget 8 --seeds 0,1
     derl-gym report runs/demo                      markdown + PNG plots
+    derl-gym export runs/demo --out reward.json    the best formula + primitives + scores as JSON
     derl-gym play derl_gym/GSM8K-v0                play a text env in the terminal
     derl-gym tiny-model DIR --layers 2 --hidden 64 a random-weight Qwen2 LM + tokenizer, offline
 
@@ -393,6 +394,28 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """``derl-gym export RUN_DIR``: write the run's discovered reward(s) as JSON (stdout or ``--out``);
+    returns the exit code (2 when the directory has no store or no scored formula)."""
+    from derl_gym.integrations.export import ExportError, export_run
+
+    try:
+        data = export_run(args.run_dir)
+    except ExportError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    text = json.dumps(data, indent=2)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n", encoding="utf-8")
+        best = ", ".join(f"{r['method']}: {r['formula']} (validation {r['validation']:.3f})" for r in data["rewards"])
+        _out(f"exported {best} to {out.resolve()}")
+    else:
+        _out(text)
+    return 0
+
+
 def cmd_play(args: argparse.Namespace, stdin=None) -> int:
     """Play a registered text env in the terminal: type a command (or its number), ``quit`` to stop."""
     import gymnasium as gym
@@ -553,6 +576,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write report.md and PNG plots for a run directory")
     p.add_argument("run_dir", help="a run directory of evolve or compare")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("export", help="write a run's best formula with its primitives and scores as JSON")
+    p.add_argument("run_dir", help="a run directory of evolve (its best formula) or compare (each method's)")
+    p.add_argument("--out", default=None, metavar="FILE", help="write the JSON to FILE (default: stdout)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("tiny-model", help="build a small random-weight causal LM + tokenizer in DIR (offline)")
     p.add_argument("dir", help="output folder (loadable with AutoModelForCausalLM / AutoTokenizer.from_pretrained)")

@@ -7,11 +7,11 @@ importable (otherwise a warning and plain ``generate``).
 
 Single turn (GSM8K, MATH). The dataset holds one row per training problem: the problem in the
 chat template with the instruction to put the final answer in ``\\boxed{}``, and its index.
-``GRPOTrainer(reward_funcs=[MetaRewardFunction])`` samples ``num_generations`` completions per
-prompt (a GRPO group); the reward function resets a ``MetaRewardWrapper(train env)`` to that
-problem (``reset(options={"index": i})``), steps it with the completion's text and returns the
-wrapper's reward: the Meta-Reward of the math primitives g1..g4. The env's own reward is kept
-only for the training curve.
+``GRPOTrainer(reward_funcs=[MetaRewardFunction])`` (from :mod:`derl_gym.integrations.trl`) samples
+``num_generations`` completions per prompt (a GRPO group); the reward function resets a
+``MetaRewardWrapper(train env)`` to that problem (``reset(options={"index": i})``), steps it with
+the completion's text and returns the wrapper's reward: the Meta-Reward of the math primitives
+g1..g4. The env's own reward is kept only for the training curve.
 
 Multi turn (ALFWorld, ScienceWorld). An episode is a conversation: the observation (with the
 admissible commands) comes in as a user turn, the model answers in RLVMR-style tags ending with
@@ -55,6 +55,7 @@ import gymnasium as gym
 import numpy as np
 
 from derl_gym.agents.inner.registry import InnerTrainer, TrainOutput
+from derl_gym.integrations.trl import MetaRewardFunction
 
 logger = logging.getLogger(__name__)
 
@@ -167,51 +168,8 @@ class LMAgent:
 
 
 # ------------------------------------------------------------------------------ reward (single turn)
-
-def _completion_text(completion: Any) -> str:
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
-        return str(completion[-1].get("content", ""))
-    return str(completion)
-
-
-class MetaRewardFunction:
-    """A TRL reward function: steps ``MetaRewardWrapper(env)`` once per completion; returns the Meta-Rewards.
-
-    Called by TRL as ``fn(prompts=..., completions=..., problem_index=[...], **kwargs)``. ``records``
-    keeps ``(problem_index, completion text, reward, primitive_values, task_reward)`` of every call;
-    ``pending`` the task rewards since :meth:`drain` (for the training curve).
-    """
-
-    __name__ = "meta_reward"
-
-    def __init__(self, wrapped_env: gym.Env) -> None:
-        self.env = wrapped_env
-        self.records: list[tuple[int, str, float, list[float], float]] = []
-        self.pending: list[float] = []
-
-    def __call__(self, prompts: Sequence[Any] = (), completions: Sequence[Any] = (),
-                 problem_index: Sequence[int] | None = None, **kwargs: Any) -> list[float]:
-        if problem_index is None:
-            raise ValueError("the dataset must carry a 'problem_index' column for MetaRewardFunction")
-        rewards = []
-        for completion, index in zip(completions, problem_index):
-            text = _completion_text(completion)
-            self.env.reset(options={"index": int(index)})
-            _, reward, _, _, info = self.env.step(text)
-            values = [float(v) for v in info.get("primitive_values", [])]
-            task = float(info.get("task_reward", 0.0))
-            self.records.append((int(index), text, float(reward), values, task))
-            self.pending.append(task)
-            rewards.append(float(reward))
-        return rewards
-
-    def drain(self) -> list[float]:
-        """Return and clear the task rewards recorded since the last call."""
-        out, self.pending = self.pending, []
-        return out
-
+# The single-turn reward function is the TRL integration's (one implementation for derl-gym's own GRPO
+# runs and for anyone training elsewhere on a discovered formula): derl_gym.integrations.trl.
 
 # ------------------------------------------------------------------------------ multi turn rollouts
 
