@@ -13,8 +13,10 @@ Knobs: ``num_locations`` and ``num_objects`` set the size of each game, ``num_ga
 distinct games ``reset`` picks from (``game_offset`` shifts the game ids, so two envs with
 disjoint offsets are disjoint splits), ``max_episode_steps`` truncates. ``crash_at_step`` /
 ``crash_at_reset`` make the env raise, to test failure handling. ``global_rng_memo=True`` mimics
-engines with process-wide caches that draw from ``np.random`` only on a cache miss (so the draws
-depend on what the process ran before).
+engines with process-wide caches whose misses run extra code (so what runs depends on what the
+process ran before), as ALFWorld's transition cache does: a miss draws from a generator of its own,
+as the ALFWorld engine's first TextWorld import now does (``derl_gym/envs/alfworld/textworld_import.py``);
+``global_rng_memo="global"`` draws from ``np.random`` instead, the behaviour that used to need a reseed.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ class ToyTextEnv(gym.Env):
     def __init__(self, num_locations: int = 4, num_objects: int = 2, num_games: int = 8,
                  game_offset: int = 0, max_episode_steps: int = 20,
                  crash_at_step: int | None = None, crash_at_reset: bool = False,
-                 global_rng_memo: bool = False) -> None:
+                 global_rng_memo: bool | str = False) -> None:
         if not 2 <= num_locations <= len(_LOCATIONS):
             raise ValueError(f"num_locations must be in [2, {len(_LOCATIONS)}], got {num_locations}")
         if not 1 <= num_objects <= len(_OBJECTS):
@@ -56,6 +58,7 @@ class ToyTextEnv(gym.Env):
         self.crash_at_step = crash_at_step
         self.crash_at_reset = crash_at_reset
         self.global_rng_memo = global_rng_memo
+        self._miss_rng = np.random.default_rng(0)
         charset = string.printable
         self.observation_space = spaces.Text(max_length=4096, charset=charset)
         self.action_space = spaces.Text(max_length=256, charset=charset)
@@ -150,7 +153,10 @@ class ToyTextEnv(gym.Env):
             key = (self._game["id"], self._where, self._holding, tuple(sorted(self._placed.items())), command)
             if key not in _SEEN_STATES:
                 _SEEN_STATES.add(key)
-                np.random.random()  # a cache miss touches the global RNG
+                if self.global_rng_memo == "global":
+                    np.random.random()  # a cache miss touches the global RNG
+                else:
+                    self._miss_rng.random()  # a cache miss draws from the engine's own generator
         before = self._plan_length()
         valid, changed = command in self._admissible(), False
         if not valid:

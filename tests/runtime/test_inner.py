@@ -153,15 +153,47 @@ def test_run_inner_on_real_alfworld_tiny_preset():
 
 
 def test_process_wide_env_caches_do_not_change_a_later_job(tmp_path):
-    """Engines whose cache misses draw from np.random (like ALFWorld's) must not make jobs diverge."""
+    """Engines with process-wide caches (like ALFWorld's) must not make two identical jobs diverge.
+
+    The first job fills the toy's process-wide cache, the second runs on it warm. Nothing reseeds
+    NumPy's global RNG any more: the engines' cache misses draw from generators of their own (ALFWorld's
+    first TextWorld import: tests/envs/alfworld/test_global_rng.py), and SB3 seeds the global RNG it
+    shuffles minibatches with once, in build_model.
+    """
     from sb3_contrib import MaskablePPO
 
+    from tests import toy_text_env
+
+    toy_text_env._SEEN_STATES.clear()  # the first job below meets only cache misses
     memo = EnvSpec(TOY_ENV_IMPORT_ID, {"num_games": 8, "global_rng_memo": True})
     spec = toy_spec(total_timesteps=768, train_env=memo)
     first = run_inner(spec, "g1 + g2", seed=3, save_model=str(tmp_path / "a.zip"))
+    misses = len(toy_text_env._SEEN_STATES)
     second = run_inner(spec, "g1 + g2", seed=3, save_model=str(tmp_path / "b.zip"))
     assert first.ok and second.ok
+    assert misses > 0 and len(toy_text_env._SEEN_STATES) == misses  # second job: all cache hits
     assert first.curve == second.curve and first.score == second.score
     a = MaskablePPO.load(tmp_path / "a.zip", device="cpu").policy.state_dict()
     b = MaskablePPO.load(tmp_path / "b.zip", device="cpu").policy.state_dict()
     assert all(th.equal(a[k], b[k]) for k in a)
+
+
+def test_an_env_drawing_from_the_global_rng_mid_run_changes_training(tmp_path):
+    """Why engines must not draw from np.random: SB3's minibatch order comes from that stream.
+
+    Guards the test above: with the draws on the global RNG (what ALFWorld's first TextWorld import
+    did) the cold and the warm job differ, so equal results there are the fix's doing.
+    """
+    from tests import toy_text_env
+
+    toy_text_env._SEEN_STATES.clear()
+    memo = EnvSpec(TOY_ENV_IMPORT_ID, {"num_games": 8, "global_rng_memo": "global"})
+    spec = toy_spec(total_timesteps=512, train_env=memo, eval_episodes=2)
+    first = run_inner(spec, "g1 + g2", seed=3, save_model=str(tmp_path / "a.zip"))
+    second = run_inner(spec, "g1 + g2", seed=3, save_model=str(tmp_path / "b.zip"))
+    assert first.ok and second.ok
+    from sb3_contrib import MaskablePPO
+
+    a = MaskablePPO.load(tmp_path / "a.zip", device="cpu").policy.state_dict()
+    b = MaskablePPO.load(tmp_path / "b.zip", device="cpu").policy.state_dict()
+    assert not all(th.equal(a[k], b[k]) for k in a)

@@ -84,9 +84,7 @@ class SB3Trainer(InnerTrainer):
     def train(self, spec: Any, meta_reward: Any, primitives: Any, seed: int,
               init_model: str | None = None) -> TrainOutput:
         """Train ``spec.agent`` for ``total_timesteps``; returns the model, its success curve and counters."""
-        from stable_baselines3.common.callbacks import CallbackList
-
-        from derl_gym.agents.inner.trainer import ReseedCallback, SuccessCurveCallback, build_model, make_vec_env
+        from derl_gym.agents.inner.trainer import SuccessCurveCallback, build_model, make_vec_env
 
         agent = spec.agent
         vec_kind = str(agent.algo_kwargs.get("vec_env", "dummy"))
@@ -101,9 +99,11 @@ class SB3Trainer(InnerTrainer):
                 model.set_parameters(init_model, exact_match=True, device=model.device)
             callback = SuccessCurveCallback()
             train_start = time.perf_counter()
+            # SB3 seeded NumPy's global RNG in build_model (it shuffles minibatches with it) and
+            # nothing in the envs draws from it (ALFWorld imports TextWorld through
+            # envs/alfworld/textworld_import.py), so the run depends only on seed and the rollouts.
             with fast_distributions():
-                model.learn(total_timesteps=int(agent.total_timesteps),
-                            callback=CallbackList([callback, ReseedCallback(seed)]))
+                model.learn(total_timesteps=int(agent.total_timesteps), callback=callback)
             train_seconds = time.perf_counter() - train_start
         finally:
             try:

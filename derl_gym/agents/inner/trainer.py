@@ -33,7 +33,6 @@ __all__ = [
     "make_vec_env",
     "build_model",
     "SuccessCurveCallback",
-    "ReseedCallback",
     "EvalResult",
     "episode_success",
     "evaluate_policy",
@@ -158,26 +157,6 @@ class SuccessCurveCallback(BaseCallback):
         if self._pending:
             self.curve.append((int(self.num_timesteps), float(np.mean(self._pending))))
             self._pending = []
-
-
-class ReseedCallback(BaseCallback):
-    """Reseed NumPy's global RNG before every policy update (``seed`` and the step count).
-
-    SB3 shuffles PPO minibatches with ``np.random``; env engines may also draw from that global
-    RNG, and how much they draw can depend on process-wide caches (for instance ALFWorld's
-    transition cache), so two identical jobs in one worker process would otherwise diverge.
-    Reseeding right before each update makes training depend only on ``seed`` and the rollouts.
-    """
-
-    def __init__(self, seed: int) -> None:
-        super().__init__(verbose=0)
-        self.seed = int(seed)
-
-    def _on_step(self) -> bool:
-        return True
-
-    def _on_rollout_end(self) -> None:
-        np.random.seed((self.seed * 1_000_003 + int(self.num_timesteps)) % (2**32))
 
 
 @dataclass

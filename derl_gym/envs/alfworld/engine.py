@@ -45,6 +45,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from derl_gym.envs.alfworld.textworld_import import import_textworld
 from derl_gym.utils.fastpath import fast_path_enabled
 from derl_gym.utils.lru import LRUCache
 
@@ -75,6 +76,7 @@ def normalize_command(text: str) -> str:
 @lru_cache(maxsize=None)
 def _normalizing_demangler_class() -> type:
     """Return alfworld's ``AlfredDemangler`` subclass that strips the demangled names (imported lazily)."""
+    import_textworld()  # first, so that importing TextWorld leaves np.random's global state alone
     from alfworld.agents.environment.alfred_tw_env import AlfredDemangler
 
     class NormalizingDemangler(AlfredDemangler):
@@ -96,7 +98,7 @@ def make_reference_env(infos: Any = None, shuffle: bool = False) -> Any:
     TextWorld's stripping of the incoming command. ``infos`` is a ``textworld.EnvInfos``
     (default: ``won`` and ``admissible_commands``).
     """
-    import textworld
+    textworld = import_textworld()
     from textworld.envs.pddl import PddlEnv
 
     if infos is None:
@@ -217,6 +219,7 @@ _COMMAND_MEMO = LRUCache(2048, name="alfworld.command_texts",
 def _pddl_modules():
     """Import TextWorld's PDDL modules lazily (they pull in fast-downward and tatsu)."""
     try:
+        import_textworld()
         import fast_downward
         from textworld.envs.pddl import logic as pddl_logic
     except ImportError as err:  # pragma: no cover - depends on the installation
@@ -806,6 +809,7 @@ def _demangled_entity_infos(state) -> dict:
 
     Names are stripped (:func:`normalize_command`), as :func:`make_reference_env` does.
     """
+    import_textworld()
     from alfworld.agents.utils.misc import Demangler
     from textworld.generator.game import EntityInfo
 
@@ -1073,8 +1077,7 @@ class ReferenceEngine:
     """
 
     def __init__(self) -> None:
-        import textworld
-
+        textworld = import_textworld()
         infos = textworld.EnvInfos(won=True, admissible_commands=True, policy_commands=True, facts=True)
         self._env = make_reference_env(infos)
         self._pddl = self._env.unwrapped

@@ -627,20 +627,21 @@ def build_pddl_problem(task_type: str, params: Mapping[str, Any], receps: Sequen
 
 
 def _task_description(traj_data: Mapping[str, Any], grammar: str, seed: int) -> tuple[str, str]:
-    """Returns (grammar with the task sentence, task sentence) via alfworld's add_task_to_grammar.
+    """Returns (grammar with the task sentence, task sentence), the sentence drawn from alfworld's templates.
 
-    ``get_templated_task_desc`` draws the template with the global ``random``; it is seeded here
-    and the global state restored afterwards, so the choice is deterministic per game.
+    The same result as alfworld's ``add_task_to_grammar`` with templated descriptions after
+    ``random.seed(seed)`` (a template of ``goal_library.gdict[task type (+ "_slice")]`` filled with the
+    target names), drawn here from a ``random.Random(seed)`` of its own: Python's global ``random``
+    is neither drawn from nor reseeded.
     """
-    from alfworld.agents.utils.misc import add_task_to_grammar
+    import alfworld.gen.goal_library as glib
 
-    state = random.getstate()
-    try:
-        random.seed(seed)
-        new_grammar = add_task_to_grammar(grammar, dict(traj_data), goal_desc_human_anns_prob=0.0,
-                                          rng=random.Random(seed))
-    finally:
-        random.setstate(state)
+    params = traj_data["pddl_params"]
+    goal = str(traj_data["task_type"]) + ("_slice" if params["object_sliced"] else "")
+    template = random.Random(seed).choice(glib.gdict[goal]["templates"])
+    sentence = template.format(obj=params["object_target"].lower(), recep=params["parent_target"].lower(),
+                               toggle=params["toggle_target"].lower(), mrecep=params["mrecep_target"].lower())
+    new_grammar = grammar.replace("UNKNOWN GOAL", sentence)
     marker = "Your task is to: "
     start = new_grammar.index(marker) + len(marker)
     end = new_grammar.index('."', start)
@@ -652,12 +653,12 @@ def _make_pddl_env(policy: bool):
 
     See :func:`derl_gym.envs.alfworld.engine.make_reference_env`: on numbered names ("apple 1") it
     is upstream's env; an unnumbered object reads "desk", so the planner's commands are admissible.
+    TextWorld is imported through :func:`~derl_gym.envs.alfworld.textworld_import.import_textworld`.
     """
-    import textworld
-
     from derl_gym.envs.alfworld.engine import make_reference_env
+    from derl_gym.envs.alfworld.textworld_import import import_textworld
 
-    infos = textworld.EnvInfos(won=True, admissible_commands=True, policy_commands=policy)
+    infos = import_textworld().EnvInfos(won=True, admissible_commands=True, policy_commands=policy)
     return make_reference_env(infos, shuffle=False)
 
 
