@@ -209,10 +209,18 @@ def with_validation(spec: InnerLoopSpec, kind: str = "paper") -> InnerLoopSpec:
 SCIENCEWORLD_ID = "derl_gym/ScienceWorld-v0"
 SCIENCEWORLD_TINY_TASK = "lifespan-longest-lived"
 #: scienceworld-tiny keeps only ``teleport to`` and ``focus on`` style commands (proposed by the
-#: ScienceWorld engineer: the task is solved in two steps with the easy simplification)
-SCIENCEWORLD_TINY_EXCLUDE = ("activate", "close", "connect", "deactivate", "disconnect", "dunk", "eat", "examine",
-                             "flush", "go to", "inventory", "look", "mix", "move", "open", "pick up", "pour",
-                             "put down", "read", "reset", "task", "use", "wait")
+#: ScienceWorld engineer: the task is solved in two steps with the easy simplification), and of those
+#: only ``teleport to outside`` (where the animals are) and ``focus on`` anything but the outside's fixed
+#: non-animal objects (the same 15 in every variation). Focusing on a wrong object fails the task, so
+#: the agent still has to learn to go outside first and then which of the (about 3) animals lives longest.
+SCIENCEWORLD_TINY_EXCLUDE = (
+    "activate", "close", "connect", "deactivate", "disconnect", "dunk", "eat", "examine", "flush", "go to",
+    "inventory", "look", "mix", "move", "open", "pick up", "pour", "put down", "read", "reset", "task", "use", "wait",
+    *(f"teleport to {room}" for room in ("art studio", "bathroom", "bedroom", "foundry", "greenhouse", "hallway",
+                                          "kitchen", "living room", "workshop")),
+    *(f"focus on {thing}" for thing in ("agent", "air", "axe", "door", "fire pit", "foundry", "fountain", "greenhouse",
+                                         "ground", "inventory", "kitchen", "orange", "outside", "substance", "wood")),
+)
 
 
 def scienceworld_tiny() -> InnerLoopSpec:
@@ -235,8 +243,10 @@ def scienceworld_tiny() -> InnerLoopSpec:
         eval_episodes=10,
         wrapper_kwargs={"max_actions": 64, "dim": 128, "include": ["observation", "task", "history"],
                         "history_length": 3, "exclude": list(SCIENCEWORLD_TINY_EXCLUDE)},
-        description="ScienceWorld lifespan-longest-lived (easy simplification), 8-step episodes, only "
-                    "teleport/focus commands",
+        description="ScienceWorld lifespan-longest-lived (easy simplification), 8-step episodes, only 'teleport to "
+                    "outside' and 'focus on' commands (the outside's fixed non-animal objects left out). Measured, "
+                    "outcome-only g1, 2k steps, seeds 0/1/2: validation 0.7/1.0/0.6, test L1 0.7/1.0/0.9; random "
+                    "policy over 150 episodes: validation 0.02, L1 0.08",
     )
 
 
@@ -409,9 +419,9 @@ PRESETS: dict[str, PresetInfo] = {
                                                      "g1 validation 0.342 (0.35/0.30/0.375), test L2 0.150; "
                                                      "(g1+g2+g3+g4)/4 validation 0.367, L2 0.083 "
                                                      "(benchmarks/results/meta_noise.md)"),
-    "scienceworld-tiny": PresetInfo(scienceworld_tiny, "about 100 s on a busy core (~22 env steps/s: the JVM "
-                                                       "simulator dominates); learning NOT tuned: one run gave "
-                                                       "validation 0.1 vs random 0.0"),
+    "scienceworld-tiny": PresetInfo(scienceworld_tiny, "117-160 s per run measured on one worker of the busy "
+                                                       "2-core machine (load ~3.5; 15-20 train steps/s); g1 "
+                                                       "learns: validation 0.77 mean over 3 seeds vs 0.02 random"),
     "gsm8k-lm-tiny": PresetInfo(gsm8k_lm_tiny, "20 s per inner run measured on one core of the busy 2-core dev machine (load ~8): 16 GRPO "
                                                 "steps at ~2 steps/s, then 16 greedy validation answers; first use also builds the tiny model (~5 s, cached)"),
     "math-lm-tiny": PresetInfo(math_lm_tiny, "20 s per inner run measured on one core of the busy 2-core dev machine (as gsm8k-lm-tiny)"),
