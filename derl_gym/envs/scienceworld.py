@@ -431,19 +431,38 @@ def helper_classpath() -> str | None:
     target = os.path.join(base, "scienceworld", f"helper-{digest}")
     if os.path.isfile(os.path.join(target, HELPER_CLASS + ".class")):
         return target
+    if target in _HELPER_FAILED:  # tried (and warned) once in this process already
+        return None
+    built = _build_helper(source, target, JAR_PATH)
+    if built is None:
+        _HELPER_FAILED.add(target)
+    return built
+
+
+#: helper build folders whose build failed in this process (not retried, not warned again)
+_HELPER_FAILED: set[str] = set()
+
+
+def _build_helper(source: str, target: str, jar_path: str) -> str | None:
+    """Compile the helper into ``target`` (atomically); return ``target``, or None after logging why not."""
     javac = _javac()
     if javac is None:
         logger.warning("no javac found (install a JDK, or set JAVA_HOME): ScienceWorld runs without its JVM-side "
                        "helper, about 2x slower per step")
         return None
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    work = tempfile.mkdtemp(prefix="helper-build-", dir=os.path.dirname(target))
+    try:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        work = tempfile.mkdtemp(prefix="helper-build-", dir=os.path.dirname(target))
+    except OSError as error:
+        logger.warning("cannot build the ScienceWorld helper under %s (%s); set DERL_GYM_CACHE to a writable folder",
+                       os.path.dirname(target), error)
+        return None
     try:
         path = os.path.join(work, HELPER_CLASS + ".java")
         with open(path, "w", encoding="utf-8") as handle:
             handle.write(source)
         out = os.path.join(work, "classes")
-        done = subprocess.run([javac, "-nowarn", "-encoding", "UTF-8", "-cp", JAR_PATH, "-d", out, path],
+        done = subprocess.run([javac, "-nowarn", "-encoding", "UTF-8", "-cp", jar_path, "-d", out, path],
                               capture_output=True, text=True, timeout=300)
         if done.returncode != 0:
             logger.warning("compiling the ScienceWorld helper failed (%s): %s", javac, done.stderr.strip()[-2000:])

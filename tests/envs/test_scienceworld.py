@@ -535,3 +535,19 @@ def test_run_inner_on_scienceworld():
     assert 0.0 <= result.score <= 1.0 and result.extra["validation"]["episodes"] == 2
     assert result.env_steps >= 32 and "L1" in result.extra["test"]
     assert wait_gone(set(java_descendants()) - before, timeout=5.0) == []
+
+
+def test_helper_builds_from_scratch_and_a_bad_cache_falls_back(tmp_path, monkeypatch):
+    from derl_gym.envs import scienceworld as sw
+
+    if sw._javac() is None:
+        pytest.skip("no javac here")
+    assert all(prefix in sw.helper_source() for prefix in sw.INVALID_FEEDBACK)
+    monkeypatch.setenv("DERL_GYM_CACHE", str(tmp_path / "cache"))
+    built = sw.helper_classpath()
+    assert built is not None and built.startswith(str(tmp_path))
+    assert os.path.isfile(os.path.join(built, sw.HELPER_CLASS + ".class"))
+    assert sw.helper_classpath() == built  # reused, not rebuilt
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("DERL_GYM_CACHE", str(tmp_path / "file"))
+    assert sw.helper_classpath() is None  # unusable cache: logged, the env runs without the helper
