@@ -108,8 +108,18 @@ Variables = Union[int, Sequence[str], Any]  # Any: a PrimitiveSet (duck-typed: `
 class InvalidExpression(ValueError):
     """Raised for text that is not a valid Meta-Reward; the message says where and why.
 
-    ``column`` is the 1-based column of the offending token (``None`` when the whole text is at
-    fault, e.g. empty or too long) and ``text`` is the formula.
+    Attributes:
+        text: the formula.
+        column: the 1-based column of the offending token (``None`` when the whole text is at
+            fault, e.g. empty or too long).
+
+    Example:
+        >>> from derl_gym.rewards import InvalidExpression, MetaReward
+        >>> try:
+        ...     MetaReward("g1 ** 2")
+        ... except InvalidExpression as error:
+        ...     print(error.column, error)
+        4 '**' at column 4 is not allowed: only the binary operators + - * / are allowed (in 'g1 ** 2')
     """
 
     def __init__(self, message: str, text: str | None = None, column: int | None = None) -> None:
@@ -507,13 +517,39 @@ def _canonical_cached(text: str, k: int, aliases: tuple[str, ...]) -> str:
 class MetaReward:
     """A checked, compiled Meta-Reward formula over the variables ``g1..gK``.
 
-    ``variables`` is an int ``K`` (variables ``g1..gK``), a sequence of ``K`` primitive names (they
-    become aliases of ``g1..gK``; ``Primitive`` objects work too) or a ``PrimitiveSet`` (its
-    variables with its names as aliases). Raises :class:`InvalidExpression` for invalid text.
+    The text is parsed with :mod:`ast` against a whitelist and never evaluated by Python (see the
+    module docstring for the language and its semantics). Equality and hashing use the canonical
+    form. Instances pickle as text + variables and recompile on load.
 
-    Attributes: ``text`` (as given), ``num_variables`` (K), ``aliases`` (alias name per variable,
-    ``""`` for none), ``canonical``, ``complexity``, ``variables_used``. Equality and hashing use
-    the canonical form. Instances pickle as text + variables and recompile on load.
+    Args:
+        text: the formula, e.g. ``"g1 + 0.5*(g2 - g4/3)"``.
+        variables: an int ``K`` (variables ``g1..gK``), a sequence of ``K`` primitive names (they
+            become aliases of ``g1..gK``; ``Primitive`` objects work too) or a ``PrimitiveSet`` (its
+            variables with its names as aliases).
+
+    Attributes:
+        text: the formula as given.
+        num_variables: ``K``.
+        aliases: the alias name of each variable (``""`` for none).
+
+    Raises:
+        InvalidExpression: for text that is not a valid formula (the message names the token,
+            its column and the rule broken).
+
+    Example:
+        >>> import numpy as np
+        >>> from derl_gym.rewards import MetaReward, agent_primitives
+        >>> reward = MetaReward("success + 0.5*progress_last", agent_primitives())  # names alias g1..g4
+        >>> reward([1.0, 0.0, 0.0, 0.5])                     # one row of g1..g4 -> a float
+        1.25
+        >>> reward.evaluate(np.array([[1, 0, 0, 0.5], [0, 0, 0, 1.0]]))   # [N, K] -> [N], vectorised
+        array([1.25, 0.5 ])
+        >>> reward.canonical, reward.complexity, reward.variables_used
+        ('g1 + 0.5*g4', 5, ('g1', 'g4'))
+        >>> MetaReward("g1/g2", 2)([1.0, 0.0])               # protected division: x/0 gives 0
+        0.0
+        >>> MetaReward("g2 + g1") == MetaReward("2*g1/2 + g2")  # equal canonical forms
+        True
     """
 
     __slots__ = ("text", "num_variables", "aliases", "_names", "_tree", "_fn", "_canonical")
@@ -528,7 +564,14 @@ class MetaReward:
 
     @classmethod
     def parse(cls, text: str, variables: Variables = 4) -> "MetaReward":
-        """Return the :class:`MetaReward` for ``text``; raises :class:`InvalidExpression`."""
+        """Parse a formula (the same as the constructor).
+
+        Returns:
+            The :class:`MetaReward` for ``text``.
+
+        Raises:
+            InvalidExpression: for invalid text.
+        """
         return cls(text, variables)
 
     # ---------------------------------------------------------------- properties
@@ -557,10 +600,19 @@ class MetaReward:
 
     # ---------------------------------------------------------------- evaluation
     def evaluate(self, values: np.ndarray) -> np.ndarray:
-        """Return ``ndarray[N]`` (float64): the formula on each row of ``values[N, K]``.
+        """Evaluate the formula on a batch of primitive values.
 
         Protected division (``|d| < 1e-9`` gives 0), non-finite results become 0, and the output is
-        clipped to ``[-1e6, 1e6]``. Raises ``ValueError`` when ``values`` is not 2-D with K columns.
+        clipped to ``[-1e6, 1e6]``.
+
+        Args:
+            values: an array ``[N, K]``, one row of ``g1..gK`` per sample.
+
+        Returns:
+            A float64 array ``[N]``: the formula on each row.
+
+        Raises:
+            ValueError: when ``values`` is not 2-D with K columns.
         """
         array = np.asarray(values, dtype=np.float64)
         if array.ndim != 2 or array.shape[1] != self.num_variables:
@@ -581,7 +633,11 @@ class MetaReward:
         return result
 
     def __call__(self, values: np.ndarray) -> Any:
-        """Return the formula's value: a float for one row ``values[K]``, ``ndarray[N]`` for ``[N, K]``."""
+        """Evaluate the formula on one row or a batch.
+
+        Returns:
+            A float for one row ``values[K]``, a float64 array ``[N]`` for ``values[N, K]``.
+        """
         array = np.asarray(values, dtype=np.float64)
         if array.ndim == 1:
             if array.shape[0] != self.num_variables:
@@ -617,8 +673,21 @@ class MetaReward:
 
 
 def canonicalize(text: str, variables: Variables = 4) -> str:
-    """Return the canonical string of ``text`` (see :attr:`MetaReward.canonical`).
+    """Return the canonical string of a formula (see :attr:`MetaReward.canonical`).
 
-    Raises :class:`InvalidExpression` for invalid text.
+    Args:
+        text: the formula.
+        variables: as for :class:`MetaReward`.
+
+    Returns:
+        The canonical string, equal for formulas that evaluate alike.
+
+    Raises:
+        InvalidExpression: for invalid text.
+
+    Example:
+        >>> from derl_gym.rewards import canonicalize
+        >>> canonicalize("g2+g1"), canonicalize("2*g1/2 + g2"), canonicalize("g1/g1")
+        ('g1 + g2', 'g1 + g2', '((g1)/(g1))')
     """
     return MetaReward(text, variables).canonical

@@ -74,10 +74,36 @@ def _format_constant(value: Any) -> str:
 class Grammar:
     """Token grammar of Meta-Rewards over ``g1..g{num_variables}`` (see the module docstring).
 
-    ``constants``: the constant tokens (non-negative numbers or their text, at most 1e6).
-    ``max_tokens``: the longest sequence, END included. Attributes: ``vocabulary`` (token strings),
-    ``vocab_size``, ``end_id``, ``variable_ids``, ``constant_ids``, ``operator_ids``, ``open_id``,
-    ``close_id``, ``minus_id``, ``constant_values``, ``token_weights`` (default sampling weights).
+    Args:
+        num_variables: ``K``, the variables ``g1..gK``.
+        constants: the constant tokens (non-negative numbers or their text, at most 1e6).
+        max_tokens: the longest sequence, END included.
+
+    Attributes:
+        vocabulary: the token strings (variables, constants, operators, ``(``, ``)``, END).
+        vocab_size: ``len(vocabulary)``.
+        token_weights: the default sampling weight of each token.
+        end_id, open_id, close_id, minus_id: ids of those tokens; ``variable_ids``,
+            ``constant_ids``, ``operator_ids``: arrays of ids; ``constant_values``: the constants as floats.
+
+    Raises:
+        ValueError: for a bad ``num_variables``, a negative, duplicate or too large constant, or a
+            ``max_tokens`` that could decode to more than the language's 512 characters.
+
+    Example:
+        >>> import numpy as np
+        >>> from derl_gym.rewards import Grammar
+        >>> grammar = Grammar(num_variables=4)
+        >>> grammar.vocab_size, grammar.vocabulary[:4], grammar.vocabulary[-3:]
+        (20, ['g1', 'g2', 'g3', 'g4'], ['(', ')', 'END'])
+        >>> ids = grammar.encode("g1 + 0.5*g2")
+        >>> ids, grammar.decode(ids)
+        ([0, 13, 6, 15, 1, 19], 'g1 + 0.5*g2')
+        >>> [grammar.vocabulary[i] for i in np.flatnonzero(grammar.valid_next([0]))]  # after "g1"
+        ['+', '-', '*', '/', 'END']
+        >>> formula = grammar.sample_text(np.random.default_rng(0))    # always a valid formula
+        >>> grammar.fits(formula), grammar.fits("g5")
+        (True, False)
     """
 
     def __init__(self, num_variables: int = 4, constants: Sequence[Any] = DEFAULT_CONSTANTS,
@@ -177,9 +203,16 @@ class Grammar:
         return mask
 
     def valid_next(self, prefix: Sequence[int]) -> np.ndarray:
-        """Return ``ndarray[vocab_size]`` of bool: the tokens allowed after ``prefix``.
+        """Return the mask of tokens allowed after a prefix (for constrained generation).
 
-        All False after END. Raises ``ValueError`` when ``prefix`` itself breaks the grammar.
+        Args:
+            prefix: token ids so far.
+
+        Returns:
+            A bool array ``[vocab_size]``; all False after END.
+
+        Raises:
+            ValueError: when ``prefix`` itself breaks the grammar.
         """
         key = tuple(int(t) for t in prefix)
         cached = self._cache.get(key)
@@ -195,16 +228,26 @@ class Grammar:
         return cached.copy()
 
     def is_complete(self, prefix: Sequence[int]) -> bool:
-        """Return True when ``prefix`` ends with END or END is valid next (a complete formula)."""
+        """Tell whether a prefix is a complete formula.
+
+        Returns:
+            True when ``prefix`` ends with END or END is valid next.
+        """
         expect_operand, depth, _, ended = self._state(prefix)
         return ended or (not expect_operand and depth == 0)
 
     # ------------------------------------------------------------------ text <-> ids
     def decode(self, ids: Sequence[int]) -> str:
-        """Return the text of token ids (stops at END); a complete sequence gives a parseable formula.
+        """Return the text of token ids (stops at END).
 
         ``+`` and binary ``-`` get spaces around them, everything else is written compactly,
-        e.g. ``g1 + 0.5*(g2 - g4/3)``. A partial prefix decodes to its partial text.
+        e.g. ``g1 + 0.5*(g2 - g4/3)``.
+
+        Returns:
+            The text; a complete sequence gives a parseable formula, a partial prefix its partial text.
+
+        Raises:
+            ValueError: for an id outside the vocabulary.
         """
         parts: list[str] = []
         expect_operand = True
@@ -226,11 +269,12 @@ class Grammar:
         return "".join(parts).strip()
 
     def encode(self, text: str) -> list[int]:
-        """Return the token ids of ``text``, ending with END.
+        """Return the token ids of a formula, ending with END (a unary ``+`` is dropped).
 
-        Raises :class:`InvalidExpression` when the text is not a valid formula, uses a constant or
-        a variable outside the vocabulary, or does not fit the grammar (longer than ``max_tokens``,
-        two unary minuses in a row, parentheses nested deeper than 15). A unary ``+`` is dropped.
+        Raises:
+            InvalidExpression: when the text is not a valid formula, uses a constant or a variable
+                outside the vocabulary, or does not fit the grammar (longer than ``max_tokens``, two
+                unary minuses in a row, parentheses nested deeper than 15).
         """
         MetaReward(text, self.num_variables)  # raises InvalidExpression with a precise message
         ids: list[int] = []
@@ -290,11 +334,17 @@ class Grammar:
 
     # ------------------------------------------------------------------ sampling
     def sample(self, rng: np.random.Generator, uniform: bool = False, end_bias: float = 2.0) -> list[int]:
-        """Return a random complete token sequence (ending with END), drawn token by token.
+        """Draw a random formula token by token under the mask.
 
-        Each token is drawn among the masked-valid ones, uniformly when ``uniform`` is True, else
-        proportionally to ``token_weights`` with ``)`` and END up-weighted by
-        ``1 + end_bias * len(prefix) / max_tokens`` so that lengths stay moderate.
+        Args:
+            rng: the generator drawn from.
+            uniform: draw uniformly among the valid tokens; else proportionally to
+                ``token_weights`` with ``)`` and END up-weighted by
+                ``1 + end_bias * len(prefix) / max_tokens`` so that lengths stay moderate.
+            end_bias: see ``uniform``.
+
+        Returns:
+            A complete token sequence (ending with END).
         """
         ids: list[int] = []
         while True:
@@ -312,15 +362,27 @@ class Grammar:
                 return ids
 
     def sample_text(self, rng: np.random.Generator, **kwargs: Any) -> str:
-        """Return the decoded text of :meth:`sample` (a valid formula)."""
+        """Return the decoded text of :meth:`sample` (a valid formula); ``kwargs`` go to :meth:`sample`."""
         return self.decode(self.sample(rng, **kwargs))
 
     # ------------------------------------------------------------------ trees
     def to_tree(self, text: str) -> Tree:
-        """Return the expression tree of ``text`` (raises :class:`InvalidExpression`).
+        """Return the expression tree of a formula.
 
-        Trees are nested tuples ``("var", i) | ("const", token) | ("neg", t) | ("bin", op, l, r)``;
-        constants must be vocabulary constants, unary ``+`` is dropped and ``--x`` becomes ``x``.
+        Returns:
+            Nested tuples ``("var", i) | ("const", token) | ("neg", t) | ("bin", op, l, r)``; unary
+            ``+`` is dropped and ``--x`` becomes ``x``.
+
+        Raises:
+            InvalidExpression: for invalid text or a constant outside the vocabulary.
+
+        Example:
+            >>> from derl_gym.rewards import Grammar
+            >>> tree = Grammar(4).to_tree("g1 + 0.5*g2")
+            >>> tree
+            ('bin', '+', ('var', 0), ('bin', '*', ('const', '0.5'), ('var', 1)))
+            >>> Grammar(4).render(tree)
+            'g1 + 0.5*g2'
         """
         import ast
 
@@ -368,7 +430,11 @@ class Grammar:
         return f"{left_text} {op} {right_text}" if op in ("+", "-") else f"{left_text}{op}{right_text}"
 
     def fits(self, text: str) -> bool:
-        """Return True when ``text`` encodes with this grammar (valid and within ``max_tokens``)."""
+        """Tell whether a formula encodes with this grammar.
+
+        Returns:
+            True when ``text`` is valid, uses only vocabulary tokens and fits ``max_tokens``.
+        """
         try:
             self.encode(text)
         except InvalidExpression:
@@ -387,11 +453,25 @@ class Grammar:
         return ("bin", op, self.random_tree(rng, max_depth - 1), self.random_tree(rng, max_depth - 1))
 
     def mutate(self, text: str, rng: np.random.Generator, attempts: int = 20) -> str:
-        """Return a mutated formula: a random subtree replaced by a fresh small random one, a
-        constant changed to another vocabulary constant, or a binary operator swapped.
+        """Mutate a formula (the evolutionary baseline's operator).
 
-        The result always encodes within ``max_tokens``; after ``attempts`` failed tries the
-        parent ``text`` is returned unchanged. Raises :class:`InvalidExpression` for invalid text.
+        A random subtree is replaced by a fresh small random one, a constant changed to another
+        vocabulary constant, or a binary operator swapped.
+
+        Returns:
+            The mutated formula, which always encodes within ``max_tokens``; the parent ``text``
+            unchanged after ``attempts`` failed tries.
+
+        Raises:
+            InvalidExpression: for invalid text.
+
+        Example:
+            >>> import numpy as np
+            >>> from derl_gym.rewards import Grammar
+            >>> grammar = Grammar(4)
+            >>> child = grammar.mutate("g1 + g2", np.random.default_rng(0))
+            >>> child != "g1 + g2" and grammar.fits(child)
+            True
         """
         tree = self.to_tree(text)
         parent = self.render(tree)
@@ -420,9 +500,19 @@ class Grammar:
         return text
 
     def crossover(self, a: str, b: str, rng: np.random.Generator, attempts: int = 20) -> str:
-        """Return one child of ``a`` and ``b``: a random subtree of ``a`` replaced by a random
-        subtree of ``b``. The child always encodes within ``max_tokens``; after ``attempts`` failed
-        tries ``a`` is returned. Raises :class:`InvalidExpression` for invalid text.
+        """Cross two formulas: a random subtree of ``a`` replaced by a random subtree of ``b``.
+
+        Returns:
+            The child, which always encodes within ``max_tokens``; ``a`` after ``attempts`` failed tries.
+
+        Raises:
+            InvalidExpression: for invalid text.
+
+        Example:
+            >>> import numpy as np
+            >>> from derl_gym.rewards import Grammar
+            >>> Grammar(4).fits(Grammar(4).crossover("g1 + g2", "g3*g4", np.random.default_rng(0)))
+            True
         """
         tree_a, tree_b = self.to_tree(a), self.to_tree(b)
         paths_a, paths_b = _paths(tree_a), _paths(tree_b)

@@ -29,7 +29,20 @@ StepScorer = Callable[["Step"], float]
 
 @dataclass
 class Step:
-    """One transition: the action taken, what came back, and the ``info`` before and after."""
+    """One transition: the action taken, what came back, and the ``info`` before and after.
+
+    Attributes:
+        action: the action sent to the env.
+        observation: the observation that came back.
+        reward: the env's own (task) reward.
+        terminated, truncated: the env's end flags.
+        info: the ``info`` after the step; ``prev_info``: the one before it.
+
+    Example:
+        >>> from derl_gym.rewards import Step
+        >>> Step("go to desk 1", "You arrive at desk 1.", 0.0, False, False, {"progress": 0.5}).info["progress"]
+        0.5
+    """
 
     action: Any
     observation: Any
@@ -42,7 +55,20 @@ class Step:
 
 @dataclass
 class Trajectory:
-    """An episode so far: the reset observation/info and the list of steps taken since."""
+    """An episode so far: the reset observation/info and the list of steps taken since.
+
+    Attributes:
+        initial_observation, initial_info: what ``reset`` returned.
+        steps: the :class:`Step` objects taken since.
+
+    Example:
+        >>> from derl_gym.rewards import Step, Trajectory
+        >>> trajectory = Trajectory("start", {})
+        >>> trajectory.append(Step("a", "o1", 0.0, False, False, {}))
+        >>> trajectory.append(Step("b", "o2", 1.0, True, False, {"won": True}))
+        >>> len(trajectory), trajectory.done, trajectory.task_return, trajectory.success
+        (2, True, 1.0, True)
+    """
 
     initial_observation: Any = None
     initial_info: Mapping[str, Any] = field(default_factory=dict)
@@ -78,10 +104,27 @@ def rollout(env: Any, choose_action: Callable[[Mapping[str, Any], int], Any], *,
             **reset_kwargs: Any) -> Trajectory:
     """Play one episode of ``env`` and return it as a :class:`Trajectory`.
 
-    ``choose_action(info, t)`` gets the latest ``info`` and the step index and returns the action, or
-    ``None`` to stop early; ``reset_kwargs`` (``seed=``, ``options=``) go to ``env.reset``. The episode
-    also ends when the env terminates or truncates, or after ``max_steps`` steps. Useful for computing
-    primitive values (``PrimitiveSet.compute``) on a policy's episodes without the reward wrapper.
+    Useful for computing primitive values (``PrimitiveSet.compute``) on a policy's episodes without
+    the reward wrapper.
+
+    Args:
+        env: a Gymnasium env.
+        choose_action: ``choose_action(info, t)`` gets the latest ``info`` and the step index and
+            returns the action, or ``None`` to stop early.
+        max_steps: the episode also ends after this many steps (it ends anyway when the env
+            terminates or truncates).
+        **reset_kwargs: ``seed=``, ``options=`` for ``env.reset``.
+
+    Returns:
+        The episode as a :class:`Trajectory`.
+
+    Example:
+        >>> import gymnasium as gym
+        >>> from derl_gym.rewards import Primitive, PrimitiveSet, rollout
+        >>> trajectory = rollout(gym.make("CartPole-v1"), lambda info, t: t % 2, seed=0, max_steps=5)
+        >>> length = Primitive("length", "steps / 10", lambda traj: len(traj) / 10)
+        >>> len(trajectory), PrimitiveSet([length]).compute(trajectory)
+        (5, array([0.5]))
     """
     observation, info = env.reset(**reset_kwargs)
     trajectory = Trajectory(initial_observation=observation, initial_info=info)
@@ -102,11 +145,27 @@ def rollout(env: Any, choose_action: Callable[[Mapping[str, Any], int], Any], *,
 
 @dataclass(frozen=True)
 class Primitive:
-    """A named atomic reward.
+    """A named atomic reward: a bounded function of a :class:`Trajectory`.
 
-    ``kind`` is ``"episode"`` (a function of the whole trajectory, e.g. success) or ``"step"``
-    (an aggregate of per-step scores, e.g. a segment mean). ``function(trajectory)`` returns a
-    float; :meth:`__call__` clips it into ``bounds`` and maps non-finite values to the lower bound.
+    Attributes:
+        name: an identifier (it aliases the primitive's variable ``gK`` in formulas; not ``g<digits>``).
+        description: what it measures (shown to meta-optimizers and in reports).
+        function: ``function(trajectory) -> float``.
+        kind: ``"episode"`` (a function of the whole trajectory, e.g. success) or ``"step"`` (an
+            aggregate of per-step scores, e.g. a segment mean).
+        bounds: ``(low, high)``; :meth:`__call__` clips into it and maps non-finite values to ``low``.
+
+    Raises:
+        ValueError: for a name that is not an identifier or clashes with ``g1..gK``, an unknown
+            kind, or ``low >= high``.
+
+    Example:
+        >>> from derl_gym.rewards import Primitive, Trajectory
+        >>> steps = Primitive("length", "episode length / 10", lambda traj: len(traj) / 10)
+        >>> steps(Trajectory())
+        0.0
+        >>> Primitive("big", "always 5", lambda traj: 5.0)(Trajectory())   # clipped into (0, 1)
+        1.0
     """
 
     name: str
@@ -127,7 +186,7 @@ class Primitive:
             raise ValueError(f"primitive bounds must satisfy low < high, got {self.bounds!r}")
 
     def __call__(self, trajectory: Trajectory) -> float:
-        """Return the primitive's value on ``trajectory``, clipped into ``bounds``."""
+        """Return the primitive's value on ``trajectory``, clipped into ``bounds`` (non-finite: the lower bound)."""
         value = float(self.function(trajectory))
         low, high = self.bounds
         if not np.isfinite(value):
@@ -136,7 +195,27 @@ class Primitive:
 
 
 class PrimitiveSet:
-    """An ordered set of primitives; position ``i`` is Meta-Reward variable ``g{i+1}``."""
+    """An ordered set of primitives; position ``i`` is Meta-Reward variable ``g{i+1}``.
+
+    Args:
+        primitives: the primitives, in variable order.
+        name: the set's name (shown in reports; env defaults such as ``"agent:progress"``).
+
+    Raises:
+        ValueError: for an empty set or duplicate names.
+
+    Example:
+        >>> from derl_gym.rewards import Trajectory, agent_primitives
+        >>> primitives = agent_primitives()
+        >>> primitives
+        PrimitiveSet('agent:progress', ['success', 'progress_first', 'progress_middle', 'progress_last'])
+        >>> primitives.variables, primitives.index("progress_last"), primitives["g1"].name
+        (['g1', 'g2', 'g3', 'g4'], 3, 'success')
+        >>> primitives.compute(Trajectory())
+        array([0., 0., 0., 0.])
+        >>> print(primitives.describe().splitlines()[0])
+        g1 (success, episode, [0, 1]): 1 if the task was solved (info['won'] or task reward 1), else 0
+    """
 
     def __init__(self, primitives: Iterable[Primitive], name: str = "primitives") -> None:
         self._primitives = tuple(primitives)
@@ -191,7 +270,11 @@ class PrimitiveSet:
         return np.array([p.bounds for p in self._primitives], dtype=float)
 
     def compute(self, trajectory: Trajectory) -> np.ndarray:
-        """Return ``ndarray[K]`` (float64) with every primitive's value on ``trajectory``."""
+        """Compute every primitive on a trajectory.
+
+        Returns:
+            A float64 array ``[K]``: ``g1..gK`` on ``trajectory``.
+        """
         return np.array([p(trajectory) for p in self._primitives], dtype=np.float64)
 
     def describe(self) -> str:
@@ -266,7 +349,16 @@ STEP_SCORER_DESCRIPTIONS: dict[str, str] = {
 
 
 def get_step_scorer(scorer: str | StepScorer) -> StepScorer:
-    """Return a step scorer by name (``progress``, ``valid``, ``tags``) or pass a callable through."""
+    """Return a step scorer by name (``progress``, ``valid``, ``tags``) or pass a callable through.
+
+    Raises:
+        ValueError: for an unknown name.
+
+    Example:
+        >>> from derl_gym.rewards.primitives import Step, get_step_scorer
+        >>> get_step_scorer("progress")(Step("go", "", 0.0, False, False, {"progress": 0.25}))
+        0.25
+    """
     if callable(scorer):
         return scorer
     try:
@@ -286,6 +378,16 @@ def segment_bounds(length: int, segment: str) -> tuple[int, int]:
 
     Thirds use ``round(length * k / 3)`` boundaries; a trajectory shorter than three steps gives
     every segment at least its nearest step so that no segment is silently empty when steps exist.
+
+    Raises:
+        ValueError: for a segment other than ``first``, ``middle``, ``last``.
+
+    Example:
+        >>> from derl_gym.rewards.primitives import segment_bounds
+        >>> [segment_bounds(7, s) for s in ("first", "middle", "last")]
+        [(0, 2), (2, 5), (5, 7)]
+        >>> segment_bounds(1, "last")
+        (0, 1)
     """
     if segment not in SEGMENTS:
         raise ValueError(f"segment must be one of {SEGMENTS}, got {segment!r}")
@@ -309,10 +411,23 @@ def segment_mean(trajectory: Trajectory, scorer: StepScorer, segment: str) -> fl
 
 def segment_primitives(scorer: str | StepScorer = "progress", prefix: str | None = None,
                        description: str | None = None) -> list[Primitive]:
-    """Return the three segment primitives (first, middle, last third) for one step scorer.
+    """Return the paper's three segment primitives (mean step score over each third) for one step scorer.
 
-    Names are ``{prefix}_first``, ``{prefix}_middle``, ``{prefix}_last`` where ``prefix`` defaults to
-    the scorer's name.
+    Args:
+        scorer: a step scorer name (``progress``, ``valid``, ``tags``) or a callable ``Step -> float``.
+        prefix: the names' prefix (default: the scorer's name).
+        description: what the step score measures (default: the scorer's description).
+
+    Returns:
+        The primitives ``{prefix}_first``, ``{prefix}_middle``, ``{prefix}_last`` (kind ``"step"``).
+
+    Example:
+        >>> from derl_gym.rewards import Step, Trajectory, segment_primitives
+        >>> first, middle, last = segment_primitives("progress")
+        >>> trajectory = Trajectory(steps=[Step(i, "", 0.0, False, False, {"progress": p})
+        ...                                for i, p in enumerate([1.0, 0.0, 0.0, 0.5, 0.5, 0.0])])
+        >>> first.name, first(trajectory), middle(trajectory), last(trajectory)
+        ('progress_first', 0.5, 0.25, 0.25)
     """
     fn = get_step_scorer(scorer)
     label = prefix or (scorer if isinstance(scorer, str) else getattr(scorer, "__name__", "step"))
@@ -329,16 +444,39 @@ def segment_primitives(scorer: str | StepScorer = "progress", prefix: str | None
 
 
 def success_primitive(description: str = "1 if the task was solved (info['won'] or task reward 1), else 0") -> Primitive:
-    """Return the outcome primitive ``success`` (g1 of the paper's agent primitive sets)."""
+    """Return the outcome primitive ``success`` (g1 of the paper's agent primitive sets).
+
+    Returns:
+        A :class:`Primitive` worth 1.0 when :attr:`Trajectory.success`, else 0.0.
+    """
     return Primitive(name="success", description=description,
                      function=lambda traj: float(traj.success), kind="episode")
 
 
 def agent_primitives(scorer: str | StepScorer = "progress", name: str = "agent") -> PrimitiveSet:
-    """Return the paper's agent primitive set: g1 success, g2..g4 segment means of ``scorer``."""
+    """Return the paper's agent primitive set: g1 success, g2..g4 segment means of ``scorer``.
+
+    Args:
+        scorer: the step scorer of g2..g4 (a name or a callable ``Step -> float``).
+        name: the set's name prefix (the set is named ``"{name}:{scorer}"``).
+
+    Returns:
+        A :class:`PrimitiveSet` of four primitives.
+
+    Example:
+        >>> from derl_gym.rewards import agent_primitives
+        >>> agent_primitives("valid").names
+        ['success', 'valid_first', 'valid_middle', 'valid_last']
+    """
     return PrimitiveSet([success_primitive(), *segment_primitives(scorer)], name=f"{name}:{scorer}")
 
 
 def as_primitive_set(primitives: PrimitiveSet | Sequence[Primitive]) -> PrimitiveSet:
-    """Return ``primitives`` as a :class:`PrimitiveSet` (wrapping a plain sequence)."""
+    """Return ``primitives`` as a :class:`PrimitiveSet` (a set as is; a plain sequence wrapped).
+
+    Example:
+        >>> from derl_gym.rewards.primitives import as_primitive_set, success_primitive
+        >>> as_primitive_set([success_primitive()])
+        PrimitiveSet('primitives', ['success'])
+    """
     return primitives if isinstance(primitives, PrimitiveSet) else PrimitiveSet(primitives)
