@@ -4,11 +4,20 @@
   primitives and keeps the task reward in ``info``.
 - :class:`TextActionWrapper` (``text_actions``): text observations/actions to SB3-friendly spaces;
   imported lazily on first access, so ``import derl_gym.wrappers`` does not import torch.
+- :class:`ActionTagWrapper` (``action_tags``): hands a text env the command inside a language
+  model's ``<action>...</action>`` tag.
+- :func:`spec_with_wrappers` (``spec``): a registered env's spec with wrappers appended, for
+  ``gymnasium.make(spec)``.
+
+Every wrapper records its constructor arguments (``gymnasium.utils.RecordConstructorArgs``), so
+``gymnasium.make(env.spec)`` rebuilds a wrapped env (see each module for what is recorded).
 """
 
+from derl_gym.wrappers.action_tags import ActionTagWrapper
 from derl_gym.wrappers.meta_reward import MetaRewardWrapper
+from derl_gym.wrappers.spec import spec_with_wrappers
 
-__all__ = ["MetaRewardWrapper", "TextActionWrapper"]
+__all__ = ["MetaRewardWrapper", "TextActionWrapper", "ActionTagWrapper", "spec_with_wrappers"]
 
 
 def __getattr__(name: str):

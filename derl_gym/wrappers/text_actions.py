@@ -34,6 +34,16 @@ encoded once per wrapper (candidate rows, mask and words cached in a bounded LRU
 ``block_cache_size`` lists), a new text is hashed with per-word memos and one ``bincount``, and
 ``info["candidates"]`` is a :class:`~derl_gym.utils.fastpath.StrList`; every number equals the
 old path's bit for bit.
+
+Specs: the wrapper records its constructor arguments (``gymnasium.utils.RecordConstructorArgs``), so
+``env.spec`` describes the stack and ``gymnasium.make(env.spec)`` rebuilds it; it can also be applied
+through a spec: ``gymnasium.register(id, ..., additional_wrappers=(TextActionWrapper.wrapper_spec(...),))``
+or :func:`~derl_gym.wrappers.spec.spec_with_wrappers` for a registered id. An encoder
+given by name is recorded by name; a :class:`HashEncoder` with default n-grams and cache as
+``"hash"`` with its ``dim``; a :class:`SentenceEncoder` with default settings as
+``"sentence:<its dir>"`` (the device is chosen again, ``"auto"``). Any other encoder object is
+recorded as the object: ``gymnasium.make(env.spec)`` in the same process reuses it, but
+``env.spec.to_json()`` cannot serialise it.
 """
 
 from __future__ import annotations
@@ -47,6 +57,7 @@ from typing import Any, Iterable, Protocol, Sequence, runtime_checkable
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+from gymnasium.core import ActType, ObsType
 
 from derl_gym.utils.fastpath import StrList, fast_path_enabled
 from derl_gym.utils.lru import LRUCache
@@ -70,22 +81,58 @@ _TOKEN_RE = re.compile(r"[a-z0-9]+")
 
 @runtime_checkable
 class Encoder(Protocol):
-    """Anything with ``dim`` and ``encode(texts) -> float32 ndarray [len(texts), dim]``."""
+    """What :class:`TextActionWrapper` needs from a text encoder: ``dim`` and ``encode``.
+
+    Attributes:
+        dim: the length of each vector.
+
+    Example:
+        >>> from derl_gym.wrappers.text_actions import Encoder, HashEncoder
+        >>> isinstance(HashEncoder(dim=16), Encoder)
+        True
+    """
 
     dim: int
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Return one float32 row per text."""
+        """Encode texts.
+
+        Args:
+            texts: the texts to encode.
+
+        Returns:
+            A float32 array ``[len(texts), dim]``, one row per text.
+        """
         ...
 
 
 class HashEncoder:
     """Hashed bag of n-grams: word uni/bi-grams plus character trigrams, signed, L2-normalised.
 
-    ``encode(texts)`` returns a float32 array ``[len(texts), dim]``. Hashing uses CRC32 (stable
-    across processes and Python versions, unlike ``hash``); each feature's sign comes from a
-    second hash so that collisions cancel on average. Vectors are cached per text (LRU,
-    ``cache_size`` entries). The empty string encodes to the zero vector.
+    Hashing uses CRC32 (stable across processes and Python versions, unlike ``hash``); each
+    feature's sign comes from a second hash so that collisions cancel on average. Vectors are cached
+    per text (LRU). The empty string encodes to the zero vector. No downloads, no torch.
+
+    Args:
+        dim: the vector length (at least 8).
+        word_ngrams: the word n-gram sizes hashed.
+        char_ngrams: the character n-gram sizes hashed (within each word, with ``<``/``>`` borders).
+        cache_size: how many texts' vectors are kept.
+
+    Raises:
+        ValueError: when ``dim < 8``.
+
+    Example:
+        >>> import numpy as np
+        >>> from derl_gym.wrappers.text_actions import HashEncoder
+        >>> encoder = HashEncoder(dim=64)
+        >>> vectors = encoder.encode(["open the fridge", "open fridge", ""])
+        >>> vectors.shape, vectors.dtype
+        ((3, 64), dtype('float32'))
+        >>> np.linalg.norm(vectors, axis=1).round(3).tolist()   # unit vectors; "" is the zero vector
+        [1.0, 1.0, 0.0]
+        >>> bool(vectors[0] @ vectors[1] > 0.5)                 # shared n-grams: similar vectors
+        True
     """
 
     def __init__(self, dim: int = 256, word_ngrams: Sequence[int] = (1, 2), char_ngrams: Sequence[int] = (3,),
@@ -143,7 +190,11 @@ class HashEncoder:
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint32)
 
     def encode_one(self, text: str) -> np.ndarray:
-        """Return the (cached, read-only) float32 vector ``[dim]`` of one text."""
+        """Encode one text.
+
+        Returns:
+            The (cached, read-only) float32 vector ``[dim]`` of ``text``.
+        """
         cached = self._cache.get(text)
         if cached is not None:
             return cached
@@ -169,7 +220,11 @@ class HashEncoder:
         return vec
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Return a float32 array ``[len(texts), dim]`` of L2-normalised hashed n-gram vectors."""
+        """Encode texts.
+
+        Returns:
+            A float32 array ``[len(texts), dim]`` of L2-normalised hashed n-gram vectors.
+        """
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.stack([self.encode_one(t) for t in texts]).astype(np.float32, copy=False)
@@ -181,9 +236,26 @@ class HashEncoder:
 class SentenceEncoder:
     """Mean-pooled transformers encoder loaded from a LOCAL directory (never downloads).
 
-    ``encode(texts)`` returns float32 ``[len(texts), dim]`` L2-normalised embeddings, where ``dim``
-    is the model's hidden size. ``device="auto"`` uses CUDA when available. Raises
-    ``FileNotFoundError`` when ``path`` is not an existing directory.
+    ``dim`` is the model's hidden size; :meth:`encode` returns L2-normalised embeddings.
+
+    Args:
+        path: a local directory with a transformers model (config, tokenizer, weights).
+        device: ``"auto"`` (CUDA when available, else CPU) or a torch device name.
+        max_length: tokens per text (longer texts are truncated).
+        batch_size: texts per forward pass.
+        cache_size: how many texts' vectors are kept.
+
+    Raises:
+        FileNotFoundError: when ``path`` is not an existing directory (checked before torch is imported).
+
+    Example:
+        A model folder is needed (none is downloaded); a missing one is reported at once:
+
+        >>> from derl_gym.wrappers.text_actions import SentenceEncoder
+        >>> SentenceEncoder("/no/such/model")
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: sentence encoder path '/no/such/model' does not exist or is not a directory; ...
     """
 
     def __init__(self, path: str | os.PathLike, device: str = "auto", max_length: int = 128,
@@ -215,7 +287,11 @@ class SentenceEncoder:
         self.__init__(**state)  # type: ignore[misc]
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Return float32 ``[len(texts), dim]`` mean-pooled, L2-normalised embeddings."""
+        """Encode texts with the model (cached per text).
+
+        Returns:
+            A float32 array ``[len(texts), dim]`` of mean-pooled, L2-normalised embeddings.
+        """
         import torch
 
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
@@ -246,9 +322,27 @@ class SentenceEncoder:
 def make_encoder(encoder: str | Encoder | None = "hash", dim: int = 256, **kwargs: Any) -> Encoder:
     """Return an :class:`Encoder` from a name or an instance.
 
-    ``"hash"`` (or ``None``) -> :class:`HashEncoder` of size ``dim``; ``"sentence:<local dir>"`` or
-    an existing local directory -> :class:`SentenceEncoder`; an object with ``dim`` and ``encode``
-    is returned as is.
+    Args:
+        encoder: ``"hash"`` (or ``None``) for a :class:`HashEncoder` of size ``dim``;
+            ``"sentence:<local dir>"`` or an existing local directory for a :class:`SentenceEncoder`;
+            an object with ``dim`` and ``encode``, returned as is.
+        dim: the :class:`HashEncoder`'s vector length (ignored otherwise).
+        **kwargs: further arguments of the encoder class.
+
+    Returns:
+        The encoder.
+
+    Raises:
+        ValueError: for an unknown name. TypeError: for an object that is not an Encoder.
+
+    Example:
+        >>> from derl_gym.wrappers.text_actions import make_encoder
+        >>> make_encoder("hash", dim=32)
+        HashEncoder(dim=32, word_ngrams=(1, 2), char_ngrams=(3,))
+        >>> make_encoder("bag-of-words")
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown encoder 'bag-of-words'; use 'hash', 'sentence:/local/model/dir' or an object with .dim and .encode(texts)
     """
     if encoder is None or encoder == "hash":
         return HashEncoder(dim=dim, **kwargs)
@@ -299,22 +393,95 @@ class _CandidateBlock:
         self.words = tuple(_content_words(c) for c in candidates)
 
 
-class TextActionWrapper(gym.Wrapper):
+def _encoder_record(encoder: str | Encoder | None, dim: int) -> tuple[Any, int]:
+    """Return ``(encoder, dim)`` as :class:`TextActionWrapper` records them (a name where one rebuilds it)."""
+    if encoder is None or isinstance(encoder, str):
+        return encoder, dim
+    if type(encoder) is HashEncoder and encoder.word_ngrams == (1, 2) and encoder.char_ngrams == (3,) \
+            and encoder.cache_size == 50_000:
+        return "hash", encoder.dim
+    if type(encoder) is SentenceEncoder and (encoder.max_length, encoder.batch_size, encoder.cache_size) \
+            == (128, 32, 50_000):
+        return f"sentence:{encoder.path}", dim
+    return encoder, dim
+
+
+class TextActionWrapper(gym.Wrapper[dict[str, np.ndarray], int, ObsType, ActType], gym.utils.RecordConstructorArgs):
     """Encode a text world's observation and candidate commands; act by choosing a candidate index.
 
     ``step(index)`` sends ``candidates[index]`` (or ``invalid_command`` for a masked index) to the
     wrapped env and returns the encoded observation; ``info`` gains ``"command"`` (the text sent)
     and ``"candidates"`` (the current candidate list). :meth:`action_masks` returns the boolean mask
-    of valid indices for the current observation.
+    of valid indices for the current observation (see the module docstring for the observation
+    keys and the candidate order). ``env.spec`` records the arguments (module docstring, "Specs").
+
+    Args:
+        env: a text env whose ``info`` lists ``"admissible_commands"``.
+        max_actions: rows of the candidate table and size of the ``Discrete`` action space.
+        encoder: ``"hash"``, ``"sentence:<local dir>"`` or an :class:`Encoder` (:func:`make_encoder`).
+        dim: the hash encoder's vector length.
+        include: text fields encoded into the observation; must contain ``"observation"``.
+        history_length: how many of the last commands the ``"history"`` field joins.
+        exclude: command prefixes removed (unless nothing would be left).
+        low_priority: command prefixes dropped first when there are more than ``max_actions``.
+        invalid_command: the text sent for a masked or out-of-range index.
+        count_actions: add the ``"action_counts"`` feature.
+        overlap_features: add the ``"overlap_<field>"`` features.
+        block_cache_size: admissible-command lists whose encoding is cached (fast path; 0: none).
+
+    Raises:
+        ValueError: for ``max_actions < 1`` or an ``include`` without ``"observation"`` or with an
+            unknown field.
+
+    Example:
+        >>> import gymnasium as gym
+        >>> from gymnasium import spaces
+        >>> from derl_gym.wrappers import TextActionWrapper
+        >>> class Door(gym.Env):
+        ...     observation_space = action_space = spaces.Text(64)
+        ...     def reset(self, *, seed=None, options=None):
+        ...         return "A closed door.", {"admissible_commands": ["open door", "look"]}
+        ...     def step(self, action):
+        ...         won = action == "open door"
+        ...         return "You win." if won else "A door.", float(won), won, False, {"admissible_commands": []}
+        >>> env = TextActionWrapper(Door(), max_actions=4, dim=32)
+        >>> obs, info = env.reset()
+        >>> list(info["candidates"]), env.action_masks().tolist()    # sorted candidates, one per row
+        (['look', 'open door'], [True, True, False, False])
+        >>> obs["actions"].shape, env.action_space
+        ((4, 32), Discrete(4))
+        >>> obs, reward, terminated, truncated, info = env.step(1)
+        >>> info["command"], reward, terminated
+        ('open door', 1.0, True)
+
+        Registered with the wrapper (``additional_wrappers``), then rebuilt from the made env's spec:
+
+        >>> gym.register("derl_gym_doc/Door-v0", entry_point=Door, disable_env_checker=True,
+        ...              additional_wrappers=(TextActionWrapper.wrapper_spec(max_actions=4, dim=32),))
+        >>> env = gym.make("derl_gym_doc/Door-v0")
+        >>> env.spec.additional_wrappers[-1].kwargs["max_actions"]
+        4
+        >>> rebuilt = gym.make(env.spec)
+        >>> rebuilt.observation_space == env.observation_space
+        True
+        >>> bool((rebuilt.reset()[0]["actions"] == env.reset()[0]["actions"]).all())
+        True
     """
 
-    def __init__(self, env: gym.Env, max_actions: int = 32, encoder: str | Encoder | None = "hash",
+    def __init__(self, env: gym.Env[ObsType, ActType], max_actions: int = 32, encoder: str | Encoder | None = "hash",
                  dim: int = 256, include: Sequence[str] = ("observation", "task", "history"),
                  history_length: int = 3, exclude: Sequence[str] = (),
                  low_priority: Sequence[str] = ("look", "inventory", "examine", "help"),
                  invalid_command: str = "noop", count_actions: bool = True,
                  overlap_features: bool = True, block_cache_size: int = 4096) -> None:
-        super().__init__(env)
+        recorded_encoder, recorded_dim = _encoder_record(encoder, dim)
+        # plain lists and scalars (JSON-friendly); an encoder object is kept by reference, not deep-copied
+        gym.utils.RecordConstructorArgs.__init__(
+            self, _disable_deepcopy=True, max_actions=max_actions, encoder=recorded_encoder, dim=recorded_dim,
+            include=list(include), history_length=history_length, exclude=list(exclude),
+            low_priority=list(low_priority), invalid_command=invalid_command, count_actions=count_actions,
+            overlap_features=overlap_features, block_cache_size=block_cache_size)
+        gym.Wrapper.__init__(self, env)
         if max_actions < 1:
             raise ValueError(f"max_actions must be >= 1, got {max_actions}")
         unknown = [f for f in include if f not in TEXT_FIELDS]
@@ -358,7 +525,12 @@ class TextActionWrapper(gym.Wrapper):
 
     # ----------------------------------------------------------------- candidates
     def select_candidates(self, commands: Sequence[str]) -> list[str]:
-        """Return the candidate list for ``commands``: de-duplicated, filtered, truncated, sorted."""
+        """Choose the candidates for a list of admissible commands.
+
+        Returns:
+            The candidate list: de-duplicated, ``exclude`` prefixes removed, truncated to
+            ``max_actions`` (``low_priority`` prefixes dropped first), sorted.
+        """
         unique = sorted(dict.fromkeys(str(c) for c in commands))
         if self.exclude:
             kept = [c for c in unique if not c.lower().startswith(self.exclude)]
@@ -374,7 +546,12 @@ class TextActionWrapper(gym.Wrapper):
         return list(self._candidates)
 
     def action_masks(self) -> np.ndarray:
-        """Return a bool array ``[max_actions]``: True for indices that map to a current candidate."""
+        """Return the valid action indices (for sb3-contrib's ``MaskablePPO``).
+
+        Returns:
+            A bool array ``[max_actions]``: True for indices that map to a current candidate (index 0
+            alone when nothing is admissible; it sends ``invalid_command``).
+        """
         if self._block is not None:
             return self._block.bool_mask.copy()
         mask = np.zeros(self.max_actions, dtype=bool)
@@ -384,7 +561,11 @@ class TextActionWrapper(gym.Wrapper):
         return mask
 
     def command(self, action: int | np.integer) -> str:
-        """Return the text command for ``action`` (``invalid_command`` when it is masked out)."""
+        """Return the text command an action index sends.
+
+        Returns:
+            ``candidates[action]``, or ``invalid_command`` when the index is masked out or out of range.
+        """
         index = int(np.asarray(action).item())
         if 0 <= index < len(self._candidates):
             return self._candidates[index]
@@ -483,8 +664,13 @@ class TextActionWrapper(gym.Wrapper):
                 obs[f"overlap_{name}"] = overlap
         return obs
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        """Reset the text env; returns ``(encoded observation, info)``."""
+    def reset(self, *, seed: int | None = None,
+              options: dict[str, Any] | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Reset the text env and encode its first observation.
+
+        Returns:
+            ``(encoded observation, info)``; ``info`` gains ``"candidates"``.
+        """
         observation, info = self.env.reset(seed=seed, options=options)
         self._history = []
         self._counts = {}
@@ -494,8 +680,13 @@ class TextActionWrapper(gym.Wrapper):
         info["candidates"] = StrList(self._candidates) if self._fast else list(self._candidates)
         return obs, info
 
-    def step(self, action: int | np.integer):
-        """Send the chosen candidate's text to the env; returns the encoded 5-tuple."""
+    def step(self, action: int | np.integer) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        """Send the chosen candidate's text to the env.
+
+        Returns:
+            ``(encoded observation, reward, terminated, truncated, info)``; ``info`` gains
+            ``"command"`` (the text sent) and ``"candidates"``.
+        """
         command = self.command(action)
         observation, reward, terminated, truncated, info = self.env.step(command)
         self._counts[command] = self._counts.get(command, 0) + 1

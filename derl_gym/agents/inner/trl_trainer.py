@@ -43,7 +43,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -56,6 +55,7 @@ import numpy as np
 
 from derl_gym.agents.inner.registry import InnerTrainer, TrainOutput
 from derl_gym.integrations.trl import MetaRewardFunction
+from derl_gym.wrappers.action_tags import ActionTagWrapper, extract_action
 
 logger = logging.getLogger(__name__)
 
@@ -108,26 +108,7 @@ def math_prompt(problem: str, instruction: str | None = None, system_prompt: str
     return messages
 
 
-_ACTION_RE = re.compile(r"<action>(.*?)</action>", re.S | re.I)
-
-
-def extract_action(text: str) -> str:
-    """Return the command inside the last ``<action>...</action>`` of ``text``, else the stripped text."""
-    found = _ACTION_RE.findall(text or "")
-    return (found[-1] if found else (text or "")).strip()
-
-
-class ActionTagWrapper(gym.ActionWrapper):
-    """Hand the env only the command inside ``<action>...</action>`` of a language model's answer.
-
-    Put it *inside* ``MetaRewardWrapper`` so that the trajectory keeps the full answer (tags included)
-    for the ``tags`` step scorer. An answer without the tag is passed stripped (the env answers it
-    as an invalid command).
-    """
-
-    def action(self, action: Any) -> str:
-        """Return :func:`extract_action` of ``action``."""
-        return extract_action(str(action))
+# ActionTagWrapper and extract_action live with the other wrappers (re-exported here)
 
 
 def is_single_turn(env: gym.Env) -> bool:
