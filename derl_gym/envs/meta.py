@@ -103,10 +103,27 @@ def _check_scorer(scorer: Scorer) -> None:
 class MetaRewardEnv(gym.Env):
     """Write a Meta-Reward token by token; the reward is the scorer's score of the finished formula.
 
-    ``scorer`` scores formulas (see the module docstring); ``num_variables`` / ``primitives`` give
-    K (default: the scorer's spec); ``max_tokens`` bounds the formula (grammar tokens including
-    END); ``constants`` / ``grammar`` override the grammar; ``seed`` is passed to an Evaluator's
-    ``evaluate`` (the inner-loop seed).
+    Args:
+        scorer: scores formulas (see the module docstring).
+        num_variables, primitives: give K (default: the scorer's spec).
+        max_tokens: bounds the formula (grammar tokens including END).
+        seed: passed to an Evaluator's ``evaluate`` (the inner-loop seed).
+        constants, grammar: override the grammar.
+        invalid_reward: the reward of a masked-out action or a scorer that raises.
+        render_mode: ``None`` or ``"ansi"``.
+
+    Example:
+        >>> import gymnasium as gym
+        >>> import derl_gym
+        >>> score = lambda formula: 1.0 if "g1" in formula else 0.0      # any formula -> score function
+        >>> env = gym.make("derl_gym/MetaReward-v0", scorer=score, num_variables=4, max_tokens=8)
+        >>> obs, info = env.reset(seed=0)
+        >>> env.action_space, obs.tolist()                                # padded token ids (PAD = 20)
+        (Discrete(20), [20, 20, 20, 20, 20, 20, 20, 20])
+        >>> for token in env.unwrapped.grammar.encode("g1 + 0.5*g2"):
+        ...     obs, reward, terminated, truncated, info = env.step(token)
+        >>> reward, terminated, info["formula"]
+        (1.0, True, 'g1 + 0.5*g2')
     """
 
     metadata = {"render_modes": ["ansi"]}
@@ -205,7 +222,28 @@ class MetaRewardTextEnv(gym.Env):
     the primitives, shows ``examples`` and lists the last ``history`` formulas tried in this
     episode with their scores; an episode is ``episode_length`` attempts. An unparsable formula
     gets ``invalid_reward`` and ``info["error"]`` (the parse error, also shown in the next prompt).
-    ``task`` defaults to the scorer's spec description. Other arguments as for :class:`MetaRewardEnv`.
+
+    Args:
+        scorer, num_variables, primitives, seed, invalid_reward, render_mode: as for :class:`MetaRewardEnv`.
+        episode_length: attempts per episode.
+        history: how many of the episode's formulas the prompt lists.
+        task: the task description (default: the scorer's spec description).
+        examples: example formulas shown in the prompt.
+        max_formula_length, max_prompt_length: the Text spaces' lengths.
+
+    Example:
+        >>> import gymnasium as gym
+        >>> import derl_gym
+        >>> score = lambda formula: 1.0 if "g1" in formula else 0.0
+        >>> env = gym.make("derl_gym/MetaRewardText-v0", scorer=score, num_variables=4, episode_length=2)
+        >>> prompt, info = env.reset(seed=0)
+        >>> prompt.splitlines()[0]
+        'You design the reward function of a reinforcement-learning agent.'
+        >>> env.step("<formula>g1 + g2</formula>")[1:3]                 # (reward, terminated)
+        (1.0, False)
+        >>> _, reward, terminated, _, info = env.step("g1 ** 2")
+        >>> reward, terminated, info["error"]
+        (0.0, True, "'**' at column 4 is not allowed: only the binary operators + - * / are allowed (in 'g1 ** 2')")
     """
 
     metadata = {"render_modes": ["ansi"]}
