@@ -139,6 +139,20 @@ class ALFWorldEnv(gym.Env):
         cache: use the transition cache (``True``), a private :class:`TransitionCache`, or not
             (``False``: TextWorld's ``PddlEnv`` on every step).
         render_mode: ``None`` or ``"ansi"`` (``render()`` returns the last command and text).
+
+    Example:
+        The offline tiny games (generated on first use, then cached on disk; a few seconds once cached):
+
+        >>> import gymnasium as gym
+        >>> import derl_gym
+        >>> env = gym.make("derl_gym/ALFWorld-v0", split="train", generator="tiny", max_episode_steps=20)
+        >>> obs, info = env.reset(seed=0)
+        >>> obs.startswith("-= Welcome to TextWorld, ALFRED! =-"), info["task"].startswith("Your task is to:")
+        (True, True)
+        >>> obs, reward, terminated, truncated, info = env.step(info["admissible_commands"][0])
+        >>> reward, terminated, info["valid_action"]
+        (0.0, False, True)
+        >>> env.close()
     """
 
     metadata = {"render_modes": ["ansi"]}
