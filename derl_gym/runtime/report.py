@@ -377,23 +377,13 @@ def write_report(run_dir: str | Path, store: ResultStore | None = None) -> Repor
 # ------------------------------------------------------------------------------ statistics
 #: Two-sided 95% Student-t critical values t_{0.975, df} for df = 1..30 (beyond: the normal 1.96 side
 #: is approached; values for 40, 60, 120 are interpolated in 1/df). scipy is not a dependency.
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-         2.045, 2.042)
-_T975_TAIL = ((30, 2.042), (40, 2.021), (60, 2.000), (120, 1.980), (float("inf"), 1.960))
-
-
 def t_critical_95(df: int) -> float:
     """Return the two-sided 95% Student-t critical value for ``df`` degrees of freedom (>= 1)."""
+    from scipy import stats
+
     if df < 1:
         raise ValueError(f"a t interval needs df >= 1 (at least two values), got df={df!r}")
-    if df <= len(_T975):
-        return _T975[df - 1]
-    for (d0, t0), (d1, t1) in zip(_T975_TAIL, _T975_TAIL[1:]):
-        if d0 <= df <= d1:
-            w = (1 / d0 - 1 / df) / (1 / d0 - (0 if d1 == float("inf") else 1 / d1))
-            return t0 + w * (t1 - t0)
-    return 1.960
+    return float(stats.t.ppf(0.975, df))
 
 
 def t_interval(values: Sequence[float]) -> tuple[float, float]:
@@ -408,35 +398,16 @@ def t_interval(values: Sequence[float]) -> tuple[float, float]:
     return mean, t_critical_95(len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
 
 
-def _ranks(values: Sequence[float]) -> list[float]:
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2 + 1  # ties share their mean rank
-        i = j + 1
-    return ranks
-
-
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Return Spearman's rank correlation of ``x`` and ``y`` (Pearson on mid-ranks; NaN when fewer
-    than three pairs or when one side is constant)."""
+    """Return Spearman's rank correlation of ``x`` and ``y`` (``scipy.stats.spearmanr``; ties share
+    their mean rank; NaN when fewer than three pairs or when one side is constant)."""
+    from scipy import stats
+
     if len(x) != len(y):
         raise ValueError(f"spearman needs two sequences of one length, got {len(x)} and {len(y)}")
-    if len(x) < 3:
+    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
         return float("nan")
-    rx, ry = _ranks(list(x)), _ranks(list(y))
-    mx, my = statistics.fmean(rx), statistics.fmean(ry)
-    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    sxx = sum((a - mx) ** 2 for a in rx)
-    syy = sum((b - my) ** 2 for b in ry)
-    if sxx == 0 or syy == 0:
-        return float("nan")
-    return sxy / (sxx * syy) ** 0.5
+    return float(stats.spearmanr(list(x), list(y)).statistic)
 
 
 def variance_components(table: Sequence[Sequence[float]]) -> dict[str, float]:
