@@ -17,6 +17,7 @@ from derl_gym.rewards.primitives import Step, Trajectory  # noqa: E402
 from derl_gym.runtime.inner import run_inner  # noqa: E402
 from derl_gym.runtime.presets import get_preset  # noqa: E402
 from derl_gym.runtime.spec import EnvSpec  # noqa: E402
+from tests.math_completions import random_completion as _random_completion  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -45,15 +46,6 @@ def _small_spec(shared_data_dir, **algo):
                                  algo_kwargs={**spec.agent.algo_kwargs, "max_completion_length": 12, **algo})
     return spec.replace(train_env=env("train", 8), validation_env=env("validation", 4), test_envs={"L0": env("test", 4)},
                         eval_episodes=4, agent=agent)
-
-
-def _random_completion(rng: random.Random, truth: str) -> str:
-    parts = []
-    for _ in range(rng.randint(0, 4)):
-        parts.append(rng.choice(["Step 1: add.", "First, 3 + 4 = 7.", "Then 7 * 2 = 14.", "Finally done.",
-                                 f"so {truth}", str(rng.randint(0, 99)), "\\boxed{" + rng.choice([truth, "5", ""]) + "}",
-                                 "#### " + rng.choice([truth, "1"]), "The answer is", "\n"]))
-    return "\n".join(parts) if rng.random() < 0.7 else " ".join(parts)
 
 
 def test_rewards_trl_receives_equal_the_meta_reward_of_the_primitives(shared_data_dir):

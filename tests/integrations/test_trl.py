@@ -13,17 +13,9 @@ from derl_gym.integrations.trl import (AnswerRewardFunction, CompletionRewardFun
                                        trl_reward_function)
 from derl_gym.rewards.expression import InvalidExpression, MetaReward
 from derl_gym.rewards.primitives import Primitive, PrimitiveSet, Step, Trajectory
+from tests.math_completions import random_completion as _random_completion
 
 FORMULAS = ["g1 + 0.5*g2", "g2 - g3/3 + 2*g4", "g1*g3 + g2/(1 + g4)", "(g1 + g2 + g3 + g4)/4", "g2 + g3 - 0.1"]
-
-
-def _random_completion(rng: random.Random, truth: str) -> str:
-    parts = []
-    for _ in range(rng.randint(0, 4)):
-        parts.append(rng.choice(["Step 1: add.", "First, 3 + 4 = 7.", "Then 7 * 2 = 14.", "Finally done.",
-                                 f"so {truth}", str(rng.randint(0, 99)), "\\boxed{" + rng.choice([truth, "5", ""]) + "}",
-                                 "#### " + rng.choice([truth, "1"]), "The answer is", "\n"]))
-    return "\n".join(parts) if rng.random() < 0.7 else " ".join(parts)
 
 
 def _env_values(env, index: int, text: str, prims) -> np.ndarray:

@@ -19,13 +19,6 @@ from derl_gym.runtime.store import ResultStore
 SPEC = standin_spec()
 
 
-@pytest.fixture
-def log(tmp_path, monkeypatch):
-    path = tmp_path / "executions.log"
-    monkeypatch.setenv("DERL_GYM_STANDIN_LOG", str(path))
-    return path
-
-
 def _runs(log):
     return [line.split("\t")[:2] for line in log.read_text().splitlines()] if log.exists() else []
 

@@ -35,13 +35,6 @@ def fake_torch(monkeypatch):
     return lambda version: current.__setitem__("torch", version)
 
 
-@pytest.fixture
-def log(tmp_path, monkeypatch):
-    path = tmp_path / "executions.log"
-    monkeypatch.setenv("DERL_GYM_STANDIN_LOG", str(path))
-    return path
-
-
 def _runs(log) -> int:
     return len(log.read_text().splitlines()) if log.exists() else 0
 
