@@ -54,10 +54,11 @@ TOY_EASY = {"num_games": 4, "num_locations": 3, "num_objects": 1}
 TOY_AGENT = {"total_timesteps": 8000, "n_envs": 2,
              "algo_kwargs": {"n_steps": 128, "n_epochs": 10, "learning_rate": 1e-3},
              "policy_kwargs": {"hidden_dim": 64}}
-#: Greedy (deterministic) success over 30 episodes of the 4 games. At 8000 steps 19 of 20 seeds solve all
-#: four; on the 20th the argmax policy loops in one game (0.667) although its sampled training success is
-#: 1.0, so the threshold allows one looping game of four.
-TOY_MIN_SUCCESS = 0.6
+#: Greedy (deterministic) success over 30 episodes of the 4 games; the masked random policy gets 0.1-0.2.
+#: At 8000 steps most seeds solve all four, but on some the argmax policy loops in one game although its
+#: sampled training success is 1.0 (20 seeds: minimum 0.667 for toy_policy, 0.600 for toy_run_inner), so
+#: the threshold allows one looping game of four with margin.
+TOY_MIN_SUCCESS = 0.5
 
 
 def check_toy_policy(seed: int) -> LearningCheck:
