@@ -408,9 +408,11 @@ def test_async_vector_env_runs_and_garbage_collection_cleans_up():
     from gymnasium.vector import AsyncVectorEnv
 
     # shared_memory=False: gymnasium reads Text observations out of shared memory once, at creation
-    # (a snapshot, not a view), so text observations must travel through the pipes.
+    # (a snapshot, not a view), so text observations must travel through the pipes. context="spawn":
+    # a forked worker inherits this process's py4j socket to the module env's JVM, and its garbage
+    # collector can write into it, which once left the parent waiting on that JVM forever.
     before = set(java_descendants())  # e.g. the shared module env's JVM
-    venv = AsyncVectorEnv([_make_env, _make_env], shared_memory=False)
+    venv = AsyncVectorEnv([_make_env, _make_env], shared_memory=False, context="spawn")
     try:
         obs, infos = venv.reset(seed=3)
         assert len(obs) == 2 and all(o.startswith("Task Description:") for o in obs)
@@ -431,7 +433,7 @@ def test_sb3_subproc_vec_env_runs_and_close_cleans_up():
     from stable_baselines3.common.vec_env import SubprocVecEnv
 
     before = set(java_descendants())
-    venv = SubprocVecEnv([_make_env, _make_env], start_method="fork")
+    venv = SubprocVecEnv([_make_env, _make_env], start_method="spawn")  # not fork: see the test above
     try:
         obs = venv.reset()
         assert len(obs) == 2
