@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from derl_gym.runtime.evaluator import Evaluator  # noqa: E402
 from derl_gym.runtime.report import spearman, t_interval, variance_components  # noqa: E402
+from benchmarks.results_io import write_results  # noqa: E402
 from derl_gym.runtime.runners import make_runner  # noqa: E402
 from derl_gym.runtime.store import ResultStore  # noqa: E402
 
@@ -203,10 +204,7 @@ def main(argv=None) -> int:
     else:
         lines += ["", f"Not enough complete formulas x seeds for a decomposition ({len(complete)} complete formulas)."]
     lines += ["", f"Bench wall time: {total:.0f} s."]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(payload, indent=1, default=str))
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_results(args.out, payload, "\n".join(lines))
     print("\n".join(lines))
     return 0
 

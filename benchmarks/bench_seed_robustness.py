@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
-import json
 import multiprocessing as mp
 import os
 import platform
@@ -28,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.learning_checks import CHECKS, TEST_SEEDS  # noqa: E402
+from benchmarks.results_io import write_results  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -96,13 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     summaries = [summarise(n, sorted(rows[n], key=lambda r: r["seed"])) for n in names]
     markdown = to_markdown(summaries, args.seeds)
     print(markdown)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     payload = {"seeds": args.seeds, "workers": args.workers, "wall_seconds": time.perf_counter() - start,
                "python": platform.python_version(), "summaries": summaries,
                "rows": {n: sorted(r, key=lambda x: x["seed"]) for n, r in rows.items()}}
-    out.with_suffix(".json").write_text(json.dumps(payload, indent=2, default=str))
-    out.with_suffix(".md").write_text(markdown)
+    write_results(args.out, payload, markdown)
     return 0 if all(s["passed"] == s["seeds"] for s in summaries) else 1
 
 

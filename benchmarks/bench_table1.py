@@ -24,7 +24,6 @@ final table is written from whatever the store holds for the methods asked.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shlex
 import shutil
@@ -39,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from derl_gym.runtime.evolve import ALL_METHODS, compare  # noqa: E402
 from derl_gym.runtime.report import (  # noqa: E402
     _method_series, spearman, t_interval, write_report)
+from benchmarks.results_io import write_results  # noqa: E402
 from derl_gym.runtime.runners import make_runner  # noqa: E402
 from derl_gym.runtime.store import ResultStore  # noqa: E402
 
@@ -284,9 +284,7 @@ def main(argv=None) -> int:
     lines += ["", *[f"![{k}]({v})" for k, v in plots.items()], "",
               f"Wall time of this sitting: {wall:.0f} s (compare, all sittings: {result.total_wall_seconds:.0f} s as "
               f"counted by this sitting; final test {result.test.wall_seconds:.0f} s). Run directory: `{run_dir}`."]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(payload, indent=1, default=str))
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_results(out, payload, "\n".join(lines))
     print("\n".join(lines))
     return 0
 
