@@ -3,7 +3,9 @@
 - :class:`MetaRewardWrapper` (``meta_reward``): replaces an env's reward with a Meta-Reward over
   primitives and keeps the task reward in ``info``.
 - :class:`TextActionWrapper` (``text_actions``): text observations/actions to SB3-friendly spaces;
-  imported lazily on first access, so ``import derl_gym.wrappers`` does not import torch.
+  imported lazily on first access, so ``import derl_gym.wrappers`` does not import torch. Its text
+  encoders (``HashEncoder``, ``SentenceEncoder``, ``make_encoder``) live in ``text_encoders`` and are
+  re-exported by ``text_actions``.
 - :class:`ActionTagWrapper` (``action_tags``): hands a text env the command inside a language
   model's ``<action>...</action>`` tag.
 - :func:`spec_with_wrappers` (``spec``): a registered env's spec with wrappers appended, for

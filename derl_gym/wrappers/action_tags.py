@@ -50,19 +50,18 @@ class ActionTagWrapper(gym.ActionWrapper[ObsType, str, str], gym.utils.RecordCon
         env: a text env (actions are strings).
 
     Example:
+        Any text env works; here the formula env (``derl_gym/MetaRewardText-v0``), which reports the
+        text it got in ``info["formula"]``:
+
         >>> import gymnasium as gym
-        >>> from gymnasium import spaces
+        >>> import derl_gym
         >>> from derl_gym.wrappers import ActionTagWrapper
-        >>> class Echo(gym.Env):
-        ...     observation_space = action_space = spaces.Text(64)
-        ...     def reset(self, *, seed=None, options=None):
-        ...         return "", {}
-        ...     def step(self, action):
-        ...         return f"you said {action!r}", 0.0, False, False, {}
-        >>> env = ActionTagWrapper(Echo())
-        >>> _ = env.reset()
-        >>> env.step("<planning>go there</planning><action>go to desk 1</action>")[0]
-        "you said 'go to desk 1'"
+        >>> score = lambda formula: 1.0 if formula == "g1 + g2" else 0.0
+        >>> env = ActionTagWrapper(gym.make("derl_gym/MetaRewardText-v0", scorer=score, num_variables=2))
+        >>> _ = env.reset(seed=0)
+        >>> _, reward, _, _, info = env.step("<planning>success, then speed</planning><action>g1 + g2</action>")
+        >>> info["formula"], reward
+        ('g1 + g2', 1.0)
     """
 
     def __init__(self, env: gym.Env[ObsType, str]) -> None:
