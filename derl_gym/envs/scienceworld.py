@@ -159,7 +159,14 @@ DEFAULT_JAVA_OPTIONS: tuple[str, ...] = ("-XX:+UseSerialGC",)
 
 
 def task_names() -> list[str]:
-    """Return the 30 simulator task names in the paper's order (index ``i`` = ``TASKS[i]``)."""
+    """Return the 30 simulator task names in the paper's order (index ``i`` = ``TASKS[i]``).
+
+    Example:
+        >>> from derl_gym.envs.scienceworld import task_names
+        >>> names = task_names()
+        >>> len(names), names[:3]
+        (30, ['boil', 'melt', 'freeze'])
+    """
     return [t[3] for t in TASKS]
 
 
@@ -167,6 +174,11 @@ def resolve_task(task: str | int) -> str:
     """Return the simulator task name for a name, a paper id (``"4-1"``), a title or an index.
 
     Raises ``ValueError`` naming the bad value and listing the valid names.
+
+    Example:
+        >>> from derl_gym.envs.scienceworld import resolve_task
+        >>> resolve_task("4-1"), resolve_task(0), resolve_task("Find a plant")
+        ('find-living-thing', 'boil', 'find-plant')
     """
     names = task_names()
     if isinstance(task, (int, np.integer)) and not isinstance(task, bool):
@@ -194,6 +206,11 @@ def split_tasks(level: str = "L0", split: str = "train") -> list[str]:
 
     L0 and L1 use all 30 tasks for every split; L2 trains and validates on the tasks outside
     :data:`L2_HELD_OUT_TASKS` and tests on the held-out ones.
+
+    Example:
+        >>> from derl_gym.envs.scienceworld import split_tasks
+        >>> len(split_tasks("L0", "train")), len(split_tasks("L2", "train")), split_tasks("L2", "test")[:2]
+        (30, 26, ['power-component', 'power-component-renewable-vs-nonrenewable-energy'])
     """
     _check_level_split(level, split)
     names = task_names()
@@ -214,6 +231,15 @@ def split_variations(task: str | int, split: str = "train", level: str = "L0") -
 
     Raises ``ValueError`` when the task does not belong to the level's split (L2 held-out tasks
     cannot be trained on, and only they are tested).
+
+    Example:
+        >>> from derl_gym.envs.scienceworld import split_variations
+        >>> split_variations("find-living-thing", "validation")[:4]
+        [4, 9, 14, 19]
+        >>> train = split_variations("find-living-thing", "train")
+        >>> unseen = split_variations("find-living-thing", "test", level="L1")
+        >>> len(train), set(train).isdisjoint(unseen)
+        (120, True)
     """
     _check_level_split(level, split)
     name = resolve_task(task)
@@ -241,6 +267,13 @@ def split_episodes(task: str | int | Sequence[str | int] | None = None, split: s
 
     ``task=None`` takes every task of the level's split (:func:`split_tasks`); a name, id, index
     or a sequence of them restricts it.
+
+    Example:
+        >>> from derl_gym.envs.scienceworld import split_episodes
+        >>> split_episodes("4-1", "validation")[:2]
+        [('find-living-thing', 4), ('find-living-thing', 9)]
+        >>> sorted({task for task, _ in split_episodes(split="test", level="L2")})[:2]
+        ['power-component', 'power-component-renewable-vs-nonrenewable-energy']
     """
     _check_level_split(level, split)
     if task is None:
@@ -391,7 +424,13 @@ public final class DerlScienceWorldHelper {
 
 
 def helper_source() -> str:
-    """Return the Java source of the JVM-side helper (:data:`_HELPER_SOURCE` with the invalid-feedback prefixes)."""
+    """Return the Java source of the JVM-side helper (:data:`_HELPER_SOURCE` with the invalid-feedback prefixes).
+
+    Example:
+        >>> from derl_gym.envs.scienceworld import HELPER_CLASS, helper_source
+        >>> f"class {HELPER_CLASS}" in helper_source()
+        True
+    """
     prefixes = ", ".join('"' + p.replace("\\", "\\\\").replace('"', '\\"') + '"' for p in INVALID_FEEDBACK)
     return _HELPER_SOURCE.replace("@INVALID@", prefixes)
 
@@ -417,6 +456,13 @@ def helper_classpath() -> str | None:
     covers the source and the jar, so a new simulator gets a new build). Without a JDK (a JRE has no
     ``javac``) or when compiling fails, this logs why and returns None: the env then talks to the
     simulator's own methods only (same results, more round trips).
+
+    Example:
+        >>> import os
+        >>> from derl_gym.envs.scienceworld import HELPER_CLASS, helper_classpath
+        >>> folder = helper_classpath()  # compiles once per simulator version; None without a JDK
+        >>> folder is None or os.path.isfile(os.path.join(folder, HELPER_CLASS + ".class"))
+        True
     """
     from scienceworld.constants import JAR_PATH
 
@@ -549,6 +595,13 @@ class ScienceWorldJVM:
     ``close()`` (also run by a ``weakref.finalize`` on garbage collection and at interpreter exit)
     ends the process and waits for it. ``start_seconds`` is how long the JVM took to start;
     ``listings`` counts the valid-action listings made.
+
+    Example:
+        >>> from derl_gym.envs.scienceworld import ScienceWorldEnv
+        >>> env = ScienceWorldEnv("find-living-thing")  # an env makes its ScienceWorldJVM on the first reset
+        >>> env.java_pid is None  # no Java process yet (see ScienceWorldEnv for one that runs)
+        True
+        >>> env.close()
     """
 
     def __init__(self, java_options: Sequence[str] = DEFAULT_JAVA_OPTIONS, helper: bool | None = None) -> None:
@@ -727,7 +780,13 @@ class _Episode:
 
 
 def normalize_text(text: str, max_length: int) -> str:
-    """Return ``text`` with characters outside :data:`CHARSET` replaced by ``?`` and cut to ``max_length``."""
+    """Return ``text`` with characters outside :data:`CHARSET` replaced by ``?`` and cut to ``max_length``.
+
+    Example:
+        >>> from derl_gym.envs.scienceworld import normalize_text
+        >>> normalize_text("café → kitchen", max_length=100), normalize_text("a long observation", max_length=9)
+        ('caf? ? kitchen', 'a long...')
+    """
     if any(ch not in _CHARSET_SET for ch in text):
         text = "".join(ch if ch in _CHARSET_SET else "?" for ch in text)
     if len(text) > max_length:
@@ -740,6 +799,11 @@ def bound_commands(commands: Iterable[str], max_commands: int | None) -> list[st
 
     When there are too many, commands are taken round-robin over their verbs (first word, in
     sorted order) so that every kind of action stays represented; the result is sorted.
+
+    Example:
+        >>> from derl_gym.envs.scienceworld import bound_commands
+        >>> bound_commands(["open door", "look around", "open box", "go to kitchen", "look around"], max_commands=3)
+        ['go to kitchen', 'look around', 'open box']
     """
     unique = sorted({c.strip() for c in commands if c and c.strip()} - EXCLUDED_COMMANDS)
     if max_commands is None or len(unique) <= max_commands:
@@ -789,6 +853,18 @@ class ScienceWorldEnv(gym.Env[str, str]):
     is 1.0 when the score rose this step, else 0.0 (``info["score_delta"]`` has the signed change / 100).
     ``info["score"]`` is the simulator's score clipped to [0, 100]; a negative raw score means the task
     failed (``info["failed"]``) and terminates the episode with reward 0.
+
+    Example:
+        >>> import gymnasium as gym
+        >>> import derl_gym  # registers derl_gym/ScienceWorld-v0
+        >>> env = gym.make("derl_gym/ScienceWorld-v0", task="find-living-thing", max_episode_steps=5)
+        >>> observation, info = env.reset(seed=0)  # starts the simulator's JVM (a few seconds)
+        >>> observation.startswith("Task Description:"), info["task"], "look around" in info["admissible_commands"]
+        (True, 'find-living-thing', True)
+        >>> _, reward, terminated, truncated, info = env.step("fly to the moon")
+        >>> reward, terminated, info["valid_action"], info["feedback"]
+        (0.0, False, False, 'No known action matches that input.')
+        >>> env.close()  # ends the JVM
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
@@ -1068,6 +1144,13 @@ def scienceworld_primitives(step_scorer: str | StepScorer = "progress") -> Primi
     over the first, middle and last third of the trajectory, with ``step_scorer`` one of
     ``"progress"`` (default: the score rose), ``"valid"`` (the action was understood and changed
     the state) or ``"tags"`` (RLVMR reasoning tags fit the action), or a callable ``Step -> float``.
+
+    Example:
+        >>> from derl_gym.envs.scienceworld import scienceworld_primitives
+        >>> scienceworld_primitives().names
+        ['success', 'progress_first', 'progress_middle', 'progress_last']
+        >>> scienceworld_primitives("valid").name
+        'scienceworld:valid'
     """
     description = _PROGRESS_DESCRIPTION if step_scorer == "progress" else None
     label = step_scorer if isinstance(step_scorer, str) else getattr(step_scorer, "__name__", "step")

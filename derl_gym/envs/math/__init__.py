@@ -10,75 +10,23 @@
 
 Every public name is re-exported here, so ``from derl_gym.envs.math import GSM8KEnv, math_equivalent``
 and the entry points ``derl_gym.envs.math:GSM8KEnv`` / ``derl_gym.envs.math:math_primitives`` work.
+Each module's ``__all__`` says what it exports; this package's ``__all__`` is their union (one list
+per name, kept in its module).
+
+Example:
+    >>> import derl_gym.envs.math as math_envs
+    >>> math_envs.GSM8KEnv is math_envs.env.GSM8KEnv, "load_gsm8k" in math_envs.__all__
+    (True, True)
 """
 
 from __future__ import annotations
 
-from derl_gym.envs.math.answers import (
-    extract_boxed,
-    extract_gsm8k_answer,
-    extract_last_number,
-    extract_math_answer,
-    gsm8k_ground_truth,
-    math_ground_truth,
-    normalize_math_answer,
-    parse_number,
-)
-from derl_gym.envs.math.data import (
-    SOURCES,
-    MathDataError,
-    MathDataNotFoundError,
-    MathProblem,
-    data_sources,
-    load_gsm8k,
-    load_jsonl,
-    load_math,
-    resolve_data_root,
-    split_train_validation,
-)
-from derl_gym.envs.math.env import (
-    CHARSET,
-    DEFAULT_ACTION_LENGTH,
-    DEFAULT_OBSERVATION_LENGTH,
-    GSM8KEnv,
-    MATHEnv,
-    _MathEnv,
-    normalize_text,
-)
-from derl_gym.envs.math.grading import MAX_VERIFY_CHARS, MathGrader, gsm8k_equivalent, math_equivalent
-from derl_gym.envs.math.primitives import count_step_markers, loose_match, math_primitives, step_structure_score
+from derl_gym.envs.math import answers, data, env, grading, primitives
+from derl_gym.envs.math.answers import *  # noqa: F403
+from derl_gym.envs.math.data import *  # noqa: F403
+from derl_gym.envs.math.env import *  # noqa: F403
+from derl_gym.envs.math.env import _MathEnv  # noqa: F401  (the shared base: isinstance checks in trainers)
+from derl_gym.envs.math.grading import *  # noqa: F403
+from derl_gym.envs.math.primitives import *  # noqa: F403
 
-__all__ = [
-    "MathProblem",
-    "MathDataNotFoundError",
-    "MathDataError",
-    "SOURCES",
-    "data_sources",
-    "CHARSET",
-    "DEFAULT_ACTION_LENGTH",
-    "DEFAULT_OBSERVATION_LENGTH",
-    "normalize_text",
-    "resolve_data_root",
-    "load_gsm8k",
-    "load_math",
-    "load_jsonl",
-    "split_train_validation",
-    "extract_boxed",
-    "extract_last_number",
-    "parse_number",
-    "gsm8k_ground_truth",
-    "extract_gsm8k_answer",
-    "gsm8k_equivalent",
-    "math_ground_truth",
-    "extract_math_answer",
-    "normalize_math_answer",
-    "MAX_VERIFY_CHARS",
-    "MathGrader",
-    "math_equivalent",
-    "count_step_markers",
-    "step_structure_score",
-    "loose_match",
-    "math_primitives",
-    "GSM8KEnv",
-    "MATHEnv",
-]
+__all__ = [*data.__all__, *answers.__all__, *grading.__all__, *primitives.__all__, *env.__all__]

@@ -89,6 +89,13 @@ def extract_boxed(text: str) -> str | None:
 
     Braces are matched (``\\boxed{\\frac{1}{2}}`` -> ``\\frac{1}{2}``); escaped braces do not count;
     an unclosed box is ignored. Returns None when there is none.
+
+    Example:
+        >>> from derl_gym.envs.math import extract_boxed
+        >>> extract_boxed(r"so x = \\boxed{\\frac{1}{2}}.")
+        '\\\\frac{1}{2}'
+        >>> extract_boxed("no box here") is None
+        True
     """
     if not isinstance(text, str) or "\\" not in text:
         return None
@@ -99,7 +106,15 @@ def extract_boxed(text: str) -> str | None:
 
 
 def extract_last_number(text: str) -> str | None:
-    """Return the last number in ``text`` as written (``1,234``, ``-3.5``, ``$12``, ``1/2``), or None."""
+    """Return the last number in ``text`` as written (``1,234``, ``-3.5``, ``$12``, ``1/2``), or None.
+
+    Example:
+        >>> from derl_gym.envs.math import extract_last_number
+        >>> extract_last_number("She paid $1,234 then 3.5 more, so -7 left")
+        '-7'
+        >>> extract_last_number("none") is None
+        True
+    """
     if not isinstance(text, str):
         return None
     last = None
@@ -113,6 +128,15 @@ def parse_number(text: str | None) -> Fraction | None:
 
     Accepts commas, ``$``, ``%``, surrounding ``$...$``, LaTeX ``\\$``/``\\%``/``\\!``, ``\\text{...}``
     units after the number, trailing ``.``/``.0``, ``a/b`` and ``\\frac{a}{b}`` (``\\dfrac``).
+
+    Example:
+        >>> from derl_gym.envs.math import parse_number
+        >>> parse_number("$1,234.50")
+        Fraction(2469, 2)
+        >>> parse_number(r"\\frac{3}{4}")
+        Fraction(3, 4)
+        >>> parse_number("x + 1") is None
+        True
     """
     if text is None:
         return None
@@ -138,7 +162,13 @@ def parse_number(text: str | None) -> Fraction | None:
 
 
 def gsm8k_ground_truth(answer_field: str) -> str | None:
-    """Return the final answer after ``#### `` in a GSM8K ``answer`` field, commas removed (None if absent)."""
+    """Return the final answer after ``#### `` in a GSM8K ``answer`` field, commas removed (None if absent).
+
+    Example:
+        >>> from derl_gym.envs.math import gsm8k_ground_truth
+        >>> gsm8k_ground_truth("3 + 4 = 7 apples, doubled is 1,400.\\n#### 1,400")
+        '1400'
+    """
     if not isinstance(answer_field, str):
         return None
     matches = re.findall(r"####\s*([^\n]+)", answer_field)
@@ -153,6 +183,13 @@ def extract_gsm8k_answer(response: str) -> str | None:
     Inside a box the number is taken from its content (``\\boxed{\\$18}`` -> ``\\$18``; ``\\boxed{18
     \\text{ dollars}}`` keeps the text, which :func:`parse_number` ignores). Returns None when nothing
     number-like is found.
+
+    Example:
+        >>> from derl_gym.envs.math import extract_gsm8k_answer
+        >>> extract_gsm8k_answer(r"3 + 4 = 7, so \\boxed{7}")
+        '7'
+        >>> extract_gsm8k_answer("Step 1: 2 * 3 = 6.\\n#### 6")
+        '6'
     """
     if not isinstance(response, str) or not response:
         return None
@@ -168,7 +205,15 @@ def extract_gsm8k_answer(response: str) -> str | None:
 
 
 def math_ground_truth(record: dict[str, Any]) -> str | None:
-    """Return a MATH record's ground truth: its ``answer`` field, else the last ``\\boxed{}`` of ``solution``."""
+    """Return a MATH record's ground truth: its ``answer`` field, else the last ``\\boxed{}`` of ``solution``.
+
+    Example:
+        >>> from derl_gym.envs.math import math_ground_truth
+        >>> math_ground_truth({"problem": "1+1?", "solution": r"It is \\boxed{2}."})
+        '2'
+        >>> math_ground_truth({"answer": r"\\frac{1}{2}", "solution": ""})
+        '\\\\frac{1}{2}'
+    """
     answer = record.get("answer")
     if isinstance(answer, str) and answer.strip():
         return answer.strip()
@@ -183,6 +228,11 @@ def extract_math_answer(response: str) -> str | None:
 
     ``answer is X`` takes the rest of that line up to a sentence end, with ``$`` delimiters removed.
     Returns None when nothing is found.
+
+    Example:
+        >>> from derl_gym.envs.math import extract_math_answer
+        >>> extract_math_answer(r"Thus the final answer is $\\frac{\\pi}{2}$.")
+        '\\\\frac{\\\\pi}{2}'
     """
     if not isinstance(response, str) or not response:
         return None
@@ -212,6 +262,11 @@ def normalize_math_answer(answer: str) -> str:
     Drops whitespace, ``$``, ``\\left``/``\\right``, spacing commands, ``\\text{}`` wrappers, degree
     marks, ``\\%``, a leading ``x=``; maps ``\\dfrac``/``\\tfrac`` to ``\\frac``; strips outer braces
     and a trailing period.
+
+    Example:
+        >>> from derl_gym.envs.math import normalize_math_answer
+        >>> normalize_math_answer(r"$x = \\dfrac{1}{2}$")
+        '\\\\frac{1}{2}'
     """
     s = str(answer)
     s = re.sub(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}", r"\1", s)

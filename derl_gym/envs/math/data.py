@@ -53,7 +53,13 @@ __all__ = [
 
 @dataclass(frozen=True)
 class MathProblem:
-    """One problem: a stable id, the question text, the ground-truth answer and metadata."""
+    """One problem: a stable id, the question text, the ground-truth answer and metadata.
+
+    Example:
+        >>> from derl_gym.envs.math import MathProblem
+        >>> MathProblem("demo-1", "What is 2 + 2?", "4").ground_truth
+        '4'
+    """
 
     problem_id: str
     question: str
@@ -64,11 +70,35 @@ class MathProblem:
 
 
 class MathDataNotFoundError(FileNotFoundError):
-    """Raised when no data file is found; the message lists every path tried and the fixes."""
+    """Raised when no data file is found; the message lists every path tried and the fixes.
+
+    Example:
+        >>> from derl_gym.envs.math import MathDataNotFoundError, load_gsm8k
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as empty:
+        ...     try:
+        ...         load_gsm8k("test", data_dir=empty)
+        ...     except MathDataNotFoundError as error:
+        ...         print("gsm8k/test.jsonl" in str(error))
+        True
+    """
 
 
 class MathDataError(ValueError):
-    """Raised for a malformed data file; the message names the file and line."""
+    """Raised for a malformed data file; the message names the file and line.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> from derl_gym.envs.math import MathDataError, load_jsonl
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = pathlib.Path(tmp, "bad.jsonl")
+        ...     _ = path.write_text('{"question": "1 + 1?"}\\n')
+        ...     try:
+        ...         load_jsonl(path, required=("question", "answer"))
+        ...     except MathDataError as error:
+        ...         print("bad.jsonl:1" in str(error), "'answer'" in str(error))
+        True True
+    """
 
 
 GSM8K_FILES = {"train": ("train.jsonl",), "test": ("test.jsonl",)}
@@ -100,6 +130,16 @@ def resolve_data_root(dataset: str, split_file: str, data_dir: str | os.PathLike
 
     Returns ``(path or None, paths_tried)``. Looks in ``data_dir`` then ``$DERL_GYM_DATA``, each as a
     root holding ``<dataset>/`` or as the dataset folder itself.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> from derl_gym.envs.math import resolve_data_root
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     (pathlib.Path(tmp) / "gsm8k").mkdir()
+        ...     _ = (pathlib.Path(tmp) / "gsm8k" / "test.jsonl").write_text("")
+        ...     path, tried = resolve_data_root("gsm8k", "test", data_dir=tmp)
+        ...     path.relative_to(tmp).as_posix(), path in tried
+        ('gsm8k/test.jsonl', True)
     """
     names = (GSM8K_FILES if dataset == "gsm8k" else MATH_FILES)[split_file]
     tried: list[Path] = []
@@ -117,6 +157,15 @@ def load_jsonl(path: str | os.PathLike, required: Sequence[str]) -> list[tuple[i
 
     Raises :class:`MathDataError` naming the file and line for invalid JSON, a non-object line or a
     missing/non-string required field.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> from derl_gym.envs.math import load_jsonl
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = pathlib.Path(tmp, "rows.jsonl")
+        ...     _ = path.write_text('{"question": "1 + 1?", "answer": "#### 2"}\\n\\n{"question": "2 + 2?", "answer": "#### 4"}\\n')
+        ...     [(line, row["question"]) for line, row in load_jsonl(path, required=("question", "answer"))]
+        [(1, '1 + 1?'), (3, '2 + 2?')]
     """
     path = Path(path)
     rows: list[tuple[int, dict[str, Any]]] = []
@@ -213,6 +262,11 @@ def data_sources(source: str = "auto", data_dir: str | os.PathLike | None = None
     ``$DERL_GYM_DATA``; missing files are then an error and the hub is not probed), else the hub. The
     older ``use_hub`` flag still works with ``"auto"``: ``False`` = local only, ``True`` = local files,
     then the hub.
+
+    Example:
+        >>> from derl_gym.envs.math import data_sources
+        >>> data_sources("local"), data_sources("hub"), data_sources("auto", data_dir="/data")
+        ((True, False), (False, True), (True, False))
     """
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
@@ -260,6 +314,14 @@ def split_train_validation(problems: Sequence[MathProblem], split: str,
     Validation = the ``round(validation_fraction * n)`` problems with the smallest SHA-256 of their
     question text (ties broken by id): deterministic and independent of file order. Train = the rest,
     in original order. ``validation_fraction=0`` gives train = everything.
+
+    Example:
+        >>> from derl_gym.envs.math import MathProblem, split_train_validation
+        >>> problems = [MathProblem(f"p{i}", f"What is {i} + 1?", str(i + 1)) for i in range(10)]
+        >>> train = split_train_validation(problems, "train")
+        >>> validation = split_train_validation(problems, "validation")
+        >>> len(train), len(validation), set(train).isdisjoint(validation)
+        (8, 2, True)
     """
     if split not in ("train", "validation"):
         raise ValueError(f"split must be 'train' or 'validation' here, got {split!r}")
@@ -293,9 +355,37 @@ def load_gsm8k(split: str = "train", data_dir: str | os.PathLike | None = None,
     """Return the GSM8K problems of ``split`` (``train``, ``validation`` or ``test``).
 
     ``train``/``validation`` are the 80/20 partition of ``gsm8k/train.jsonl`` made by
-    :func:`split_train_validation`. ``source`` says where to look (:func:`data_sources`: by default
-    local files when ``data_dir``/``$DERL_GYM_DATA`` is given, the hub only otherwise). Raises
-    :class:`MathDataNotFoundError` listing the paths tried.
+    :func:`split_train_validation`; ``test`` is ``gsm8k/test.jsonl``.
+
+    Args:
+        split: ``"train"``, ``"validation"`` or ``"test"``.
+        data_dir: a folder holding ``gsm8k/`` (or the ``gsm8k`` folder itself); else ``$DERL_GYM_DATA``.
+        validation_fraction: the share of the train file held out as ``validation``.
+        use_hub: the older switch for ``source="auto"`` (see :func:`data_sources`).
+        source: where to look (:func:`data_sources`): by default local files when
+            ``data_dir``/``$DERL_GYM_DATA`` is given, the hub only otherwise.
+
+    Returns:
+        The problems, in file order; ``problem_id`` is ``gsm8k-<file>-<line>``.
+
+    Raises:
+        MathDataNotFoundError: no file found; the message lists the paths tried.
+        MathDataError: a malformed line (the message names file and line).
+        ValueError: an unknown ``split``.
+
+    Example:
+        >>> import json, pathlib, tempfile
+        >>> from derl_gym.envs.math import load_gsm8k
+        >>> rows = [{"question": f"What is {i} + 1?", "answer": f"{i} + 1 = {i + 1}\\n#### {i + 1}"} for i in range(10)]
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     (pathlib.Path(tmp) / "gsm8k").mkdir()
+        ...     _ = (pathlib.Path(tmp) / "gsm8k" / "train.jsonl").write_text("\\n".join(map(json.dumps, rows)))
+        ...     train = load_gsm8k("train", data_dir=tmp)
+        ...     validation = load_gsm8k("validation", data_dir=tmp)
+        >>> len(train), len(validation)
+        (8, 2)
+        >>> train[0].problem_id, train[0].ground_truth
+        ('gsm8k-train-00001', '1')
     """
     if split not in SPLITS:
         raise ValueError(f"unknown GSM8K split {split!r}; choose one of {SPLITS}")
@@ -341,12 +431,39 @@ def load_math(split: str = "test", data_dir: str | os.PathLike | None = None,
               ) -> list[MathProblem]:
     """Return the MATH problems of ``split``, optionally filtered by ``levels`` and ``subjects``.
 
-    ``split`` is ``train``, ``validation``, ``test`` or a path to a ``.jsonl`` file (all of it).
-    ``data_file=`` reads that file as the source: all of it for ``test`` or a path split, the 80/20
-    partition for ``train``/``validation``. ``holdout_from="test"`` carves ``train``/``validation``
-    from the test file (for MATH-500, which has no train file). ``source`` as for :func:`load_gsm8k`
-    (a ``data_file`` or path split is always local). Raises :class:`MathDataNotFoundError`
-    listing the paths tried, or ``ValueError`` when filters leave nothing.
+    Args:
+        split: ``"train"``, ``"validation"``, ``"test"`` or a path to a ``.jsonl`` file (all of it).
+        data_dir: a folder holding ``math/`` (or the ``math`` folder itself); else ``$DERL_GYM_DATA``.
+        data_file: read this file as the source: all of it for ``test`` or a path split, the 80/20
+            partition for ``train``/``validation``.
+        validation_fraction: the share held out as ``validation``.
+        holdout_from: ``"test"`` carves ``train``/``validation`` from the test file (for MATH-500,
+            which has no train file).
+        levels: keep only these difficulty levels (1-5).
+        subjects: keep only these subjects (e.g. ``"Algebra"``).
+        use_hub: the older switch for ``source="auto"`` (see :func:`data_sources`).
+        source: as for :func:`load_gsm8k` (a ``data_file`` or path split is always local).
+
+    Returns:
+        The problems, in file order.
+
+    Raises:
+        MathDataNotFoundError: no file found; the message lists the paths tried.
+        MathDataError: a malformed line (the message names file and line).
+        ValueError: an unknown ``split``, or filters that leave nothing.
+
+    Example:
+        >>> import json, pathlib, tempfile
+        >>> from derl_gym.envs.math import load_math
+        >>> rows = [{"problem": f"Compute ${i}^2$.", "solution": f"${i}^2 = \\\\boxed{{{i * i}}}$", "level": f"Level {1 + i % 5}",
+        ...          "subject": "Algebra"} for i in range(10)]
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = pathlib.Path(tmp, "math_sample.jsonl")
+        ...     _ = path.write_text("\\n".join(map(json.dumps, rows)))
+        ...     everything = load_math(split=str(path))
+        ...     easy = load_math(split=str(path), levels=[1])
+        >>> len(everything), [problem.ground_truth for problem in easy]
+        (10, ['0', '25'])
     """
     if holdout_from not in (None, "test"):
         raise ValueError(f"holdout_from must be None or 'test', got {holdout_from!r}")

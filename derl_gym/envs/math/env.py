@@ -54,6 +54,11 @@ def normalize_text(text: str, charset: frozenset[str] = _CHARSET_SET) -> str:
     Known look-alikes are replaced (no-break space -> space, line separator -> newline, zero-width
     characters dropped, minus sign -> ``-``); other characters outside the charset are NFKD-decomposed
     with combining marks dropped (``ō`` -> ``o``), and what still does not fit becomes ``?``.
+
+    Example:
+        >>> from derl_gym.envs.math import normalize_text
+        >>> normalize_text("Kōji paid 5\\u00a0€ \\u2212 2 = 3 ✓")
+        'Koji paid 5 € - 2 = 3 ?'
     """
     if all(ch in charset for ch in text):
         return text
@@ -241,11 +246,45 @@ class _MathEnv(gym.Env[str, str]):
 class GSM8KEnv(_MathEnv):
     """GSM8K grade-school word problems, one step per problem (registered as ``derl_gym/GSM8K-v0``).
 
-    ``split``: ``train`` (80% of train.jsonl), ``validation`` (the other 20%) or ``test``. Data comes
-    from ``data_dir`` or ``$DERL_GYM_DATA``, or the hub when asked (``source="hub"``) or when no local
-    folder is given (:func:`~derl_gym.envs.math.data.data_sources`). Reward 1.0 when the
+    The observation is the question; the action is the whole response. Reward 1.0 when the
     response's final number (last ``\\boxed{}``, else ``#### N``, else last number) equals the ``####``
-    answer.
+    answer, else 0.0; the episode ends after that one step. ``info`` carries ``correct``,
+    ``extracted_answer``, ``ground_truth`` and the primitive inputs (``won``, ``progress``,
+    ``valid_action``).
+
+    Args:
+        split: ``"train"`` (80% of train.jsonl), ``"validation"`` (the other 20%) or ``"test"``.
+        data_dir: a folder holding ``gsm8k/`` (else ``$DERL_GYM_DATA``; the hub when asked with
+            ``source="hub"`` or when no local folder is given, see
+            :func:`~derl_gym.envs.math.data.data_sources`).
+        seed: seeds the order problems are served in (``reset(seed=...)`` reseeds it).
+        max_length: observation length in characters (longer questions are truncated with a warning).
+        action_max_length: responses are cut to this many characters (``info["action_truncated"]``).
+        validation_fraction: the share of the train file held out as ``validation``.
+        max_problems: keep only the first this many problems of the split.
+        use_hub: the older switch for ``source="auto"``.
+        render_mode: None or ``"ansi"``.
+        source: ``"auto"``, ``"local"`` or ``"hub"`` (:func:`~derl_gym.envs.math.data.data_sources`).
+
+    Raises:
+        MathDataNotFoundError: no data file found (the message lists the paths tried).
+
+    Example:
+        >>> import json, pathlib, tempfile
+        >>> import gymnasium as gym
+        >>> import derl_gym  # registers derl_gym/GSM8K-v0
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> (pathlib.Path(tmp.name) / "gsm8k").mkdir()
+        >>> rows = [{"question": "Tom has 3 apples and buys 4 more. How many now?", "answer": "3 + 4 = 7\\n#### 7"}]
+        >>> _ = (pathlib.Path(tmp.name) / "gsm8k" / "test.jsonl").write_text("\\n".join(map(json.dumps, rows)))
+        >>> env = gym.make("derl_gym/GSM8K-v0", split="test", data_dir=tmp.name)
+        >>> question, info = env.reset(seed=0)
+        >>> question
+        'Tom has 3 apples and buys 4 more. How many now?'
+        >>> _, reward, terminated, truncated, info = env.step("3 + 4 = 7, so \\\\boxed{7}")
+        >>> reward, terminated, info["extracted_answer"], info["ground_truth"]
+        (1.0, True, '7', '7')
+        >>> env.close(); tmp.cleanup()
     """
 
     dataset = "gsm8k"
@@ -278,12 +317,43 @@ class GSM8KEnv(_MathEnv):
 class MATHEnv(_MathEnv):
     """MATH competition problems, one step per problem (registered as ``derl_gym/MATH-v0``).
 
-    ``split``: ``test`` (``math/test.jsonl`` or ``math/math500_test.jsonl``), ``train``/``validation``
-    (80/20 of ``math/train.jsonl``, or of the test file with ``holdout_from="test"``), or a path to any
-    JSONL file. ``data_file=`` names the source file directly. ``levels``/``subjects`` filter problems;
-    ``source`` as for :class:`GSM8KEnv`. Reward 1.0 when the response's final answer is equivalent to
-    the ground truth (the env's :class:`~derl_gym.envs.math.grading.MathGrader`, math-verify in a child
-    process; each check bounded by ``verify_timeout`` seconds, no signals, so any thread may step it).
+    Reward 1.0 when the response's final answer is equivalent to the ground truth (the env's
+    :class:`~derl_gym.envs.math.grading.MathGrader`, math-verify in a child process; each check bounded
+    by ``verify_timeout`` seconds, no signals, so any thread may step it). ``info`` is as for
+    :class:`GSM8KEnv`, plus ``subject`` and ``level``. Call ``close()`` to end the grader's process.
+
+    Args:
+        split: ``"test"`` (``math/test.jsonl`` or ``math/math500_test.jsonl``), ``"train"``/``"validation"``
+            (80/20 of ``math/train.jsonl``, or of the test file with ``holdout_from="test"``), or a path
+            to any JSONL file.
+        data_dir: a folder holding ``math/`` (else ``$DERL_GYM_DATA``, or the hub as for :class:`GSM8KEnv`).
+        data_file: the source JSONL file, named directly.
+        seed, max_length, action_max_length, validation_fraction, max_problems, use_hub, render_mode,
+            source: as for :class:`GSM8KEnv`.
+        holdout_from: ``"test"`` carves ``train``/``validation`` from the test file.
+        levels: keep only these levels (1-5).
+        subjects: keep only these subjects.
+        verify_timeout: seconds per math-verify check; None checks in this process with no limit.
+
+    Raises:
+        MathDataNotFoundError: no data file found (the message lists the paths tried).
+
+    Example:
+        >>> import json, pathlib, tempfile
+        >>> from derl_gym.envs.math import MATHEnv
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> path = pathlib.Path(tmp.name, "tiny_math.jsonl")
+        >>> row = {"problem": "Simplify $\\\\frac{2}{4}$.", "solution": "$\\\\frac{2}{4} = \\\\boxed{\\\\frac{1}{2}}$",
+        ...        "subject": "Prealgebra", "level": "Level 1"}
+        >>> _ = path.write_text(json.dumps(row) + "\\n")
+        >>> env = MATHEnv(split=str(path), verify_timeout=None)  # None: math-verify in this process
+        >>> problem, info = env.reset(seed=0)
+        >>> problem, info["subject"], info["level"]
+        ('Simplify $\\\\frac{2}{4}$.', 'Prealgebra', 1)
+        >>> _, reward, terminated, _, info = env.step("Divide both by 2: \\\\boxed{0.5}")
+        >>> reward, info["extracted_answer"]
+        (1.0, '0.5')
+        >>> env.close(); tmp.cleanup()
     """
 
     dataset = "math"

@@ -54,6 +54,11 @@ def gsm8k_equivalent(predicted: str | None, ground_truth: str) -> bool:
     """Return True when ``predicted`` and ``ground_truth`` denote the same number (exact, as fractions).
 
     When ``predicted`` (e.g. a box with words) is not a plain number, its last number is used.
+
+    Example:
+        >>> from derl_gym.envs.math import gsm8k_equivalent
+        >>> gsm8k_equivalent("$1,800.00", "1800"), gsm8k_equivalent("18 dollars", "18"), gsm8k_equivalent("17", "18")
+        (True, True, False)
     """
     truth = parse_number(ground_truth)
     if predicted is None or truth is None:
@@ -100,6 +105,12 @@ class MathGrader:
     Args:
         timeout: seconds per math-verify check, or None for no limit (see above).
         startup_timeout: seconds to wait for the child to import math-verify.
+
+    Example:
+        >>> from derl_gym.envs.math import MathGrader
+        >>> with MathGrader(timeout=None) as grader:  # in-process math-verify, no child process
+        ...     grader.equivalent(r"2\\sqrt{2}", r"\\sqrt{8}"), grader.equivalent("3", "4"), grader.starts
+        (True, False, 0)
     """
 
     def __init__(self, timeout: float | None = 5.0, startup_timeout: float = 120.0) -> None:
@@ -264,6 +275,13 @@ def math_equivalent(predicted: str | None, ground_truth: str, timeout: float | N
     for this call with ``timeout`` (starting its process costs about a second); ``timeout=None``
     checks in this process with no limit, screening out answers that could make sympy run long.
     Works in any thread; installs no signal handler.
+
+    Example:
+        >>> from derl_gym.envs.math import math_equivalent
+        >>> math_equivalent(r"x = \\dfrac{1}{2}", r"\\frac{1}{2}")  # equal once normalised: math-verify not needed
+        True
+        >>> math_equivalent(r"\\frac{1}{2}", "0.5", timeout=None), math_equivalent("3", "4", timeout=None)
+        (True, False)
     """
     if grader is not None:
         return grader.equivalent(predicted, ground_truth)

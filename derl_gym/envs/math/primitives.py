@@ -25,6 +25,11 @@ def count_step_markers(text: str) -> int:
     marker when it starts, case-insensitively, with ``Step <n>``, a list number ``<n>.``/``<n>)``/``<n>:``
     (n < 100, not a decimal like ``3.5``), or one of the sequence words First(ly), Second(ly),
     Third(ly), Next, Then, Finally.
+
+    Example:
+        >>> from derl_gym.envs.math import count_step_markers
+        >>> count_step_markers("Step 1: 3 + 4 = 7.\\n2. Double it: 14.\\nThe answer is 14.")
+        2
     """
     if not isinstance(text, str):
         return 0
@@ -42,6 +47,13 @@ def step_structure_score(text: str) -> float:
     1.0 when at least two lines carry step markers (:func:`count_step_markers`); 0.5 when there are
     fewer markers but at least two non-empty reasoning lines besides the last non-empty line (the one
     that usually holds the final answer); else 0.0.
+
+    Example:
+        >>> from derl_gym.envs.math import step_structure_score
+        >>> step_structure_score("First, 3 + 4 = 7.\\nThen 7 * 2 = 14.\\n#### 14")
+        1.0
+        >>> step_structure_score("3 + 4 = 7\\n7 * 2 = 14\\n#### 14"), step_structure_score("#### 14")
+        (0.5, 0.0)
     """
     if not isinstance(text, str) or not text.strip():
         return 0.0
@@ -57,6 +69,13 @@ def loose_match(response: str, ground_truth: str, numeric: bool | None = None) -
     Numeric ground truths (GSM8K, or any that :func:`parse_number` reads when ``numeric`` is None)
     match when any number in the response equals it (``1,234`` matches ``1234``). Other answers
     match when the normalised ground truth is a substring of the normalised response.
+
+    Example:
+        >>> from derl_gym.envs.math import loose_match
+        >>> loose_match("so she has 1,234 apples left", "1234"), loose_match("she has 1,233", "1234")
+        (True, False)
+        >>> loose_match(r"the side is $\\sqrt{2}$ units", r"\\sqrt{2}")
+        True
     """
     if not isinstance(response, str) or not response or not ground_truth:
         return False
@@ -123,6 +142,16 @@ def math_primitives() -> PrimitiveSet:
       plain reasoning lines before the answer line, else 0).
     - g4 ``loose_match``: 1 when the ground truth appears anywhere in the response
       (:func:`loose_match`) or the answer is correct.
+
+    Example:
+        >>> from derl_gym.envs.math import math_primitives
+        >>> from derl_gym.rewards import Step, Trajectory
+        >>> response = "Step 1: 3 + 4 = 7.\\nStep 2: 7 * 2 = 14.\\nSo \\\\boxed{14}."
+        >>> info = {"correct": True, "ground_truth": "14", "dataset": "gsm8k"}
+        >>> episode = Trajectory("What is (3 + 4) * 2?", {}, [Step(response, "", 1.0, True, False, info)])
+        >>> primitives = math_primitives()
+        >>> primitives.names, primitives.compute(episode).tolist()
+        (['strict_match', 'boxed_format', 'explicit_steps', 'loose_match'], [1.0, 1.0, 1.0, 1.0])
     """
     return PrimitiveSet([
         Primitive("strict_match", "1 if the extracted final answer equals the ground truth (the task reward)", _strict),
