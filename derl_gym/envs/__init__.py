@@ -16,7 +16,18 @@ ENV_ENTRY_POINTS: dict[str, str] = {
 
 
 def register_envs() -> list[str]:
-    """Register every derl_gym env with Gymnasium (idempotent); returns the registered ids."""
+    """Register every derl_gym env with Gymnasium (idempotent; ``import derl_gym`` already calls it).
+
+    Returns:
+        The registered env ids (the keys of :data:`ENV_ENTRY_POINTS`).
+
+    Example:
+        >>> import gymnasium as gym
+        >>> from derl_gym.envs import register_envs
+        >>> ids = register_envs()
+        >>> "derl_gym/GSM8K-v0" in ids, all(env_id in gym.registry for env_id in ids)
+        (True, True)
+    """
     for env_id, entry_point in ENV_ENTRY_POINTS.items():
         if env_id not in gym.registry:
             gym.register(id=env_id, entry_point=entry_point, disable_env_checker=False)

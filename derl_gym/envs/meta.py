@@ -56,9 +56,27 @@ def _result_dict(result: Any, formula: str) -> dict[str, Any]:
 
 
 def score_with(scorer: Scorer, formula: str, seed: int = 0) -> tuple[float | None, dict[str, Any]]:
-    """Return ``(score, info)`` of ``formula`` from ``scorer`` (see the module docstring; score None:
-    the scorer raised); ``info``
-    has ``canonical``, ``inner_result`` (a dict) and ``from_cache``, or ``error`` when the scorer raised."""
+    """Score one formula with a scorer (an ``evaluate`` object or a callable; see the module docstring).
+
+    Args:
+        scorer: an object with ``evaluate(formulas, seed=...)`` or a callable ``scorer(formula)``.
+        formula: the Meta-Reward formula to score.
+        seed: passed to ``scorer.evaluate``.
+
+    Returns:
+        ``(score, info)``: ``info`` has ``canonical``, ``inner_result`` (a dict) and ``from_cache``; when
+        the scorer raised, the score is None and ``info`` has ``error`` instead (nothing is raised).
+
+    Example:
+        >>> from derl_gym.envs.meta import score_with
+        >>> score, info = score_with(lambda formula: 0.75, "g1 + g2")
+        >>> score, info["inner_result"]["score"], info["from_cache"]
+        (0.75, 0.75, False)
+        >>> def crashing(formula):
+        ...     raise RuntimeError("inner run crashed")
+        >>> score_with(crashing, "g1")
+        (None, {'error': 'RuntimeError: inner run crashed', 'from_cache': False})
+    """
     try:
         if hasattr(scorer, "evaluate"):
             result, from_cache = scorer.evaluate([formula], seed=seed)[0]

@@ -292,12 +292,26 @@ class PrimitiveSet:
 # --------------------------------------------------------------------------- step scorers
 
 def progress_score(step: Step) -> float:
-    """Return ``info["progress"]`` clipped to [0, 1] (0 when the env does not report it)."""
+    """Return ``info["progress"]`` clipped to [0, 1] (0 when the env does not report it).
+
+    Example:
+        >>> from derl_gym.rewards.primitives import Step, progress_score
+        >>> progress_score(Step("heat pot", "", 0.0, False, False, {"progress": 1.5})), progress_score(Step("x", "", 0.0, False, False, {}))
+        (1.0, 0.0)
+    """
     return float(np.clip(float(step.info.get("progress", 0.0) or 0.0), 0.0, 1.0))
 
 
 def valid_score(step: Step) -> float:
-    """Return 1.0 when the action was admissible and changed the state, else 0.0."""
+    """Return 1.0 when the action was admissible and changed the state, else 0.0.
+
+    Example:
+        >>> from derl_gym.rewards.primitives import Step, valid_score
+        >>> valid_score(Step("open fridge", "", 0.0, False, False, {"valid_action": True, "state_changed": True}))
+        1.0
+        >>> valid_score(Step("look", "", 0.0, False, False, {"valid_action": True, "state_changed": False}))
+        0.0
+    """
     return float(bool(step.info.get("valid_action", False)) and bool(step.info.get("state_changed", True)))
 
 
@@ -315,6 +329,14 @@ def tags_score(step: Step) -> float:
     progress, ``<reflection>`` right after an invalid action. Returns 1.0 when it fits, 0.5 when the
     action is well-formed but the reasoning tag does not fit or is missing, 0.0 when the text has no
     ``<action>`` tag or the action was invalid.
+
+    Example:
+        >>> from derl_gym.rewards.primitives import Step, tags_score
+        >>> action = "<explore>Where is the mug?</explore><action>open cabinet 1</action>"
+        >>> tags_score(Step(action, "", 0.0, False, False, {"valid_action": True, "progress": 0.0}, {"step": 3}))
+        1.0
+        >>> tags_score(Step("open cabinet 1", "", 0.0, False, False, {"valid_action": True}))  # no <action> tag
+        0.0
     """
     text = step.action if isinstance(step.action, str) else ""
     actions = _TAG_RE["action"].findall(text)
@@ -402,7 +424,14 @@ def segment_bounds(length: int, segment: str) -> tuple[int, int]:
 
 
 def segment_mean(trajectory: Trajectory, scorer: StepScorer, segment: str) -> float:
-    """Return the mean of ``scorer`` over one third of the trajectory (0.0 when it has no steps)."""
+    """Return the mean of ``scorer`` over one third of the trajectory (0.0 when it has no steps).
+
+    Example:
+        >>> from derl_gym.rewards.primitives import Step, Trajectory, progress_score, segment_mean
+        >>> trajectory = Trajectory(steps=[Step(i, "", 0.0, False, False, {"progress": p}) for i, p in enumerate([1, 0, 0, 0, 1, 1])])
+        >>> [segment_mean(trajectory, progress_score, segment) for segment in ("first", "middle", "last")]
+        [0.5, 0.0, 1.0]
+    """
     start, stop = segment_bounds(len(trajectory.steps), segment)
     if stop <= start:
         return 0.0
@@ -448,6 +477,12 @@ def success_primitive(description: str = "1 if the task was solved (info['won'] 
 
     Returns:
         A :class:`Primitive` worth 1.0 when :attr:`Trajectory.success`, else 0.0.
+
+    Example:
+        >>> from derl_gym.rewards.primitives import Step, Trajectory, success_primitive
+        >>> success = success_primitive()
+        >>> success.name, success(Trajectory(steps=[Step("put mug", "", 1.0, True, False, {"won": True})]))
+        ('success', 1.0)
     """
     return Primitive(name="success", description=description,
                      function=lambda traj: float(traj.success), kind="episode")
