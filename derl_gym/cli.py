@@ -271,12 +271,24 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_to(args: argparse.Namespace) -> str:
+    """Return the tracking backend of ``--report-to`` (default: tensorboard when installed); exits with the
+    fix when the backend asked for is not installed."""
+    from derl_gym.runtime.tracking import check_report_to
+
+    try:
+        return check_report_to(getattr(args, "report_to", None) or "auto")
+    except ImportError as exc:
+        raise SystemExit(f"error: --report-to {args.report_to}: {exc}") from None
+
+
 def cmd_evolve(args: argparse.Namespace) -> int:
     """Run (or resume) one method, retrain the best formula, test it next to outcome and avg, report."""
     from derl_gym.agents.meta import make_optimizer
     from derl_gym.runtime.evolve import baseline_formulas, final_test, run_evolution
     from derl_gym.runtime.report import write_report
 
+    report_to = _report_to(args)
     spec = _load_spec(args.preset, args.seed, args)
     run_dir = Path(args.run_dir or f"runs/{args.preset}-{args.method}-s{args.seed}")
     num_variables = len(spec.primitives.build())
@@ -295,7 +307,8 @@ def cmd_evolve(args: argparse.Namespace) -> int:
         result = run_evolution(spec, optimizer, runner, store, args.iterations, args.group_size, seed=args.seed,
                                method=args.method, progress=progress.on_iteration, on_result=progress.on_result,
                                reuse_across_versions=args.reuse_across_versions,
-                               seeds_per_formula=args.seeds_per_formula, score_test_splits=args.score_test_splits)
+                               seeds_per_formula=args.seeds_per_formula, score_test_splits=args.score_test_splits,
+                               report_to=report_to)
         progress.close()
         if result.best_expression is None:
             failed = sum(r.failed for r in result.records)
@@ -338,6 +351,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from derl_gym.runtime.evolve import compare
     from derl_gym.runtime.report import write_report
 
+    report_to = _report_to(args)
     spec = _load_spec(args.preset, None, args)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     seeds = _parse_seeds(args.seeds)
@@ -361,7 +375,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                          progress=progress.on_iteration, on_result=progress.on_result,
                          reuse_across_versions=args.reuse_across_versions,
                          seeds_per_formula=args.seeds_per_formula, score_test_splits=args.score_test_splits,
-                         test_seeds=test_seeds)
+                         test_seeds=test_seeds, report_to=report_to)
     finally:
         progress.close()
         runner.close()
@@ -538,6 +552,10 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--score-test-splits", action="store_true",
                    help="also score the test splits of every searched formula (stored for analysis such as the "
                         "validation/test rank correlation; never seen by the search)")
+    p.add_argument("--report-to", choices=("tensorboard", "wandb", "none"), default=None,
+                   help="experiment tracking: per-iteration scores, GRPO statistics, primitive means and inner "
+                        "learning curves (tensorboard: event files under RUN_DIR/tensorboard; wandb: needs the "
+                        "wandb package; default: tensorboard when installed, else none)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (iteration lines are still printed)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)")
 

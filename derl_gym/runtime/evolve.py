@@ -43,6 +43,7 @@ from typing import Any, Callable, Mapping, Sequence
 from derl_gym.runtime.evaluator import Evaluator, ResultCallback
 from derl_gym.runtime.spec import InnerLoopSpec, InnerResult
 from derl_gym.runtime.store import ResultStore
+from derl_gym.runtime.tracking import make_tracker
 from derl_gym.runtime.versions import record_versions
 
 logger = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ def run_evolution(spec: InnerLoopSpec, optimizer: Any, runner: Any, store: Resul
                   progress: Callable[[IterationRecord], None] | None = None,
                   on_result: ResultCallback | None = None, model_dir: str | Path | None = None,
                   reuse_across_versions: bool = False, seeds_per_formula: int = 1,
-                  score_test_splits: bool = False) -> EvolutionResult:
+                  score_test_splits: bool = False, report_to: Any = "auto") -> EvolutionResult:
     """Run (or resume) ``iterations`` meta iterations of ``optimizer`` with groups of ``group_size``
     formulas; returns an :class:`EvolutionResult`.
 
@@ -154,6 +155,11 @@ def run_evolution(spec: InnerLoopSpec, optimizer: Any, runner: Any, store: Resul
     ``score_test_splits`` every inner run also scores the spec's test splits (kept in
     ``result.extra["test"]`` for analysis, e.g. the rank correlation of validation with test); the search
     itself only ever sees ``result.score``, the validation score.
+
+    ``report_to`` (``"tensorboard"``, ``"wandb"``, ``"none"``, ``"auto"`` = tensorboard when importable, or a
+    :class:`~derl_gym.runtime.tracking.RunTracker`) logs every new iteration's scores, optimizer statistics,
+    primitive means and inner learning curves under ``<store dir>/tensorboard/<method>`` (see
+    :mod:`derl_gym.runtime.tracking`); ``ImportError`` when the backend asked for is not installed.
 
     Raises ``ValueError`` when the store holds checkpoints of ``method`` written under another
     spec (their spec hash is not ``spec.spec_hash(include_versions=False)``) or a checkpoint whose
@@ -173,6 +179,7 @@ def run_evolution(spec: InnerLoopSpec, optimizer: Any, runner: Any, store: Resul
                           eval_splits=list(spec.test_envs) if score_test_splits else ())
     spec_hash = spec.spec_hash(include_versions=False)
     record_versions(store, spec.agent.algorithm, reuse_across_versions=reuse_across_versions)
+    tracker, own_tracker = make_tracker(report_to, Path(store.path).parent)
     start = time.perf_counter()
     records: list[IterationRecord] = []
     latest = store.latest_checkpoint(label)
@@ -188,6 +195,7 @@ def run_evolution(spec: InnerLoopSpec, optimizer: Any, runner: Any, store: Resul
         records = [IterationRecord.from_checkpoint(c) for c in checkpoints]
         logger.info("resuming %s from iteration %d of %d", label, latest["iteration"], iterations)
         for record in records:
+            tracker.note_resumed(record)
             if progress is not None and record.iteration <= iterations:
                 progress(record)
     done = records[-1].iteration if records else 0
@@ -231,8 +239,11 @@ def run_evolution(spec: InnerLoopSpec, optimizer: Any, runner: Any, store: Resul
                                      "_spec_hash": spec_hash, "_cache_hash": spec.spec_hash(),
                                      "_seeds_per_formula": int(seeds_per_formula)})
         records.append(record)
+        tracker.log_iteration(record, results)
         if progress is not None:
             progress(record)
+    if own_tracker:
+        tracker.close()
     records = [r for r in records if r.iteration <= iterations]
     best_record, best_index = None, -1
     for record in records:
@@ -508,7 +519,7 @@ def compare(spec: InnerLoopSpec, methods: Sequence[str], budget: int, seeds: Seq
             progress: Callable[[IterationRecord], None] | None = None,
             on_result: ResultCallback | None = None, parallel_seeds: bool = True,
             reuse_across_versions: bool = False, seeds_per_formula: int = 1, score_test_splits: bool = False,
-            test_seeds: Sequence[int] | None = None) -> CompareResult:
+            test_seeds: Sequence[int] | None = None, report_to: Any = "auto") -> CompareResult:
     """Run every method on ``budget`` inner trainings per seed (``budget // group_size`` iterations
     of ``group_size`` formulas; fixed formulas hit the cache after their first training), then
     retrain each method's best formula per seed and test it; returns a :class:`CompareResult`.
@@ -525,6 +536,8 @@ def compare(spec: InnerLoopSpec, methods: Sequence[str], budget: int, seeds: Seq
     searched formula (for analysis only, never seen by the search). ``test_seeds`` (default ``seeds``, one
     per search seed, in order) are the seeds the best formula of search seed ``seeds[k]`` is retrained on:
     seeds disjoint from the search's inner seeds avoid re-testing the very run the search selected.
+    ``report_to`` is :func:`run_evolution`'s (one tracker for all methods: TensorBoard runs ``<method>/seed<k>``
+    under ``<store dir>/tensorboard``, plus the comparison table as text under ``compare``).
     """
     from derl_gym.agents.meta import make_optimizer
 
@@ -546,6 +559,7 @@ def compare(spec: InnerLoopSpec, methods: Sequence[str], budget: int, seeds: Seq
     start = time.perf_counter()
     # once here, before the seeds' threads (each run_evolution then finds the versions recorded)
     record_versions(store, spec.agent.algorithm, reuse_across_versions=reuse_across_versions)
+    tracker, own_tracker = make_tracker(report_to, Path(store.path).parent)
     runs: dict[str, dict[int, EvolutionResult]] = {}
     walls: dict[str, float] = {}
     for name in methods:
@@ -559,7 +573,7 @@ def compare(spec: InnerLoopSpec, methods: Sequence[str], budget: int, seeds: Seq
             return run_evolution(spec, optimizer, runner, store, iterations, group, seed=seed,
                                  method=f"{name}/seed{seed}", progress=progress, on_result=on_result,
                                  reuse_across_versions=reuse_across_versions, seeds_per_formula=seeds_per_formula,
-                                 score_test_splits=score_test_splits)
+                                 score_test_splits=score_test_splits, report_to=tracker)
 
         # seeds run side by side (their jobs share the runner's workers): a method whose groups are
         # smaller than the worker count (fixed formulas: one training) does not leave workers idle
@@ -576,4 +590,7 @@ def compare(spec: InnerLoopSpec, methods: Sequence[str], budget: int, seeds: Seq
                            seeds_per_formula=int(seeds_per_formula), test_seeds=test_seeds)
     store.set_meta("compare", result.to_dict())
     store.set_meta("compare_markdown", result.to_markdown())
+    tracker.log_text("compare", "results", result.to_markdown(), 0)
+    if own_tracker:
+        tracker.close()
     return result

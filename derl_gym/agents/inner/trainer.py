@@ -132,7 +132,8 @@ class SuccessCurveCallback(BaseCallback):
     """Record ``(env_steps, mean task success of the episodes finished in that rollout)`` per rollout.
 
     ``curve`` holds the points (rollouts that finished no episode add none); ``successes`` every
-    finished episode's 0/1 outcome in order.
+    finished episode's 0/1 outcome in order; :attr:`primitive_means` the mean of the finished episodes'
+    ``info["primitive_values"]`` (what :class:`~derl_gym.wrappers.MetaRewardWrapper` adds at the terminal step).
     """
 
     def __init__(self) -> None:
@@ -140,6 +141,15 @@ class SuccessCurveCallback(BaseCallback):
         self.curve: list[tuple[int, float]] = []
         self.successes: list[int] = []
         self._pending: list[int] = []
+        self._primitive_sum: np.ndarray | None = None
+        self._primitive_count = 0
+
+    @property
+    def primitive_means(self) -> list[float]:
+        """The mean primitive values (g1..gK) over the finished training episodes; empty when none recorded any."""
+        if self._primitive_sum is None or not self._primitive_count:
+            return []
+        return [float(v) for v in self._primitive_sum / self._primitive_count]
 
     def _on_step(self) -> bool:
         dones = self.locals.get("dones")
@@ -151,6 +161,14 @@ class SuccessCurveCallback(BaseCallback):
                 ok = int(episode_success(info))
                 self._pending.append(ok)
                 self.successes.append(ok)
+                values = info.get("primitive_values")
+                if values is not None:  # once per episode: the sum costs nothing next to the rollout
+                    values = np.asarray(values, dtype=np.float64)
+                    if self._primitive_sum is None:
+                        self._primitive_sum = np.zeros_like(values)
+                    if values.shape == self._primitive_sum.shape:
+                        self._primitive_sum += values
+                        self._primitive_count += 1
         return True
 
     def _on_rollout_end(self) -> None:
