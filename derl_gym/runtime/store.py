@@ -101,16 +101,43 @@ def _dumps(value: Any) -> str:
 
 
 class Checkpoint(dict):
-    """One row of the ``checkpoints`` table as a dict: ``method``, ``iteration``, ``state``
-    (the optimizer's state dict), ``expressions``, ``canonicals``, ``scores``, ``statuses``,
-    ``cached``, ``stats`` and ``created_at``."""
+    """One row of the ``checkpoints`` table as a dict.
+
+    Keys: ``method``, ``iteration``, ``state`` (the optimizer's state dict), ``expressions``,
+    ``canonicals``, ``scores``, ``statuses``, ``cached``, ``stats`` and ``created_at``.
+
+    Example:
+        >>> import tempfile
+        >>> from derl_gym.runtime.store import ResultStore
+        >>> with tempfile.TemporaryDirectory() as run_dir, ResultStore(run_dir) as store:
+        ...     store.save_checkpoint("derl", 0, {"step": 1}, expressions=["g1"], canonicals=["g1"], scores=[0.5])
+        ...     checkpoint = store.latest_checkpoint("derl")
+        >>> type(checkpoint).__name__, checkpoint["iteration"], checkpoint["state"], checkpoint["scores"]
+        ('Checkpoint', 0, {'step': 1}, [0.5])
+    """
 
 
 class ResultStore:
     """The SQLite store of one run directory (see the module docstring for tables and policy).
 
-    ``path`` is the SQLite file or a directory (then ``<dir>/store.sqlite``; created if missing).
-    Thread-safe: one connection guarded by a lock. Use as a context manager or call :meth:`close`.
+    Thread-safe: one connection guarded by a lock. Use it as a context manager or call :meth:`close`.
+
+    Args:
+        path: the SQLite file (``.sqlite``/``.db``/``.sqlite3``) or a directory, then
+            ``<dir>/store.sqlite`` (created if missing).
+        reuse_failures: :meth:`get` also returns failed/timed-out results (default: only ``ok`` ones).
+
+    Example:
+        >>> import tempfile
+        >>> from derl_gym.runtime.spec import InnerResult
+        >>> from derl_gym.runtime.store import ResultStore
+        >>> with tempfile.TemporaryDirectory() as run_dir, ResultStore(run_dir) as store:
+        ...     _ = store.put(InnerResult("g1+g2", "g1 + g2", score=0.7, seed=0), "spec0123", method="derl")
+        ...     _ = store.put(InnerResult.failure("g1/g3", "g1/g3", "timeout", seed=0), "spec0123")
+        ...     hit = store.get("g1 + g2", "spec0123", seed=0)
+        ...     failure = store.get("g1/g3", "spec0123", seed=0)  # failures are retried, not reused
+        ...     hit.score, failure, store.count("spec0123"), store.path.name
+        (0.7, None, 2, 'store.sqlite')
     """
 
     def __init__(self, path: str | Path, *, reuse_failures: bool = False) -> None:

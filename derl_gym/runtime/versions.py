@@ -35,8 +35,14 @@ META_KEY = "versions"
 
 @functools.lru_cache(maxsize=None)
 def package_version(name: str) -> str:
-    """Return the installed version of distribution ``name`` (``importlib.metadata``), or
-    ``"absent"`` when it is not installed."""
+    """Return the installed version of distribution ``name``, or ``"absent"`` when it is not installed.
+
+    Example:
+        >>> import numpy
+        >>> from derl_gym.runtime.versions import package_version
+        >>> package_version("numpy") == numpy.__version__, package_version("no-such-distribution")
+        (True, 'absent')
+    """
     try:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
@@ -44,7 +50,14 @@ def package_version(name: str) -> str:
 
 
 def derl_gym_version() -> str:
-    """Return the installed derl-gym version (the package's ``__version__`` when not installed)."""
+    """Return the installed derl-gym version (the package's ``__version__`` when not installed).
+
+    Example:
+        >>> import derl_gym
+        >>> from derl_gym.runtime.versions import derl_gym_version
+        >>> derl_gym_version() == derl_gym.__version__
+        True
+    """
     version = package_version("derl-gym")
     if version == ABSENT:
         from derl_gym import __version__
@@ -55,9 +68,17 @@ def derl_gym_version() -> str:
 
 @functools.lru_cache(maxsize=1)
 def source_digest() -> str:
-    """Return a short SHA-256 of derl_gym's own Python source (every ``.py`` file of the package,
-    by relative path and content), so a change to a policy or wrapper changes the cache key even
-    when the version number was not bumped."""
+    """Return a short SHA-256 (12 hex digits) of derl_gym's own Python source.
+
+    Every ``.py`` file of the package enters it, by relative path and content, so a change to a policy
+    or wrapper changes the cache key even when the version number was not bumped.
+
+    Example:
+        >>> from derl_gym.runtime.versions import source_digest
+        >>> digest = source_digest()
+        >>> len(digest), int(digest, 16) >= 0
+        (12, True)
+    """
     import hashlib
     from pathlib import Path
 
@@ -72,17 +93,36 @@ def source_digest() -> str:
 
 
 def packages_for(algorithm: str | None) -> tuple[str, ...]:
-    """Return the distributions whose versions key a run of ``algorithm`` (the language-model
-    stack is added for ``grpo``)."""
+    """Return the distributions whose versions key a run of ``algorithm``.
+
+    The language-model stack (:data:`LM_PACKAGES`) is added for ``grpo``.
+
+    Example:
+        >>> from derl_gym.runtime.versions import packages_for
+        >>> "torch" in packages_for("maskable_ppo"), "transformers" in packages_for("maskable_ppo")
+        (True, False)
+        >>> "transformers" in packages_for("grpo")
+        True
+    """
     if algorithm is not None and str(algorithm).lower() in LM_ALGORITHMS:
         return TRAINING_PACKAGES + LM_PACKAGES
     return TRAINING_PACKAGES
 
 
 def code_versions(algorithm: str | None = None) -> dict[str, str]:
-    """Return ``{"derl_gym": version, "derl_gym_source": digest, package: version or "absent", ...}``
-    (:func:`source_digest` of the package's code) for the packages that
-    train and score an inner run of ``algorithm`` (see :func:`packages_for`)."""
+    """Return the versions that key an inner run of ``algorithm``.
+
+    Returns:
+        ``{"derl_gym": version, "derl_gym_source": digest, package: version or "absent", ...}``: the
+        package version, :func:`source_digest` of its code, and each package of
+        :func:`packages_for` ``(algorithm)``.
+
+    Example:
+        >>> from derl_gym.runtime.versions import code_versions, packages_for
+        >>> versions = code_versions("ppo")
+        >>> list(versions)[:2], set(packages_for("ppo")) <= set(versions)
+        (['derl_gym', 'derl_gym_source'], True)
+    """
     out = {"derl_gym": derl_gym_version(), "derl_gym_source": source_digest()}
     for name in packages_for(algorithm):
         out[name] = package_version(name)
@@ -90,8 +130,18 @@ def code_versions(algorithm: str | None = None) -> dict[str, str]:
 
 
 def version_changes(old: Mapping[str, str] | None, new: Mapping[str, str]) -> dict[str, tuple[str, str]]:
-    """Return ``{package: (old, new)}`` for every package whose version differs (a package missing
-    from one side counts as ``"absent"``); empty when ``old`` is None (nothing recorded)."""
+    """Return ``{package: (old, new)}`` for every package whose version differs.
+
+    A package missing from one side counts as ``"absent"``; the result is empty when ``old`` is None
+    (nothing recorded yet).
+
+    Example:
+        >>> from derl_gym.runtime.versions import version_changes
+        >>> version_changes({"torch": "2.2.0", "numpy": "1.26.4"}, {"torch": "2.3.0", "numpy": "1.26.4", "trl": "0.12.0"})
+        {'torch': ('2.2.0', '2.3.0'), 'trl': ('absent', '0.12.0')}
+        >>> version_changes(None, {"torch": "2.3.0"})
+        {}
+    """
     if not old:
         return {}
     names = list(new) + [k for k in old if k not in new]
@@ -100,8 +150,14 @@ def version_changes(old: Mapping[str, str] | None, new: Mapping[str, str]) -> di
 
 
 def describe_changes(changes: Mapping[str, tuple[str, str]], *, reuse_across_versions: bool = False) -> str:
-    """Return a one-paragraph message naming each changed package as ``name old -> new`` and what
-    happens to the cached results."""
+    """Return a one-paragraph message naming each changed package (``name old -> new``) and what happens to cached results.
+
+    Example:
+        >>> from derl_gym.runtime.versions import describe_changes
+        >>> message = describe_changes({"torch": ("2.2.0", "2.3.0")})
+        >>> "torch 2.2.0 -> 2.3.0" in message, "--reuse-across-versions" in message
+        (True, True)
+    """
     listed = ", ".join(f"{name} {a} -> {b}" for name, (a, b) in changes.items())
     if reuse_across_versions:
         return (f"code/library versions changed since this run last ran: {listed}; reusing results trained "
@@ -113,10 +169,31 @@ def describe_changes(changes: Mapping[str, tuple[str, str]], *, reuse_across_ver
 
 def record_versions(store: Any, algorithm: str | None, *, reuse_across_versions: bool = False,
                     warn: bool = True) -> dict[str, tuple[str, str]]:
-    """Compare the versions recorded in ``store``'s meta table with the installed ones, log a
-    warning naming the changes (unless ``warn=False``: the caller tells the user itself), and record
-    the installed ones (the previous set is appended to ``versions_history``); returns the changes
-    (``{}`` for a new run or unchanged versions)."""
+    """Compare the versions recorded in ``store`` with the installed ones and record the installed ones.
+
+    A change is logged as a warning (unless ``warn=False``: the caller tells the user itself) and the
+    previous set is appended to the ``versions_history`` meta key.
+
+    Args:
+        store: a :class:`~derl_gym.runtime.store.ResultStore` (anything with ``get_meta``/``set_meta``).
+        algorithm: the inner algorithm (see :func:`packages_for`).
+        reuse_across_versions: only changes the wording of the warning.
+        warn: log the warning.
+
+    Returns:
+        The changes, ``{package: (old, new)}`` (``{}`` for a new run or unchanged versions).
+
+    Example:
+        >>> import tempfile
+        >>> from derl_gym.runtime.store import ResultStore
+        >>> from derl_gym.runtime.versions import record_versions
+        >>> with tempfile.TemporaryDirectory() as run_dir, ResultStore(run_dir) as store:
+        ...     first = record_versions(store, "ppo")
+        ...     store.set_meta("versions", {**store.get_meta("versions"), "torch": "0.0.1"})  # pretend an old run
+        ...     changes = record_versions(store, "ppo", warn=False)
+        ...     first, list(changes), len(store.get_meta("versions_history"))
+        ({}, ['torch'], 1)
+    """
     current = code_versions(algorithm)
     previous = store.get_meta(META_KEY)
     changes = version_changes(previous, current)

@@ -30,6 +30,18 @@ class LRUCache(Generic[K, V]):
     value once. ``hits`` / ``misses`` count :meth:`get` outcomes. A ``name`` registers the cache
     as a process-wide one (see :func:`process_caches`); names must be unique. Raises
     ``ValueError`` for ``maxsize < 1``.
+
+    Example:
+        >>> from derl_gym.utils.lru import LRUCache
+        >>> cache = LRUCache(2)
+        >>> cache.put("a", 1); cache.put("b", 2)
+        >>> cache.get("a")  # "a" is now the most recently used
+        1
+        >>> cache.put("c", 3)  # evicts "b"; then "d" evicts "a"
+        >>> "b" in cache, cache.get_or_put("d", lambda: 4), sorted(cache)
+        (False, 4, ['c', 'd'])
+        >>> cache.stats()
+        {'size': 2, 'maxsize': 2, 'hits': 1, 'misses': 1}
     """
 
     def __init__(self, maxsize: int, name: str | None = None, description: str = "") -> None:
@@ -129,17 +141,39 @@ _MISSING = object()
 
 
 def process_caches() -> dict[str, LRUCache]:
-    """Return the registered process-wide caches by name (those created with a ``name``)."""
+    """Return the registered process-wide caches by name (those created with a ``name``).
+
+    Example:
+        >>> import derl_gym.envs.alfworld.engine  # its module-level caches register on import
+        >>> from derl_gym.utils.lru import process_caches
+        >>> process_caches()["alfworld.logic"].maxsize
+        64
+    """
     with _REGISTRY_LOCK:
         return dict(_REGISTRY)
 
 
 def cache_stats() -> dict[str, dict[str, Any]]:
-    """Return :meth:`LRUCache.stats` of every process-wide cache, by name."""
+    """Return :meth:`LRUCache.stats` of every process-wide cache, by name.
+
+    Example:
+        >>> import derl_gym.envs.alfworld.engine
+        >>> from derl_gym.utils.lru import cache_stats
+        >>> sorted(cache_stats()["alfworld.logic"])
+        ['hits', 'maxsize', 'misses', 'size']
+    """
     return {name: cache.stats() for name, cache in process_caches().items()}
 
 
 def clear_process_caches() -> None:
-    """Clear every process-wide cache; returns nothing."""
+    """Clear every process-wide cache; returns nothing.
+
+    Example:
+        >>> import derl_gym.envs.alfworld.engine
+        >>> from derl_gym.utils.lru import cache_stats, clear_process_caches
+        >>> clear_process_caches()
+        >>> all(stats["size"] == 0 for stats in cache_stats().values())
+        True
+    """
     for cache in process_caches().values():
         cache.clear()
