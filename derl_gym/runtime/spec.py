@@ -24,7 +24,16 @@ STATUS_TIMEOUT = "timeout"
 
 @dataclass(frozen=True)
 class EnvSpec:
-    """A registered env id and the keyword arguments for ``gymnasium.make``."""
+    """A registered env id and the keyword arguments for ``gymnasium.make``.
+
+    Example:
+        >>> from derl_gym.runtime.spec import EnvSpec
+        >>> spec = EnvSpec("CartPole-v1", {"max_episode_steps": 50})
+        >>> env = spec.make()
+        >>> env.spec.id, env.spec.max_episode_steps
+        ('CartPole-v1', 50)
+        >>> env.close()
+    """
 
     env_id: str
     kwargs: dict[str, Any] = field(default_factory=dict)
@@ -44,6 +53,11 @@ class PrimitiveSpec:
 
     A :class:`~derl_gym.rewards.primitives.PrimitiveSet` holds functions and so does not pickle
     reliably; jobs carry this reference and build the set where they run.
+
+    Example:
+        >>> from derl_gym.runtime.spec import PrimitiveSpec
+        >>> PrimitiveSpec("derl_gym.envs.math:math_primitives").build().names
+        ['strict_match', 'boxed_format', 'explicit_steps', 'loose_match']
     """
 
     factory: str
@@ -65,6 +79,12 @@ class AgentSpec:
     ``algo_kwargs`` go to its constructor (``n_steps``, ``batch_size``, ``learning_rate`` ...);
     ``policy_kwargs`` go to the policy; ``total_timesteps`` is the training budget in env steps
     summed over the ``n_envs`` parallel envs.
+
+    Example:
+        >>> from derl_gym.runtime.spec import AgentSpec
+        >>> agent = AgentSpec(total_timesteps=2048, n_envs=4, algo_kwargs={"n_steps": 128})
+        >>> agent.algorithm, agent.total_timesteps // agent.n_envs
+        ('maskable_ppo', 512)
     """
 
     algorithm: str = "maskable_ppo"
@@ -84,6 +104,18 @@ class InnerLoopSpec:
     ``test_envs`` maps a split label (``"L0"``, ``"L1"``, ``"L2"``) to the env used for final
     reporting, never during search. ``wrapper_kwargs`` configure the text-action wrapper
     (``max_actions``, ``encoder`` ...).
+
+    Example:
+        >>> from derl_gym.runtime.spec import EnvSpec, InnerLoopSpec, PrimitiveSpec
+        >>> spec = InnerLoopSpec(name="demo", train_env=EnvSpec("derl_gym/ALFWorld-v0", {"split": "train"}),
+        ...                      validation_env=EnvSpec("derl_gym/ALFWorld-v0", {"split": "validation"}),
+        ...                      primitives=PrimitiveSpec("derl_gym.envs.alfworld:alfworld_primitives"))
+        >>> InnerLoopSpec.from_dict(spec.to_dict()) == spec
+        True
+        >>> spec.replace(name="renamed", seed=3).spec_hash() == spec.spec_hash()  # labels and seed do not count
+        True
+        >>> spec.replace(eval_episodes=50).spec_hash() == spec.spec_hash()
+        False
     """
 
     name: str
@@ -161,6 +193,15 @@ class InnerResult:
     during training. ``status`` is ``"ok"``, ``"failed"`` or ``"timeout"``; ``error`` holds the
     error text when it is not ok. ``model_path`` is where the trained agent was saved, if it was
     (DERL-pop starts the next iteration from it).
+
+    Example:
+        >>> from derl_gym.runtime.spec import InnerResult
+        >>> result = InnerResult("g1 + g2", "g1 + g2", score=0.6, curve=[(1000, 0.2), (2000, 0.6)])
+        >>> result.ok, InnerResult.from_dict(result.to_dict()) == result
+        (True, True)
+        >>> failed = InnerResult.failure("g1 / 0", "g1 / 0", "ZeroDivisionError")
+        >>> failed.ok, failed.score, failed.status
+        (False, 0.0, 'failed')
     """
 
     expression: str
