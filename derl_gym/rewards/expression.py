@@ -78,6 +78,8 @@ OUTPUT_CLIP = 1e6
 CANONICAL_DIGITS = 6
 #: Above this many (estimated) expanded terms the canonical form skips expansion/cancellation.
 _CANONICAL_MAX_TERMS = 400
+#: Largest variable index :meth:`MetaReward.infer` accepts (its name table has one entry per variable).
+_MAX_INFERRED_VARIABLES = 1024
 #: Integer powers up to this exponent are printed as repeated products (``(g1*g1)``), higher as ``**``.
 _CANONICAL_MAX_POWER = 8
 
@@ -278,6 +280,15 @@ _PARSE_LOCK = threading.Lock()
 
 
 def _parse(text: str, names: dict[str, int], k: int) -> ast.Expression:
+    """Return the checked tree of ``text`` over ``names``; raises :class:`InvalidExpression`."""
+    tree, depth_before = _parse_unchecked(text)
+    _check(text, tree, names, k, depth_before)
+    return tree
+
+
+def _parse_unchecked(text: str) -> tuple[ast.Expression, list[int]]:
+    """Return ``(tree, depth_before)``: the syntax tree of ``text`` (columns refer to ``text``) before
+    the whitelist check, and the parenthesis depth before each column (see :func:`_prescan`)."""
     depth_before = _prescan(text)
     try:
         with _PARSE_LOCK, warnings.catch_warnings():  # e.g. "invalid decimal literal" for '3g1': the error follows
@@ -302,8 +313,7 @@ def _parse(text: str, names: dict[str, int], k: int) -> ast.Expression:
             for attr in ("col_offset", "end_col_offset"):
                 if getattr(node, attr, None) is not None:
                     setattr(node, attr, getattr(node, attr) + shift)
-    _check(text, tree, names, k, depth_before)
-    return tree
+    return tree, depth_before
 
 
 # ------------------------------------------------------------------------------ compiling
@@ -383,6 +393,22 @@ def _compile(node: ast.AST, names: dict[str, int]) -> Any:
         fn = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply, ast.Div: np.divide}[type(node.op)]
         return _binary(fn, left, right, divide)
     raise AssertionError(f"unchecked node {ast.dump(node)}")  # _check guarantees this is unreachable
+
+
+def _degree(node: ast.AST) -> int:
+    """Return the degree of a checked tree in its variables: 0 for a constant, 1 for a variable, the
+    larger side for ``+``/``-``, the sum of both sides for ``*``; ``/`` adds 2 when the denominator
+    holds a variable (dividing by a variable is not polynomial) and 0 when it is a constant."""
+    if isinstance(node, ast.BinOp):
+        left, right = _degree(node.left), _degree(node.right)
+        if isinstance(node.op, (ast.Add, ast.Sub)):
+            return max(left, right)
+        if isinstance(node.op, ast.Mult):
+            return left + right
+        return left + (2 if right else 0)
+    if isinstance(node, ast.UnaryOp):
+        return _degree(node.operand)
+    return 1 if isinstance(node, ast.Name) else 0
 
 
 def _count_nodes(node: ast.AST) -> int:
@@ -574,6 +600,35 @@ class MetaReward:
         """
         return cls(text, variables)
 
+    @classmethod
+    def infer(cls, text: str) -> "MetaReward":
+        """Parse a formula over as many variables as it names, for text whose primitive set is not
+        known (stored formulas, reports): ``K`` is the largest ``i`` of the ``g<i>`` it reads (1 for a
+        constant). Aliases are unknown here, so any other name is rejected.
+
+        Returns:
+            The :class:`MetaReward` for ``text`` over ``g1..gK``.
+
+        Raises:
+            InvalidExpression: for invalid text, a name that is not ``g<i>``, or an index above
+                1024 (pass the variables to the constructor instead).
+
+        Example:
+            >>> from derl_gym.rewards import MetaReward
+            >>> reward = MetaReward.infer("g1 + 0.5*g10")
+            >>> reward.num_variables, reward.variables_used, reward.degree
+            (10, ('g1', 'g10'), 1)
+        """
+        tree, _ = _parse_unchecked(text)
+        indices = [int(m.group(1)) for node in ast.walk(tree) if isinstance(node, ast.Name)
+                   for m in [_VAR_RE.fullmatch(node.id)] if m]
+        k = max(indices, default=1)
+        if k > _MAX_INFERRED_VARIABLES:
+            raise InvalidExpression(f"variable g{k} in {text[:80]!r} is beyond g{_MAX_INFERRED_VARIABLES}, the "
+                                    "largest index MetaReward.infer accepts; pass the number of variables to "
+                                    "MetaReward(text, K) instead", text=text)
+        return cls(text, k)
+
     # ---------------------------------------------------------------- properties
     @property
     def variable_names(self) -> tuple[str, ...]:
@@ -597,6 +652,14 @@ class MetaReward:
         """Sorted (by index) tuple of the ``g`` names the formula reads, aliases resolved."""
         used = {self._names[n.id] for n in ast.walk(self._tree) if isinstance(n, ast.Name)}
         return tuple(f"g{i + 1}" for i in sorted(used))
+
+    @property
+    def degree(self) -> int:
+        """The formula's degree in its variables, read off the tree as written (not simplified):
+        0 for a constant, 1 for a weighted sum of variables plus constants (``g1 + 0.5*g2``), the
+        sum of the factors' degrees for a product; dividing by a term that holds a variable adds 2.
+        A degree of 2 or more means the formula is not affine in its variables."""
+        return _degree(self._tree.body)
 
     # ---------------------------------------------------------------- evaluation
     def evaluate(self, values: np.ndarray) -> np.ndarray:

@@ -2,8 +2,9 @@
 
 :func:`write_report` reads ``<run_dir>/store.sqlite`` and writes
 
-- ``report.md``: run metadata, per-method iteration tables (best / mean validation, best formula),
-  the final test table (``derl-gym evolve``) and the comparison table (``derl-gym compare``);
+- ``report.md`` (text from :mod:`derl_gym.runtime.report_markdown`): run metadata, per-method
+  iteration tables (best / mean validation, best formula), the final test table (``derl-gym
+  evolve``) and the comparison table (``derl-gym compare``);
 - ``validation.png``: best and mean validation score per iteration for each method;
 - ``structure.png``: the share of formula structures per iteration (as in the paper's analysis):
   ``additive`` (a weighted sum of two or more primitives), ``multiplicative`` (primitives multiplied
@@ -11,93 +12,40 @@
   (constant, invalid, or a failed inner run);
 - ``primitives.png``: per iteration, the share of proposed formulas that use each primitive g1..gK.
 
-Formulas are classified by a small parser of their own (numbers, variables, ``+ - * /``,
-parentheses); nothing is evaluated.
+Formulas are read with the Meta-Reward parser (:meth:`derl_gym.rewards.MetaReward.infer`: the
+variables ``g1..gK`` it names, :attr:`~derl_gym.rewards.MetaReward.degree`); nothing is evaluated.
+A stored canonical form outside the language (longer than its 512 characters, say) is read from
+the proposed text instead.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
+from derl_gym.rewards.expression import InvalidExpression, MetaReward
+from derl_gym.runtime.report_markdown import run_report_markdown
 from derl_gym.runtime.store import ResultStore
 
 logger = logging.getLogger(__name__)
 
 STRUCTURES = ("additive", "multiplicative", "single", "degenerate")
-_TOKEN = re.compile(r"\s*(?:(\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)|([A-Za-z_][A-Za-z0-9_]*)|(.))")
 
 
-class _Parser:
-    """Recursive-descent parser returning ``(degree, variables)``: the polynomial-like degree of the
-    expression in its variables (division by a variable counts as nonlinear) and the set of variables."""
-
-    def __init__(self, text: str) -> None:
-        self.tokens: list[tuple[str, str]] = []
-        for number, name, other in _TOKEN.findall(text):
-            if number:
-                self.tokens.append(("num", number))
-            elif name:
-                self.tokens.append(("var", name))
-            elif other.strip():
-                self.tokens.append(("op", other))
-        self.pos = 0
-
-    def peek(self) -> str | None:
-        return self.tokens[self.pos][1] if self.pos < len(self.tokens) else None
-
-    def take(self) -> tuple[str, str]:
-        if self.pos >= len(self.tokens):
-            raise ValueError("unexpected end of formula")
-        token = self.tokens[self.pos]
-        self.pos += 1
-        return token
-
-    def parse(self) -> tuple[int, frozenset[str]]:
-        out = self.expr()
-        if self.pos != len(self.tokens):
-            raise ValueError(f"unexpected token {self.peek()!r}")
-        return out
-
-    def expr(self) -> tuple[int, frozenset[str]]:
-        degree, names = self.term()
-        while self.peek() in ("+", "-"):
-            self.take()
-            d, n = self.term()
-            degree, names = max(degree, d), names | n
-        return degree, names
-
-    def term(self) -> tuple[int, frozenset[str]]:
-        degree, names = self.unary()
-        while self.peek() in ("*", "/"):
-            op = self.take()[1]
-            d, n = self.unary()
-            if op == "*":
-                degree = degree + d
-            else:
-                degree = degree + (2 if d else 0)  # dividing by a variable is nonlinear
-            names = names | n
-        return degree, names
-
-    def unary(self) -> tuple[int, frozenset[str]]:
-        if self.peek() in ("-", "+"):
-            self.take()
-            return self.unary()
-        kind, value = self.take()
-        if kind == "num":
-            return 0, frozenset()
-        if kind == "var":
-            return 1, frozenset([value])
-        if value == "(":
-            out = self.expr()
-            if self.take()[1] != ")":
-                raise ValueError("missing ')'")
-            return out
-        raise ValueError(f"unexpected token {value!r}")
+@functools.lru_cache(maxsize=4096)
+def _shape(formula: str) -> tuple[int, frozenset[str]] | None:
+    """Return ``(degree, variables)`` of a formula (see :attr:`MetaReward.degree`), or None when it
+    does not parse."""
+    try:
+        reward = MetaReward.infer(formula)
+    except InvalidExpression:
+        return None
+    return reward.degree, frozenset(reward.variables_used)
 
 
 def classify_formula(formula: str, status: str = "ok", score: float | None = None) -> str:
@@ -106,14 +54,10 @@ def classify_formula(formula: str, status: str = "ok", score: float | None = Non
 
     ``score`` is accepted for symmetry with stored rows; a valid formula with score 0 is still
     classified by its shape (the inner agent may simply have failed to learn)."""
-    if status != "ok" or not formula:
+    shape = _shape(formula) if status == "ok" and formula else None
+    if shape is None or not shape[1]:
         return "degenerate"
-    try:
-        degree, names = _Parser(formula).parse()
-    except (ValueError, IndexError):
-        return "degenerate"
-    if not names:
-        return "degenerate"
+    degree, names = shape
     if degree >= 2:
         return "multiplicative"
     return "additive" if len(names) >= 2 else "single"
@@ -131,10 +75,8 @@ def structure_shares(formulas: Sequence[str], statuses: Sequence[str] | None = N
 
 def formula_variables(formula: str) -> frozenset[str]:
     """Return the variable names (``g1``, ``g2`` ...) a formula uses (empty when it does not parse)."""
-    try:
-        return _Parser(formula).parse()[1]
-    except (ValueError, IndexError):
-        return frozenset()
+    shape = _shape(formula)
+    return shape[1] if shape is not None else frozenset()
 
 
 def primitive_shares(formulas: Sequence[str]) -> dict[str, float]:
@@ -163,6 +105,13 @@ def method_of(label: str) -> str:
     return re.sub(r"/seed-?\d+$", "", label)
 
 
+def _readable(canonical: str | None, expression: str) -> str:
+    """Return the stored canonical form when the parser reads it (it merges equal formulas, e.g.
+    ``g1 - g1 + g2`` is ``g2``), else the proposed text (a canonical form may leave the language:
+    over 512 characters after expansion, constants above 1e6, powers written ``**``)."""
+    return canonical if canonical and _shape(canonical) is not None else expression
+
+
 def _method_series(store: ResultStore) -> dict[str, list[dict[str, Any]]]:
     """Return per method (seeds pooled) one row per iteration: best and mean validation (averaged
     over seeds), the best formula (of the best seed), structure shares over all formulas, counts."""
@@ -189,7 +138,7 @@ def _method_series(store: ResultStore) -> dict[str, list[dict[str, Any]]]:
                     if scores[i] > best_score:
                         best_score, best_expression = scores[i], cp["expressions"][i]
                 canon = cp["canonicals"] if len(cp["canonicals"]) == len(cp["expressions"]) else cp["expressions"]
-                formulas += [c or e for c, e in zip(canon, cp["expressions"])]
+                formulas += [_readable(c, e) for c, e in zip(canon, cp["expressions"])]
                 statuses += list(cp["statuses"])
                 n += len(scores)
                 cached += sum(bool(c) for c in cp["cached"])
@@ -233,80 +182,67 @@ def plot_validation(series: dict[str, list[dict[str, Any]]], path: Path) -> Path
     return path
 
 
-def plot_structure(series: dict[str, list[dict[str, Any]]], path: Path) -> Path:
-    """Plot stacked shares of formula structures per iteration, one panel per method; returns ``path``."""
+def _plot_panels(series: dict[str, list[dict[str, Any]]], path: Path,
+                 draw: Callable[[Any, list[dict[str, Any]]], None], ylabel: str, ylim: tuple[float, float],
+                 legend_columns: int) -> Path:
+    """Draw one panel per method (three per row) with ``draw(ax, rows)``, one legend above them all
+    (from the first panel), and save the figure to ``path``; returns ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
     from matplotlib.ticker import MaxNLocator
 
     methods = list(series) or ["(no iterations)"]
     cols = min(3, len(methods))
     nrows = (len(methods) + cols - 1) // cols
     fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.2 * nrows), squeeze=False)
-    colors = {"additive": "#4c72b0", "multiplicative": "#dd8452", "single": "#55a868", "degenerate": "#8c8c8c"}
     for k, method in enumerate(methods):
         ax = axes[k // cols][k % cols]
-        rows = series.get(method, [])
+        draw(ax, series.get(method, []))
+        ax.set_title(method, fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylim(*ylim)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel(ylabel)
+    for k in range(len(methods), nrows * cols):
+        axes[k // cols][k % cols].axis("off")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="upper center", ncol=legend_columns, fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.9))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_structure(series: dict[str, list[dict[str, Any]]], path: Path) -> Path:
+    """Plot stacked shares of formula structures per iteration, one panel per method; returns ``path``."""
+    colors = {"additive": "#4c72b0", "multiplicative": "#dd8452", "single": "#55a868", "degenerate": "#8c8c8c"}
+
+    def draw(ax: Any, rows: list[dict[str, Any]]) -> None:
         its = [r["iteration"] for r in rows]
         bottom = [0.0] * len(rows)
         for structure in STRUCTURES:
             values = [r["shares"][structure] for r in rows]
             ax.bar(its, values, bottom=bottom, color=colors[structure], label=structure, width=0.8)
             bottom = [b + v for b, v in zip(bottom, values)]
-        ax.set_title(method, fontsize=9)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylim(0, 1)
-        ax.set_xlabel("iteration")
-        ax.set_ylabel("share of formulas")
-    for k in range(len(methods), nrows * cols):
-        axes[k // cols][k % cols].axis("off")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="upper center", ncol=4, fontsize=8)
-    fig.tight_layout(rect=(0, 0, 1, 0.9))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+
+    return _plot_panels(series, path, draw, "share of formulas", (0, 1), len(STRUCTURES))
 
 
 def plot_primitives(series: dict[str, list[dict[str, Any]]], path: Path) -> Path:
     """Plot, per method, the share of proposed formulas using each primitive per iteration; returns ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    methods = list(series) or ["(no iterations)"]
-    cols = min(3, len(methods))
-    nrows = (len(methods) + cols - 1) // cols
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.2 * nrows), squeeze=False)
     names = sorted({n for rows in series.values() for r in rows for n in r.get("primitives", {})},
                    key=lambda n: (len(n), n))
-    for k, method in enumerate(methods):
-        ax = axes[k // cols][k % cols]
-        rows = series.get(method, [])
+
+    def draw(ax: Any, rows: list[dict[str, Any]]) -> None:
         its = [r["iteration"] for r in rows]
         for i, name in enumerate(names):
             ax.plot(its, [r.get("primitives", {}).get(name, 0.0) for r in rows], "-o", markersize=3,
                     color=f"C{i % 10}", label=name)
-        ax.set_title(method, fontsize=9)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_xlabel("iteration")
-        ax.set_ylabel("share of formulas using it")
-    for k in range(len(methods), nrows * cols):
-        axes[k // cols][k % cols].axis("off")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="upper center", ncol=max(1, len(names)), fontsize=8)
-    fig.tight_layout(rect=(0, 0, 1, 0.9))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+
+    return _plot_panels(series, path, draw, "share of formulas using it", (-0.02, 1.02), max(1, len(names)))
 
 
 def write_report(run_dir: str | Path, store: ResultStore | None = None) -> Report:
@@ -323,51 +259,9 @@ def write_report(run_dir: str | Path, store: ResultStore | None = None) -> Repor
         meta = store.meta()
         plots = [plot_validation(series, run_dir / "validation.png"), plot_structure(series, run_dir / "structure.png"),
                  plot_primitives(series, run_dir / "primitives.png")]
-        lines = ["# derl-gym run report", "", f"Run directory: `{run_dir}`", ""]
-        args = meta.get("args")
-        if args:
-            lines += ["## Command", "", "```", str(meta.get("command", "")), "```", "",
-                      "| argument | value |", "|---|---|"]
-            lines += [f"| {k} | `{v}` |" for k, v in sorted(args.items())]
-            lines.append("")
-        spec = meta.get("spec")
-        if spec:
-            lines += [f"Preset / spec: **{spec.get('name', '?')}** (spec hash `{meta.get('spec_hash', '?')}`). "
-                      f"{spec.get('description', '')}", ""]
-        rows = store.rows()
-        n_ok = sum(r["status"] == "ok" for r in rows)
-        total_wall = sum(float(r["wall_seconds"]) for r in rows)
-        lines += [f"Stored evaluations: {len(rows)} ({n_ok} ok, {len(rows) - n_ok} failed or timed out); "
-                  f"inner training time summed over jobs: {total_wall:.0f} s.", ""]
-        for method, mrows in series.items():
-            runs = max((r["runs"] for r in mrows), default=1)
-            pooled = f" (best/mean averaged over {runs} seeds, structure over all their formulas)" if runs > 1 else ""
-            lines += [f"## {method}", "", f"Validation per iteration{pooled}.", "",
-                      "| iteration | best val | mean val | trained | cached | failed | "
-                      "additive | multiplicative | single | degenerate | primitives used (share) | best formula |",
-                      "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-            for r in mrows:
-                s = r["shares"]
-                best = f"`{r['best_expression']}`" if r["best_expression"] is not None else "no scored formula"
-                lines.append(f"| {r['iteration']} | {r['best']:.3f} | {r['mean']:.3f} | {r['n'] - r['cached']} | "
-                             f"{r['cached']} | {r['failed']} | {s['additive']:.2f} | {s['multiplicative']:.2f} | "
-                             f"{s['single']:.2f} | {s['degenerate']:.2f} | "
-                             f"{' '.join(f'{k} {v:.2f}' for k, v in r['primitives'].items()) or '-'} | {best} |")
-            lines.append("")
-        if "final_test_markdown" in meta:
-            lines += ["## Final test (best formula retrained from scratch)", "", meta["final_test_markdown"], ""]
-        if "compare_markdown" in meta:
-            lines += ["## Comparison", "", meta["compare_markdown"], ""]
-        lines += ["## Plots", "", "![validation](validation.png)", "",
-                  "Best (solid) and mean (dashed) validation success per meta iteration.", "",
-                  "![structure](structure.png)", "",
-                  "Share of formula structures per iteration: additive (weighted sums of primitives), "
-                  "multiplicative (primitives multiplied or divided by each other), single primitive, "
-                  "degenerate (constant, invalid or failed run).", "",
-                  "![primitives](primitives.png)", "",
-                  "Share of proposed formulas that use each primitive, per iteration.", ""]
+        text = run_report_markdown(run_dir, meta, store.rows(), series)
         markdown = run_dir / "report.md"
-        markdown.write_text("\n".join(lines), encoding="utf-8")
+        markdown.write_text(text, encoding="utf-8")
         return Report(markdown=markdown, plots=plots)
     finally:
         if own:
@@ -375,8 +269,6 @@ def write_report(run_dir: str | Path, store: ResultStore | None = None) -> Repor
 
 
 # ------------------------------------------------------------------------------ statistics
-#: Two-sided 95% Student-t critical values t_{0.975, df} for df = 1..30 (beyond: the normal 1.96 side
-#: is approached; values for 40, 60, 120 are interpolated in 1/df). scipy is not a dependency.
 def t_critical_95(df: int) -> float:
     """Return the two-sided 95% Student-t critical value for ``df`` degrees of freedom (>= 1)."""
     from scipy import stats

@@ -406,3 +406,25 @@ def test_vectorised_evaluation_matches_per_row_oracle_on_random_formulas():
             expected.append(float(np.clip(value, -OUTPUT_CLIP, OUTPUT_CLIP)) if np.isfinite(value) else 0.0)
         np.testing.assert_allclose(MetaReward(text, K).evaluate(values), expected, rtol=1e-9, atol=1e-9,
                                    err_msg=text)
+
+
+# ----------------------------------------------------------------------------- structure (reports read it)
+
+@pytest.mark.parametrize("text, degree", [
+    ("0.5", 0), ("g1", 1), ("2*g3 - 1", 1), ("(g1 + g2)/3", 1), ("-(g2 - g1)", 1), ("g1*g4", 2),
+    ("g1*(g2 + 1)", 2), ("g1*g2*g3", 3), ("g1 + g2/g3", 3), ("g2/(g1 + 1)", 3), ("1/g1", 2),
+    ("g1 - g1", 1),  # read as written, not simplified
+])
+def test_degree_of_the_tree_as_written(text, degree):
+    assert MetaReward(text, K).degree == degree
+
+
+def test_infer_takes_the_variables_from_the_text():
+    reward = MetaReward.infer("g1 + 0.5*(g2 + g10)")
+    assert reward.num_variables == 10 and reward.variables_used == ("g1", "g2", "g10")
+    assert MetaReward.infer("0.5").num_variables == 1
+    assert MetaReward.infer("((g1)/(g2))").variables_used == ("g1", "g2")  # a canonical form reads back
+    assert MetaReward.infer("g2 + g1") == MetaReward("g1 + g2", 2)
+    for text in ("g1 +", "success + g1", "g0", "abs(g1)", "g1 ** 2", "g1025"):
+        with pytest.raises(InvalidExpression):
+            MetaReward.infer(text)
