@@ -549,6 +549,14 @@ class InlineRunner(_RunnerBase):
 
     For debugging, notebooks and tests: a job that kills the process kills the caller. ``submit``
     runs the jobs before it returns and hands back already-resolved futures.
+
+    Example:
+        >>> from derl_gym.runtime.runners import InlineRunner
+        >>> from derl_gym.runtime.standin import standin_inner, standin_spec
+        >>> with InlineRunner(job_fn=standin_inner) as runner:
+        ...     futures = runner.submit(standin_spec(), ["g1 + g2", "g1 * 0"], seed=0)
+        >>> [round(future.result().score, 3) for future in futures], futures[0].result().extra["attempts"]
+        ([0.641, 0.0], 1)
     """
 
     def __init__(self, retries: int = 0, job_fn: JobFn | None = None) -> None:
@@ -574,7 +582,16 @@ def make_runner(backend: str = "process", *, workers: int | None = None, timeout
                 retries: int = 0, job_fn: JobFn | None = None, ray_address: str | None = None,
                 num_gpus_per_job: float = 0) -> ProcessRunner | RayRunner:
     """Return a :class:`ProcessRunner` (``backend="process"``), :class:`RayRunner` (``"ray"``) or
-    :class:`InlineRunner` (``"inline"``, in-process, for debugging)."""
+    :class:`InlineRunner` (``"inline"``, in-process, for debugging).
+
+    Example:
+        >>> from derl_gym.runtime.runners import InlineRunner, make_runner
+        >>> from derl_gym.runtime.standin import standin_inner, standin_spec
+        >>> runner = make_runner("inline", job_fn=standin_inner)
+        >>> isinstance(runner, InlineRunner), runner.submit(standin_spec(), ["g1"])[0].result().status
+        (True, 'ok')
+        >>> runner.close()
+    """
     if backend == "process":
         return ProcessRunner(max_workers=workers, timeout=timeout, retries=retries, job_fn=job_fn)
     if backend == "inline":
