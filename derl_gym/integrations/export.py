@@ -37,7 +37,20 @@ EXPORT_FORMAT = "derl-gym-reward/1"
 
 
 class ExportError(ValueError):
-    """Raised when a run directory cannot be exported; the message names the directory and the fix."""
+    """Raised when a run directory cannot be exported; the message names the directory and the fix.
+
+    Example:
+        >>> from derl_gym.integrations.export import ExportError
+        >>> from derl_gym.runtime.store import ResultStore
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as run_dir:
+        ...     ResultStore(run_dir).close()  # a store that no evolve/compare run wrote
+        ...     try:
+        ...         export_run(run_dir)
+        ...     except ExportError as error:
+        ...         print("was not written by `derl-gym evolve`" in str(error))
+        True
+    """
 
 
 def _primitives(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -105,8 +118,17 @@ def export_run(run_dir: str | Path) -> dict[str, Any]:
     not written by ``derl-gym evolve`` / ``compare``, or holds no scored formula.
 
     Example:
-        >>> export_run("runs/demo")["rewards"][0]["formula"]  # doctest: +SKIP
-        'g1 + 0.5*g4'
+        After ``derl-gym evolve --run-dir runs/demo``, ``export_run("runs/demo")["rewards"][0]["formula"]``
+        is the run's best formula. A folder that holds no run is refused, naming the fix:
+
+        >>> import tempfile
+        >>> from derl_gym.integrations.export import ExportError, export_run
+        >>> with tempfile.TemporaryDirectory() as empty:
+        ...     try:
+        ...         export_run(empty)
+        ...     except ExportError as error:
+        ...         print(str(error).endswith("pass the --run-dir of a `derl-gym evolve` or `derl-gym compare` run"))
+        True
     """
     from derl_gym import __version__
     from derl_gym.runtime.store import STORE_FILENAME, ResultStore

@@ -58,7 +58,16 @@ _TRL_KWARGS = ("trainer_state", "log_extra", "log_metric", "environments", "comp
 
 class RewardRecord(NamedTuple):
     """One scored completion: ``key`` (problem index, or the reference answer), the completion text,
-    the Meta-Reward, the primitive values g1..gK and the env's task reward (1.0 when correct)."""
+    the Meta-Reward, the primitive values g1..gK and the env's task reward (1.0 when correct).
+
+    Example:
+        >>> from derl_gym.integrations.trl import trl_reward_function
+        >>> fn = trl_reward_function("g1 + 0.5*g2", task="gsm8k")
+        >>> _ = fn(prompts=["1 + 2?"], completions=["\\\\boxed{3}"], answer=["#### 3"])
+        >>> record = fn.records[-1]
+        >>> record.completion, record.reward, record.primitive_values, record.task_reward
+        ('\\\\boxed{3}', 1.5, [1.0, 1.0, 0.0, 1.0], 1.0)
+    """
 
     key: Any
     completion: str
@@ -69,7 +78,13 @@ class RewardRecord(NamedTuple):
 
 def completion_text(completion: Any) -> str:
     """Return the text of a TRL completion: a string, or the content of the last message of a
-    conversational completion (``[{"role": "assistant", "content": ...}]``)."""
+    conversational completion (``[{"role": "assistant", "content": ...}]``).
+
+    Example:
+        >>> from derl_gym.integrations.trl import completion_text
+        >>> completion_text("42"), completion_text([{"role": "assistant", "content": "\\\\boxed{42}"}])
+        ('42', '\\\\boxed{42}')
+    """
     if isinstance(completion, str):
         return completion
     if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
@@ -79,7 +94,13 @@ def completion_text(completion: Any) -> str:
 
 def prompt_text(prompt: Any) -> str:
     """Return the text of a TRL prompt: a string, or the content of the last user message of a
-    conversational prompt (the whole conversation's contents when it has no user message)."""
+    conversational prompt (the whole conversation's contents when it has no user message).
+
+    Example:
+        >>> from derl_gym.integrations.trl import prompt_text
+        >>> prompt_text([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "6 * 7?"}])
+        '6 * 7?'
+    """
     if isinstance(prompt, str):
         return prompt
     if isinstance(prompt, list) and prompt and all(isinstance(m, dict) for m in prompt):
@@ -144,12 +165,18 @@ class MetaRewardFunction(_RewardFunctionBase):
     :class:`RewardRecord` per completion; ``pending`` the task rewards since :meth:`drain`.
 
     Example:
+        >>> import json, pathlib, tempfile
         >>> import gymnasium as gym, derl_gym
         >>> from derl_gym.wrappers import MetaRewardWrapper
-        >>> env = gym.make("derl_gym/GSM8K-v0", split="validation", data_dir="../shared/data")  # doctest: +SKIP
-        >>> fn = MetaRewardFunction(MetaRewardWrapper(env, "g1 + 0.5*g2"))  # doctest: +SKIP
-        >>> fn(prompts=["..."], completions=["\\\\boxed{3}"], problem_index=[0])  # doctest: +SKIP
-        [0.5]
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> (pathlib.Path(tmp.name) / "gsm8k").mkdir()
+        >>> rows = [{"question": "What is 1 + 2?", "answer": "1 + 2 = 3\\n#### 3"}]
+        >>> _ = (pathlib.Path(tmp.name) / "gsm8k" / "test.jsonl").write_text("\\n".join(map(json.dumps, rows)))
+        >>> env = gym.make("derl_gym/GSM8K-v0", split="test", data_dir=tmp.name)
+        >>> fn = MetaRewardFunction(MetaRewardWrapper(env, "g1 + 0.5*g2"))
+        >>> fn(prompts=["What is 1 + 2?"] * 2, completions=["\\\\boxed{3}", "\\\\boxed{4}"], problem_index=[0, 0])
+        [1.5, 0.5]
+        >>> fn.close(); tmp.cleanup()
     """
 
     def __init__(self, wrapped_env: Any, *, index_column: str = "problem_index", name: str = "meta_reward") -> None:
@@ -178,7 +205,15 @@ class MetaRewardFunction(_RewardFunctionBase):
 def ground_truth(task: str, answer: Any) -> str:
     """Return the reference answer of one row for ``task``: GSM8K's number after ``####`` (or the
     whole field when it has none), MATH's answer (or the last ``\\boxed{}`` of a solution).
-    Raises ``ValueError`` naming the value when nothing is left."""
+    Raises ``ValueError`` naming the value when nothing is left.
+
+    Example:
+        >>> from derl_gym.integrations.trl import ground_truth
+        >>> ground_truth("gsm8k", "6 * 7 = 42\\n#### 42"), ground_truth("gsm8k", "1,000")
+        ('42', '1000')
+        >>> ground_truth("math", "so it is \\\\boxed{\\\\frac{1}{2}}")
+        '\\\\frac{1}{2}'
+    """
     from derl_gym.envs.math import gsm8k_ground_truth, math_ground_truth
 
     text = str(answer).strip() if isinstance(answer, (str, int, float)) and not isinstance(answer, bool) else ""
@@ -396,7 +431,21 @@ def _meta(formula: str | MetaReward, primitives: PrimitiveSet) -> MetaReward:
 
 def load_export(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]:
     """Return the export dict of ``source`` (a path to the JSON of ``derl-gym export``, or the dict
-    itself); raises ``ValueError`` naming the file when it is not such an export."""
+    itself); raises ``ValueError`` naming the file when it is not such an export.
+
+    Example:
+        >>> import json, pathlib, tempfile
+        >>> from derl_gym.integrations.trl import load_export
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = pathlib.Path(tmp, "reward.json")
+        ...     _ = path.write_text(json.dumps({"format": "derl-gym-reward/1", "rewards": []}))
+        ...     load_export(path)["format"]
+        'derl-gym-reward/1'
+        >>> load_export({"format": "something else"})
+        Traceback (most recent call last):
+        ...
+        ValueError: the given dict is not a derl-gym reward export (no 'format': 'derl-gym-reward/1'); write it with `derl-gym export RUN_DIR`
+    """
     if isinstance(source, Mapping):
         data = dict(source)
         where = "the given dict"
@@ -416,7 +465,15 @@ def load_export(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]
 
 def exported_reward(data: Mapping[str, Any], method: str | None = None) -> dict[str, Any]:
     """Return one reward entry of an export: the only one, the one of ``method``, or (a compare run
-    without ``method``) the one with the best validation score. Raises ``ValueError`` naming the methods."""
+    without ``method``) the one with the best validation score. Raises ``ValueError`` naming the methods.
+
+    Example:
+        >>> from derl_gym.integrations.trl import exported_reward
+        >>> export = {"rewards": [{"method": "derl", "formula": "g1 + g2", "validation": 0.7},
+        ...                       {"method": "random", "formula": "g1", "validation": 0.5}]}
+        >>> exported_reward(export)["formula"], exported_reward(export, method="random")["formula"]
+        ('g1 + g2', 'g1')
+    """
     rewards = list(data.get("rewards") or [])
     if not rewards:
         raise ValueError("the export holds no reward (no scored formula)")
@@ -430,7 +487,13 @@ def exported_reward(data: Mapping[str, Any], method: str | None = None) -> dict[
 
 def export_primitives(data: Mapping[str, Any]) -> PrimitiveSet:
     """Return the primitive set an export names (its ``PrimitiveSpec`` factory and kwargs, built here);
-    warns when the built set's names differ from the exported ones."""
+    warns when the built set's names differ from the exported ones.
+
+    Example:
+        >>> from derl_gym.integrations.trl import export_primitives
+        >>> export_primitives({"primitives": {"factory": "derl_gym.envs.math:math_primitives", "kwargs": {}}}).names
+        ['strict_match', 'boxed_format', 'explicit_steps', 'loose_match']
+    """
     from derl_gym.runtime.spec import PrimitiveSpec
 
     spec = data.get("primitives") or {}
@@ -455,9 +518,13 @@ def from_export(source: str | os.PathLike | Mapping[str, Any], *, method: str | 
     ``task`` is given.
 
     Example:
-        >>> fn = from_export("reward.json")  # doctest: +SKIP
-        >>> fn.formula  # doctest: +SKIP
-        'g1 + 0.5*g2'
+        >>> export = {"format": "derl-gym-reward/1",  # what `derl-gym export RUN_DIR` writes, trimmed
+        ...           "env": {"train": {"env_id": "derl_gym/GSM8K-v0", "kwargs": {"split": "train"}}},
+        ...           "primitives": {"factory": "derl_gym.envs.math:math_primitives", "kwargs": {}},
+        ...           "rewards": [{"method": "derl", "formula": "g1 + 0.5*g2", "validation": 0.61}]}
+        >>> fn = from_export(export)  # or from_export("reward.json")
+        >>> fn.formula, fn(prompts=["1 + 2?"], completions=["so \\\\boxed{3}"], answer=["#### 3"])
+        ('g1 + 0.5*g2', [1.5])
     """
     data = load_export(source)
     entry = exported_reward(data, method)

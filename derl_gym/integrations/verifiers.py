@@ -44,7 +44,14 @@ __all__ = ["MetaRewardData", "MetaRewardTaskConfig", "MetaRewardTask", "MetaRewa
 
 class MetaRewardData(vf.TaskData):
     """One row: the ``prompt`` (``vf.TaskData``), the reference ``answer`` (GSM8K ``"... #### 42"`` or a
-    final answer; empty for ``task="completion"``) and other ``columns`` the primitives may read."""
+    final answer; empty for ``task="completion"``) and other ``columns`` the primitives may read.
+
+    Example:
+        >>> from derl_gym.integrations.verifiers import MetaRewardData
+        >>> row = MetaRewardData(prompt="What is 6*7?", answer="#### 42", columns={"source": "demo"})
+        >>> row.prompt_text, row.answer, row.columns
+        ('What is 6*7?', '#### 42', {'source': 'demo'})
+    """
 
     answer: str = ""
     columns: dict[str, Any] = Field(default_factory=dict)
@@ -54,7 +61,14 @@ class MetaRewardTaskConfig(vf.TaskConfig):
     """The reward: ``formula`` over the primitive set ``primitives_factory(**primitives_kwargs)``
     (a ``"module:function"`` reference, as in a derl-gym spec), graded as ``task`` (``"gsm8k"``,
     ``"math"`` or ``"completion"``; see :func:`~derl_gym.integrations.trl.trl_reward_function`), MATH
-    checks bounded by ``verify_timeout`` seconds."""
+    checks bounded by ``verify_timeout`` seconds.
+
+    Example:
+        >>> from derl_gym.integrations.verifiers import MetaRewardTaskConfig
+        >>> cfg = MetaRewardTaskConfig(formula="g1 + 0.5*g2", task="gsm8k")
+        >>> cfg.primitives_factory, cfg.verify_timeout
+        ('derl_gym.envs.math:math_primitives', 5.0)
+    """
 
     formula: str = "g1"
     primitives_factory: str = "derl_gym.envs.math:math_primitives"
@@ -75,7 +89,16 @@ def _reply(trace: Any) -> str:
 class MetaRewardTask(vf.Task[MetaRewardData, vf.State, MetaRewardTaskConfig]):
     """A verifiers task paying the config's Meta-Reward (``meta_reward``, weight 1) and recording every
     primitive as a metric under its name. ``trace.reward`` is the Meta-Reward; ``trace.metrics`` the
-    primitive values g1..gK."""
+    primitive values g1..gK.
+
+    Example:
+        >>> from derl_gym.integrations.verifiers import MetaRewardData, MetaRewardTask, MetaRewardTaskConfig, score_completion
+        >>> task = MetaRewardTask(MetaRewardData(prompt="What is 6*7?", answer="#### 42"),
+        ...                       MetaRewardTaskConfig(formula="g1 + 0.5*g2", task="gsm8k"))
+        >>> trace = score_completion(task, "\\\\boxed{41}")  # boxed (g2) but wrong (g1)
+        >>> trace.reward, trace.metrics["strict_match"], trace.metrics["boxed_format"]
+        (0.5, 0.0, 1.0)
+    """
 
     def _function(self) -> Any:
         fn = self.__dict__.get("_derl_fn")
@@ -114,7 +137,14 @@ class MetaRewardTask(vf.Task[MetaRewardData, vf.State, MetaRewardTaskConfig]):
 
 class MetaRewardTasksetConfig(vf.TasksetConfig):
     """Where the rows are: a JSONL file with ``prompt`` (text or messages) and ``answer_column``
-    (default ``"answer"``) per line; ``task`` is the :class:`MetaRewardTaskConfig` of every task."""
+    (default ``"answer"``) per line; ``task`` is the :class:`MetaRewardTaskConfig` of every task.
+
+    Example:
+        >>> from derl_gym.integrations.verifiers import MetaRewardTaskConfig, MetaRewardTasksetConfig
+        >>> cfg = MetaRewardTasksetConfig(path="rows.jsonl", answer_column="solution", task=MetaRewardTaskConfig(task="math"))
+        >>> cfg.path, cfg.answer_column, cfg.task.task
+        ('rows.jsonl', 'solution', 'math')
+    """
 
     path: str = ""
     answer_column: str = "answer"
@@ -122,7 +152,19 @@ class MetaRewardTasksetConfig(vf.TasksetConfig):
 
 
 class MetaRewardTaskset(vf.Taskset[MetaRewardTask, MetaRewardTasksetConfig]):
-    """The rows of ``config.path`` as :class:`MetaRewardTask` s (other columns go to ``data.columns``)."""
+    """The rows of ``config.path`` as :class:`MetaRewardTask` s (other columns go to ``data.columns``).
+
+    Example:
+        >>> import json, pathlib, tempfile
+        >>> from derl_gym.integrations.verifiers import MetaRewardTaskset, MetaRewardTasksetConfig
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = pathlib.Path(tmp, "rows.jsonl")
+        ...     rows = [{"prompt": "What is 6*7?", "answer": "#### 42", "level": 1}, {"prompt": "2+2?", "answer": "#### 4"}]
+        ...     _ = path.write_text("\\n".join(map(json.dumps, rows)))
+        ...     tasks = list(MetaRewardTaskset(MetaRewardTasksetConfig(path=str(path))).load())
+        >>> len(tasks), tasks[0].data.columns, tasks[1].data.answer
+        (2, {'level': 1}, '#### 4')
+    """
 
     def load(self) -> Iterator[MetaRewardTask]:
         """Yield one task per JSONL line; raises ``ValueError`` naming the file and line of a bad row."""
@@ -151,7 +193,18 @@ def task_config_from_export(source: str | os.PathLike | Mapping[str, Any], *, me
 
     ``task`` defaults to the run's train env (``gsm8k`` for ``derl_gym/GSM8K-v0``, ``math`` for
     ``derl_gym/MATH-v0``); raises ``ValueError`` when it cannot be told. ``overrides`` set other fields
-    (e.g. ``primitives_factory=`` to grade with another set of the same size)."""
+    (e.g. ``primitives_factory=`` to grade with another set of the same size).
+
+    Example:
+        >>> from derl_gym.integrations.verifiers import task_config_from_export
+        >>> export = {"format": "derl-gym-reward/1",  # what `derl-gym export RUN_DIR` writes, trimmed
+        ...           "env": {"train": {"env_id": "derl_gym/MATH-v0", "kwargs": {"verify_timeout": 2.0}}},
+        ...           "primitives": {"factory": "derl_gym.envs.math:math_primitives", "kwargs": {}},
+        ...           "rewards": [{"method": "derl", "formula": "g1 + 0.5*g2", "validation": 0.61}]}
+        >>> cfg = task_config_from_export(export)
+        >>> cfg.formula, cfg.task, cfg.verify_timeout
+        ('g1 + 0.5*g2', 'math', 2.0)
+    """
     from derl_gym.integrations.trl import _task_of_env
 
     data = load_export(source)
@@ -172,7 +225,15 @@ def task_config_from_export(source: str | os.PathLike | Mapping[str, Any], *, me
 
 def make_trace(task: MetaRewardTask, completion: str) -> vf.Trace:
     """Return an unscored ``vf.Trace`` of ``task`` whose conversation is the task's prompt and one
-    sampled assistant message, ``completion`` (no agent ran: as verifiers' own offline tools build one)."""
+    sampled assistant message, ``completion`` (no agent ran: as verifiers' own offline tools build one).
+
+    Example:
+        >>> from derl_gym.integrations.verifiers import MetaRewardData, MetaRewardTask, MetaRewardTaskConfig, make_trace
+        >>> task = MetaRewardTask(MetaRewardData(prompt="What is 6*7?", answer="#### 42"), MetaRewardTaskConfig())
+        >>> trace = make_trace(task, "\\\\boxed{42}")
+        >>> [type(node.message).__name__ for node in trace.nodes], trace.nodes[-1].sampled
+        (['UserMessage', 'AssistantMessage'], True)
+    """
     nodes = []
     prompt = task.data.prompt
     if isinstance(prompt, str):
@@ -188,12 +249,27 @@ def make_trace(task: MetaRewardTask, completion: str) -> vf.Trace:
 
 async def ascore_completion(task: MetaRewardTask, completion: str) -> vf.Trace:
     """Return the trace of ``completion`` scored by ``task.score`` (no runtime): ``trace.reward`` is
-    the Meta-Reward, ``trace.rewards["meta_reward"]`` its record, ``trace.metrics`` the primitives."""
+    the Meta-Reward, ``trace.rewards["meta_reward"]`` its record, ``trace.metrics`` the primitives.
+
+    Example:
+        >>> import asyncio
+        >>> from derl_gym.integrations.verifiers import MetaRewardData, MetaRewardTask, MetaRewardTaskConfig, ascore_completion
+        >>> task = MetaRewardTask(MetaRewardData(prompt="2+2?", answer="#### 4"), MetaRewardTaskConfig(formula="g1 + 0.5*g2"))
+        >>> asyncio.run(ascore_completion(task, "2+2 = 4, so \\\\boxed{4}")).reward
+        1.5
+    """
     trace = make_trace(task, completion)
     await task.score(trace)
     return trace
 
 
 def score_completion(task: MetaRewardTask, completion: str) -> vf.Trace:
-    """Synchronous :func:`ascore_completion` (runs its own event loop: call the async one from async code)."""
+    """Synchronous :func:`ascore_completion` (runs its own event loop: call the async one from async code).
+
+    Example:
+        >>> from derl_gym.integrations.verifiers import MetaRewardData, MetaRewardTask, MetaRewardTaskConfig, score_completion
+        >>> task = MetaRewardTask(MetaRewardData(prompt="2+2?", answer="#### 4"), MetaRewardTaskConfig(formula="g1"))
+        >>> score_completion(task, "it is 5").reward, score_completion(task, "it is 4").reward
+        (0.0, 1.0)
+    """
     return asyncio.run(ascore_completion(task, completion))
