@@ -26,6 +26,14 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> str:
     """Return a loadable name: the folder of a tiny model for ``tiny[:k=v,...]``, else the name unchanged.
 
     Raises ``ValueError`` for an unknown ``tiny`` option (naming the allowed ones).
+
+    Example:
+        >>> from derl_gym.models import resolve_model_path
+        >>> resolve_model_path("Qwen/Qwen2.5-0.5B-Instruct")  # anything but tiny passes through
+        'Qwen/Qwen2.5-0.5B-Instruct'
+        >>> from pathlib import Path
+        >>> (Path(resolve_model_path("tiny")) / "config.json").is_file()  # built once, then cached
+        True
     """
     name = str(name_or_path)
     if name != "tiny" and not name.startswith("tiny:"):
@@ -43,7 +51,13 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> str:
 
 
 def pick_device(device: str = "auto") -> str:
-    """Return ``"cuda"`` when ``device="auto"`` and CUDA is available, else ``"cpu"``; other values pass through."""
+    """Return ``"cuda"`` when ``device="auto"`` and CUDA is available, else ``"cpu"``; other values pass through.
+
+    Example:
+        >>> from derl_gym.models import pick_device
+        >>> pick_device("cpu"), pick_device("auto") in ("cuda", "cpu")
+        ('cpu', True)
+    """
     if device != "auto":
         return device
     import torch
@@ -52,7 +66,13 @@ def pick_device(device: str = "auto") -> str:
 
 
 def pick_dtype(device: str, dtype: Any = "auto") -> Any:
-    """Return the torch dtype: bf16 on CUDA and fp32 on CPU for ``"auto"``; names like ``"float16"`` accepted."""
+    """Return the torch dtype: bf16 on CUDA and fp32 on CPU for ``"auto"``; names like ``"float16"`` accepted.
+
+    Example:
+        >>> from derl_gym.models import pick_dtype
+        >>> pick_dtype("cpu"), pick_dtype("cuda:0"), pick_dtype("cpu", "float16")
+        (torch.float32, torch.bfloat16, torch.float16)
+    """
     import torch
 
     if dtype == "auto":
@@ -72,6 +92,12 @@ def load_causal_lm(name_or_path: str | os.PathLike, device: str = "auto", dtype:
     filled hub cache). bf16 on CUDA and fp32 on CPU unless ``dtype`` says otherwise. The tokenizer
     gets a pad token (its eos) when it has none. Raises ``OSError`` naming the model and the fix
     when it cannot be loaded.
+
+    Example:
+        >>> from derl_gym.models import load_causal_lm
+        >>> model, tokenizer = load_causal_lm("tiny", device="cpu")
+        >>> type(model).__name__, model.dtype, tokenizer.pad_token is not None
+        ('Qwen2ForCausalLM', torch.float32, True)
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

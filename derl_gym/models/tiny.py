@@ -133,6 +133,12 @@ def default_corpus(max_rows: int = 2000, seed: int = 0) -> list[str]:
 
     Up to ``max_rows`` GSM8K train rows are read (question and solution); the project's formula,
     ALFWorld and ``\\boxed{}`` strings are always appended.
+
+    Example:
+        >>> from derl_gym.models.tiny import default_corpus
+        >>> corpus = default_corpus(max_rows=10)
+        >>> "g1 + 0.5*g2" in corpus, any("\\\\boxed" in text for text in corpus)
+        (True, True)
     """
     rng = random.Random(seed)
     texts: list[str] = []
@@ -184,6 +190,18 @@ def build_tiny_model(out_dir: str | os.PathLike, *, layers: int = 2, hidden: int
     ``intermediate`` is the MLP width (default ``4 * hidden``). Returns ``out_dir`` as a
     :class:`~pathlib.Path`, loadable with ``AutoModelForCausalLM.from_pretrained`` and
     ``AutoTokenizer.from_pretrained`` offline. Raises ``ValueError`` for a bad size.
+
+    Example:
+        >>> import json, tempfile
+        >>> from derl_gym.models.tiny import build_tiny_model
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     folder = build_tiny_model(tmp, layers=1, hidden=32, heads=2, vocab_size=300,
+        ...                               corpus=["g1 + 0.5*g2", "so the answer is \\\\boxed{7}"])
+        ...     info = json.loads((folder / "derl_gym_tiny.json").read_text())
+        ...     (folder / "model.safetensors").is_file(), (folder / "tokenizer.json").is_file()
+        (True, True)
+        >>> info["layers"], info["hidden"], info["parameters"] > 0
+        (1, 32, True)
     """
     if layers < 1 or hidden < 1 or heads < 1:
         raise ValueError(f"layers={layers}, hidden={hidden}, heads={heads}: each must be >= 1")
@@ -230,7 +248,15 @@ def build_tiny_model(out_dir: str | os.PathLike, *, layers: int = 2, hidden: int
 
 
 def cache_dir() -> Path:
-    """Return the folder for cached derl-gym artefacts (``$DERL_GYM_CACHE`` or ``~/.cache/derl_gym``)."""
+    """Return the folder for cached derl-gym artefacts (``$DERL_GYM_CACHE`` or ``~/.cache/derl_gym``).
+
+    Example:
+        >>> import os, pathlib
+        >>> from derl_gym.models.tiny import cache_dir
+        >>> expected = pathlib.Path(os.environ.get("DERL_GYM_CACHE") or "~/.cache/derl_gym").expanduser()
+        >>> cache_dir() == expected, (cache_dir() / "tiny-models").parent == cache_dir()
+        (True, True)
+    """
     return Path(os.environ.get("DERL_GYM_CACHE") or Path.home() / ".cache" / "derl_gym").expanduser()
 
 
@@ -247,6 +273,12 @@ def cached_tiny_model(**kwargs: int) -> Path:
 
     Cached under ``cache_dir()/tiny-models/<hash of sizes, version and corpus>``; the build goes to a
     temporary folder that is renamed into place, so parallel workers never see a half-written model.
+
+    Example:
+        >>> from derl_gym.models.tiny import cached_tiny_model
+        >>> folder = cached_tiny_model()  # the model "tiny" names; built on the first call only
+        >>> folder == cached_tiny_model(), (folder / "derl_gym_tiny.json").is_file()
+        (True, True)
     """
     key = json.dumps({"v": TINY_MODEL_VERSION, "corpus": _corpus_fingerprint(), **kwargs}, sort_keys=True)
     folder = cache_dir() / "tiny-models" / hashlib.sha256(key.encode()).hexdigest()[:16]
