@@ -12,6 +12,7 @@ import pytest
 pytest.importorskip("alfworld")
 pytest.importorskip("textworld")
 
+from derl_gym.envs.alfworld import game_cache, scenes  # noqa: E402
 from derl_gym.envs.alfworld import games as G  # noqa: E402
 from derl_gym.envs.alfworld.games import (  # noqa: E402
     TASK_TYPES,
@@ -113,7 +114,7 @@ def test_objects_only_where_alfworld_constants_allow(six_games):
         for rt, ot in _facts(prob, "canContain"):
             assert ot[:-4] in C.VAL_RECEPTACLE_OBJECTS[rt[:-4]]
         # receptacles are the floor plan's: real ids from the layout, or a type the plan lists
-        layouts = G._layouts_dir()
+        layouts = scenes._layouts_dir()
         real = {G.mangle(k).lower() for k in json.loads(
             (layouts / f"FloorPlan{g.floor_plan}-openable.json").read_text())}
         listed = set(json.loads((layouts / f"FloorPlan{g.floor_plan}-objects.json").read_text()))
@@ -208,7 +209,7 @@ def test_ensure_games_caches_and_redoes_incomplete(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("cache hit must not generate")
 
-    monkeypatch.setattr(G, "write_games", boom)
+    monkeypatch.setattr(game_cache, "write_games", boom)  # the cache generates through it
     second = ensure_games(cfg, tmp_path)
     assert second == first and [p.stat().st_mtime_ns for p in second] == mtimes
     monkeypatch.undo()

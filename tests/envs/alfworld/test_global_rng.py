@@ -34,8 +34,8 @@ SCRIPT = textwrap.dedent("""
     for command in list(env.walkthrough)[:4]:
         env.step(command)
     after_env = digest()
-    from derl_gym.envs.alfworld.games import _make_pddl_env
-    _make_pddl_env(policy=True)
+    from derl_gym.envs.alfworld.solver import make_pddl_env
+    make_pddl_env(policy=True)
     print(json.dumps({"imported": "textworld" in sys.modules, "unchanged": start == after_env == digest(),
                       "draw": float(np.random.random())}))
 """)
