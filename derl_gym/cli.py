@@ -343,6 +343,8 @@ def cmd_evolve(args: argparse.Namespace) -> int:
     _out(f"store:     {store.path.resolve()}")
     _out(f"report:    {report.markdown.resolve()}")
     _out(f"plots:     {', '.join(str(p.resolve()) for p in report.plots)}")
+    if report_to == "tensorboard":
+        _out(f"logs:      tensorboard --logdir {(run_dir / 'tensorboard').resolve()}")
     return 0
 
 
@@ -390,6 +392,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     _out(f"table:  {(run_dir / 'compare.md').resolve()}")
     _out(f"report: {report.markdown.resolve()}")
     _out(f"plots:  {', '.join(str(p.resolve()) for p in report.plots)}")
+    if report_to == "tensorboard":
+        _out(f"logs:   tensorboard --logdir {(run_dir / 'tensorboard').resolve()}")
     return 0
 
 

@@ -187,6 +187,7 @@ def test_report_works_from_the_store_alone(tmp_path, capsys):
                  "--group-size", "3", "--backend", "inline", "--run-dir", str(run_dir), "--no-test",
                  "--no-progress", "--report-to", "tensorboard"]) == 0
     assert _event_files(run_dir / "tensorboard")
+    assert f"tensorboard --logdir {(run_dir / 'tensorboard').resolve()}" in capsys.readouterr().out
     shutil.rmtree(run_dir / "tensorboard")
     (run_dir / "report.md").unlink()
     capsys.readouterr()
