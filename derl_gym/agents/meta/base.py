@@ -38,6 +38,12 @@ def make_grammar(num_variables: int, max_tokens: int = DEFAULT_MAX_TOKENS, const
     """Return a :class:`derl_gym.rewards.grammar.Grammar` for ``num_variables`` primitives.
 
     ``constants=None`` keeps the grammar's default constant tokens.
+
+    Example:
+        >>> from derl_gym.agents.meta.base import make_grammar
+        >>> grammar = make_grammar(3, max_tokens=12)
+        >>> grammar.num_variables, grammar.max_tokens
+        (3, 12)
     """
     from derl_gym.rewards.grammar import Grammar
 
@@ -48,7 +54,14 @@ def make_grammar(num_variables: int, max_tokens: int = DEFAULT_MAX_TOKENS, const
 
 def scored_only(expressions: Sequence[str], scores: Sequence[float | None]) -> tuple[list[str], np.ndarray, list[str]]:
     """Return ``(kept expressions, their scores as float64, dropped expressions)``: a pair is dropped
-    when its score is ``None``, not a number or not finite (a failed inner run, not a score)."""
+    when its score is ``None``, not a number or not finite (a failed inner run, not a score).
+
+    Example:
+        >>> from derl_gym.agents.meta.base import scored_only
+        >>> kept, scores, dropped = scored_only(["g1", "g2", "g3"], [0.5, None, float("nan")])
+        >>> kept, scores.tolist(), dropped
+        (['g1'], [0.5], ['g2', 'g3'])
+    """
     expressions = list(expressions)
     scores = list(scores)
     if len(expressions) != len(scores):
@@ -69,7 +82,13 @@ def scored_only(expressions: Sequence[str], scores: Sequence[float | None]) -> t
 
 
 def avg_formula(num_variables: int) -> str:
-    """Return the mean of all primitives, ``"(g1 + g2 + ... + gK)/K"`` (``"g1"`` when K = 1)."""
+    """Return the mean of all primitives, ``"(g1 + g2 + ... + gK)/K"`` (``"g1"`` when K = 1).
+
+    Example:
+        >>> from derl_gym.agents.meta import avg_formula
+        >>> avg_formula(3), avg_formula(1)
+        ('(g1 + g2 + g3)/3', 'g1')
+    """
     if num_variables <= 1:
         return "g1"
     terms = " + ".join(f"g{i + 1}" for i in range(num_variables))
@@ -78,7 +97,13 @@ def avg_formula(num_variables: int) -> str:
 
 def default_seed_formulas(num_variables: int) -> list[str]:
     """Return paper-style seed formulas for a cold start: outcome, outcome plus half of each
-    process primitive, and the average of all primitives."""
+    process primitive, and the average of all primitives.
+
+    Example:
+        >>> from derl_gym.agents.meta import default_seed_formulas
+        >>> default_seed_formulas(3)
+        ['g1', 'g1 + 0.5*g2', 'g1 + 0.5*g3', '(g1 + g2 + g3)/3']
+    """
     seeds = ["g1"]
     seeds += [f"g1 + 0.5*g{k}" for k in range(2, num_variables + 1)]
     if num_variables > 1:
@@ -96,6 +121,18 @@ class MetaOptimizer(abc.ABC):
 
     ``warm_start_inner`` tells the evolve loop whether each inner run should start from the best
     inner agent of the previous iteration (True only for DERL-pop).
+
+    Example:
+        >>> from derl_gym.agents.meta import MetaOptimizer
+        >>> class Alternate(MetaOptimizer):  # the smallest optimizer: propose() is all it needs
+        ...     name = "alternate"
+        ...     def propose(self, n):
+        ...         return [f"g{1 + (self.iteration + i) % self.num_variables}" for i in range(n)]
+        >>> optimizer = Alternate(2, seed=0)
+        >>> formulas = optimizer.propose(2)
+        >>> stats = optimizer.update(formulas, [0.25, None])  # a failed inner run (None) is dropped
+        >>> formulas, stats["n"], stats["dropped"], optimizer.best_expression, optimizer.state_dict()["iteration"]
+        (['g1', 'g2'], 1, 1, 'g1', 1)
     """
 
     #: Registry name (``make_optimizer(name, ...)``).
@@ -200,6 +237,17 @@ class GrammarOptimizer(MetaOptimizer):
 
     ``grammar`` may be passed directly (any object with the Grammar interface); otherwise one is
     built from ``num_variables``, ``max_tokens`` and ``constants``.
+
+    Example:
+        >>> from derl_gym.agents.meta import GrammarOptimizer
+        >>> from derl_gym.rewards import MetaReward
+        >>> class Sampler(GrammarOptimizer):
+        ...     name = "sampler"
+        ...     def propose(self, n):
+        ...         return [self.grammar.sample_text(self.rng) for _ in range(n)]
+        >>> formulas = Sampler(3, seed=0, max_tokens=10).propose(4)
+        >>> all(MetaReward(text, 3) is not None for text in formulas)  # grammar samples always parse
+        True
     """
 
     def __init__(self, num_variables: int, seed: int = 0, *, grammar: Any = None,

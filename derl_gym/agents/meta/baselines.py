@@ -28,7 +28,18 @@ logger = logging.getLogger(__name__)
 
 
 class RandomSearch(GrammarOptimizer):
-    """Random search: every proposal is an independent uniform masked sample from the grammar."""
+    """Random search: every proposal is an independent uniform masked sample from the grammar.
+
+    Example:
+        >>> from derl_gym.agents.meta import RandomSearch
+        >>> from derl_gym.rewards import MetaReward
+        >>> optimizer = RandomSearch(3, seed=0)
+        >>> formulas = optimizer.propose(4)
+        >>> len(formulas), all(MetaReward(text, 3) is not None for text in formulas)
+        (4, True)
+        >>> RandomSearch(3, seed=0).propose(4) == formulas  # same seed, same proposals
+        True
+    """
 
     name = "random"
 
@@ -47,6 +58,17 @@ class Evolution(GrammarOptimizer):
     children already evaluated are re-bred up to ``max_retries`` times. :meth:`update` assigns
     fitness; the new population is the evaluated generation plus the ``elitism`` best members of
     the previous population (elites are carried, not re-proposed, so every proposal is new work).
+
+    Example:
+        >>> from derl_gym.agents.meta import Evolution
+        >>> optimizer = Evolution(3, seed=0, initial=["g1", "g1 + 0.5*g2"])
+        >>> first = optimizer.propose(6)
+        >>> first[:2]
+        ['g1', 'g1 + 0.5*g2']
+        >>> stats = optimizer.update(first, [0.6, 0.8, 0.1, 0.2, 0.3, 0.0])
+        >>> children = optimizer.propose(4)  # bred from the scored generation
+        >>> stats["max_score"], optimizer.best_expression, len(children), set(children).isdisjoint(first)
+        (0.8, 'g1 + 0.5*g2', 4, True)
     """
 
     name = "evolution"
@@ -131,7 +153,13 @@ class Evolution(GrammarOptimizer):
 
 
 def linear_formula(weights: Sequence[float]) -> str:
-    """Return ``"w1*g1 + w2*g2 - ..."`` with 2-decimal weights, zero terms dropped (``"0*g1"`` if all are 0)."""
+    """Return ``"w1*g1 + w2*g2 - ..."`` with 2-decimal weights, zero terms dropped (``"0*g1"`` if all are 0).
+
+    Example:
+        >>> from derl_gym.agents.meta import linear_formula
+        >>> linear_formula([1.0, 0.5, -0.25]), linear_formula([0.0, 0.0])
+        ('g1 + 0.5*g2 - 0.25*g3', '0*g1')
+    """
     parts: list[str] = []
     for k, w in enumerate(weights):
         w = round(float(w), 2)
@@ -161,6 +189,18 @@ class CMAES(MetaOptimizer):
     construction arguments and the ordered ask/tell history (told solutions and values as JSON
     numbers); :meth:`load_state_dict` rebuilds the strategy and replays the history, which gives
     back the same mean, covariance, step size and random stream.
+
+    Example:
+        >>> from derl_gym.agents.meta import CMAES
+        >>> optimizer = CMAES(3, seed=0)
+        >>> batch = optimizer.propose(4)  # linear formulas w1*g1 + w2*g2 + w3*g3
+        >>> stats = optimizer.update(batch, [0.1, 0.2, 0.3, 0.4])  # a whole batch scored: told to CMA-ES
+        >>> len(batch), stats["told"], "mean_formula" in stats
+        (4, 4, True)
+        >>> resumed = CMAES(3, seed=0)
+        >>> resumed.load_state_dict(optimizer.state_dict())  # exact resume: the ask/tell history is replayed
+        >>> resumed.propose(4) == optimizer.propose(4)
+        True
     """
 
     name = "cmaes"
@@ -298,7 +338,13 @@ class CMAES(MetaOptimizer):
 
 
 class FixedFormula(MetaOptimizer):
-    """Always proposes the same formula (``n`` copies); the ``outcome`` and ``avg`` baselines."""
+    """Always proposes the same formula (``n`` copies); the ``outcome`` and ``avg`` baselines.
+
+    Example:
+        >>> from derl_gym.agents.meta import FixedFormula
+        >>> FixedFormula(3, formula="g1 + 0.5*g3", name="mine").propose(2)
+        ['g1 + 0.5*g3', 'g1 + 0.5*g3']
+    """
 
     def __init__(self, num_variables: int, seed: int = 0, *, formula: str | None = None,
                  name: str = "fixed", grammar: Any = None, max_tokens: int = DEFAULT_MAX_TOKENS,
@@ -320,10 +366,24 @@ class FixedFormula(MetaOptimizer):
 
 
 def outcome_optimizer(num_variables: int, seed: int = 0, **kwargs: Any) -> FixedFormula:
-    """Return the ``outcome`` baseline: always ``"g1"`` (task success only)."""
+    """Return the ``outcome`` baseline: always ``"g1"`` (task success only).
+
+    Example:
+        >>> from derl_gym.agents.meta import outcome_optimizer
+        >>> optimizer = outcome_optimizer(4)
+        >>> optimizer.name, optimizer.propose(1)
+        ('outcome', ['g1'])
+    """
     return FixedFormula(num_variables, seed, formula="g1", name="outcome", **kwargs)
 
 
 def avg_optimizer(num_variables: int, seed: int = 0, **kwargs: Any) -> FixedFormula:
-    """Return the ``avg`` baseline: always ``"(g1 + ... + gK)/K"``."""
+    """Return the ``avg`` baseline: always ``"(g1 + ... + gK)/K"``.
+
+    Example:
+        >>> from derl_gym.agents.meta import avg_optimizer
+        >>> optimizer = avg_optimizer(4)
+        >>> optimizer.name, optimizer.propose(1)
+        ('avg', ['(g1 + g2 + g3 + g4)/4'])
+    """
     return FixedFormula(num_variables, seed, formula=avg_formula(num_variables), name="avg", **kwargs)
