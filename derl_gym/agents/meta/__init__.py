@@ -65,6 +65,14 @@ def make_optimizer(name: str, num_variables: int, seed: int = 0, **kwargs: Any) 
     ``kwargs`` go to the optimizer's constructor (e.g. ``lr``, ``kl_coef``, ``cold_start`` for
     DERL; ``tournament_size`` for evolution; ``sigma0`` for CMA-ES; ``grammar``/``max_tokens``/
     ``constants`` for every optimizer). Raises ``ValueError`` naming the known optimizers.
+
+    Example:
+        >>> from derl_gym.agents.meta import make_optimizer
+        >>> optimizer = make_optimizer("random", 4, seed=1, max_tokens=12)
+        >>> optimizer.name, len(optimizer.propose(3))
+        ('random', 3)
+        >>> make_optimizer("Outcome", 4).propose(1)  # case and _/- do not matter
+        ['g1']
     """
     key = str(name).strip().lower().replace("_", "-")
     if key not in OPTIMIZERS:
