@@ -23,6 +23,17 @@ the same N inner seeds (common random numbers: :func:`inner_seeds` ``(seed, N)``
 ``seed`` itself, so ``N = 1`` results are reused) and scored by the mean over the seeds whose run
 finished. Each seed's result is stored (and cached) as its own row; the returned result aggregates
 them (``extra["seed_scores"]``, ``extra["seeds"]``, ``extra["score_std"]``, test splits averaged).
+
+Multi-fidelity (``multi_fidelity=True`` or a :class:`~derl_gym.runtime.multi_fidelity.MultiFidelity`; off by
+default): every job gets a stop rule from the search's
+:class:`~derl_gym.runtime.multi_fidelity.MultiFidelityScheduler` and may stop at a rung when its learning
+curve is behind the runs of this search that reached the rung before it (asynchronous successive halving,
+see :mod:`derl_gym.runtime.multi_fidelity`). A stopped run (status ``"stopped"``) is stored under its own key
+(it never answers a full-budget look-up) and answers a later look-up only while the current thresholds
+would stop it again; otherwise the formula is retrained from scratch. A full-budget result in the store
+always answers. The scheduler's history is the runs this evaluator has seen plus, on the first call, the
+store's rows written by the same ``method`` and the formulas of its checkpoints (a resumed search keeps its
+thresholds). Needs ``seeds_per_formula == 1``.
 """
 
 from __future__ import annotations
@@ -35,7 +46,9 @@ from concurrent.futures import as_completed
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from derl_gym.runtime.spec import InnerLoopSpec, InnerResult
+from derl_gym.runtime.multi_fidelity import (MultiFidelity, MultiFidelityScheduler, resolve_multi_fidelity,
+                                             stopped_spec_hash)
+from derl_gym.runtime.spec import STATUS_OK, STATUS_STOPPED, InnerLoopSpec, InnerResult
 from derl_gym.runtime.store import ResultStore
 
 logger = logging.getLogger(__name__)
@@ -121,17 +134,32 @@ class Evaluator:
     ``reuse_across_versions=True`` lets a result trained under other code/library versions of the
     same spec answer a look-up (the key normally includes the versions, so an upgrade retrains).
     ``seeds_per_formula=N`` trains every formula on N inner seeds (common random numbers, see the
-    module doc) and scores the mean. Counters ``trained`` and ``cache_hits`` count jobs run and
-    (formula, seed) pairs answered without training; ``env_steps`` sums the trained jobs' env steps.
+    module doc) and scores the mean. ``multi_fidelity`` (None: off; True: the default
+    :class:`~derl_gym.runtime.multi_fidelity.MultiFidelity`; or settings) lets jobs stop early at rungs (module
+    doc). Counters ``trained`` and ``cache_hits`` count jobs run and (formula, seed) pairs answered without
+    training; ``env_steps`` sums the trained jobs' env steps; ``stopped`` counts trained jobs stopped early.
     """
 
     def __init__(self, spec: InnerLoopSpec, runner: Any, store: ResultStore, method: str | None = None, *,
                  model_dir: str | Path | None = None, eval_splits: Sequence[str] = (),
                  canonicalize: Callable[[str], str] | None = None, on_result: ResultCallback | None = None,
-                 reuse_across_versions: bool = False, seeds_per_formula: int = 1) -> None:
+                 reuse_across_versions: bool = False, seeds_per_formula: int = 1,
+                 multi_fidelity: MultiFidelity | bool | dict | None = None) -> None:
         self.spec = spec
         self.seeds_per_formula = int(seeds_per_formula)
         inner_seeds(0, self.seeds_per_formula)  # validates
+        self.multi_fidelity = resolve_multi_fidelity(multi_fidelity)
+        if self.multi_fidelity is not None and self.seeds_per_formula != 1:
+            raise ValueError(f"multi_fidelity needs seeds_per_formula=1, got {self.seeds_per_formula}; "
+                             "use one or the other")
+        self.scheduler: MultiFidelityScheduler | None = None
+        if self.multi_fidelity is not None:
+            label = "".join(c if c.isalnum() or c in "-_." else "_" for c in (method or f"evaluator-{id(self)}"))
+            board = Path(store.path).parent / "multi_fidelity" / f"{label}-{spec.spec_hash()[:8]}.json"
+            self.scheduler = MultiFidelityScheduler(self.multi_fidelity, int(spec.agent.total_timesteps),
+                                                    board=str(board))
+        self._history_restored: set[int] = set()
+        self.stopped = 0
         self.reuse_across_versions = bool(reuse_across_versions)
         self.runner = runner
         self.store = store
@@ -170,6 +198,49 @@ class Evaluator:
         from derl_gym.rewards.expression import MetaReward
 
         return MetaReward(expression, self._primitive_set()).canonical
+
+    @property
+    def feedback(self) -> str | None:
+        """How stopped runs enter the meta-optimizer's update (``"censored"`` / ``"exclude"``), None when the
+        scheduler is off (see :func:`~derl_gym.runtime.multi_fidelity.update_scores`)."""
+        return self.multi_fidelity.feedback if self.multi_fidelity is not None else None
+
+    def _restore_history(self, seed: int, spec_hash: str, lookup_base: str | None) -> None:
+        """Feed the scheduler, once per seed, with the store's runs of this search: rows written by
+        ``method`` and the formulas of its checkpoints (full-budget or stopped results); returns nothing."""
+        if self.scheduler is None or self.method is None or seed in self._history_restored:
+            return
+        self._history_restored.add(seed)
+        for row in self.store.rows():
+            if row.get("method") == self.method and int(row["seed"]) == seed and row["status"] in (
+                    STATUS_OK, STATUS_STOPPED):
+                self.scheduler.observe(InnerResult(expression=row["expression"], canonical=row["canonical"],
+                                                   score=float(row["score"]), status=row["status"], seed=seed,
+                                                   curve=row["curve"], env_steps=int(row["env_steps"]),
+                                                   extra=row["extra"]))
+        for checkpoint in self.store.checkpoints(self.method):
+            for canonical in checkpoint.get("canonicals", []):
+                found = self.store.get(canonical, spec_hash, seed, base_hash=lookup_base)
+                if found is None:
+                    found = next((r for r in (self._stopped_lookup(canonical, spec_hash, seed, lookup_base, s)
+                                              for s in self.scheduler.rung_steps) if r is not None), None)
+                if found is not None:
+                    self.scheduler.observe(found)
+
+    def _stopped_lookup(self, canonical: str, spec_hash: str, seed: int, lookup_base: str | None,
+                        rung_step: int) -> InnerResult | None:
+        """Return the stored run of ``canonical`` stopped at ``rung_step``, or None."""
+        base = stopped_spec_hash(lookup_base, rung_step) if lookup_base else None
+        found = self.store.get(canonical, stopped_spec_hash(spec_hash, rung_step), seed, reuse_failures=True,
+                               base_hash=base)
+        return found if found is not None and found.status == STATUS_STOPPED else None
+
+    @staticmethod
+    def _rung_step(result: InnerResult) -> int:
+        """Return the rung step at which a stopped ``result`` stopped (its store key)."""
+        decisions = ((result.extra or {}).get("multi_fidelity") or {}).get("decisions") or []
+        stops = [d for d in decisions if d.get("stop")]
+        return int(stops[-1]["rung_step"]) if stops else int(result.env_steps)
 
     def _has_needed_model(self, result: InnerResult) -> bool:
         """False when this evaluator saves agents (DERL-pop) but ``result`` is a success whose saved
@@ -218,6 +289,9 @@ class Evaluator:
         base_hash = effective_spec_hash(self.spec, init_model, self.eval_splits, include_versions=False)
         lookup_base = base_hash if self.reuse_across_versions else None
         out: list[tuple[InnerResult, bool] | None] = [None] * len(expressions)
+        scheduler = self.scheduler
+        if scheduler is not None:
+            self._restore_history(seed, spec_hash, lookup_base)
         to_train: dict[str, list[int]] = {}   # canonical -> input positions
         first_text: dict[str, str] = {}
         for i, text in enumerate(expressions):
@@ -235,11 +309,20 @@ class Evaluator:
             cached = self.store.get(canonical, spec_hash, seed, base_hash=lookup_base)
             if cached is not None and not self._has_needed_model(cached):
                 cached = None  # a warm-starting method needs the trained agent, not only its score
+            if cached is None and scheduler is not None:
+                for rung_step in scheduler.rung_steps:
+                    stopped = self._stopped_lookup(canonical, spec_hash, seed, lookup_base, rung_step)
+                    if stopped is not None:
+                        # answer while the current thresholds stop it again; else retrain it (promotion)
+                        cached = stopped if scheduler.would_stop(stopped) else None
+                        break
             if cached is None:
                 cached = self._session_failures.get((canonical, spec_hash, seed))
             if cached is not None:
                 with self._count_lock:
                     self.cache_hits += 1
+                if scheduler is not None:
+                    scheduler.observe(cached)
                 out[i] = (self._as(cached, text), True)
                 notify_fn(out[i][0], True)
                 continue
@@ -257,6 +340,9 @@ class Evaluator:
                 kwargs["save_models"] = save_models
             if self.eval_splits:
                 kwargs["eval_splits"] = self.eval_splits
+            if scheduler is not None:
+                scheduler.write_board()
+                kwargs["job_kwargs"] = {"stop_rule": scheduler.rule().to_dict()}
             futures = self.runner.submit(self.spec, texts, seed=seed, init_model=init_model, **kwargs)
             index = {id(f): k for k, f in enumerate(futures)}
             for future in as_completed(futures):
@@ -274,9 +360,17 @@ class Evaluator:
                 with self._count_lock:
                     self.trained += 1
                     self.env_steps += int(result.env_steps or 0)
-                self.store.put(result, spec_hash, method=self.method, iteration=iteration, seed=seed,
-                               base_hash=base_hash)
-                if not result.ok:
+                    self.stopped += int(result.status == STATUS_STOPPED)
+                if result.status == STATUS_STOPPED:  # its own key: never answers a full-budget look-up
+                    rung_step = self._rung_step(result)
+                    self.store.put(result, stopped_spec_hash(spec_hash, rung_step), method=self.method,
+                                   iteration=iteration, seed=seed, base_hash=stopped_spec_hash(base_hash, rung_step))
+                else:
+                    self.store.put(result, spec_hash, method=self.method, iteration=iteration, seed=seed,
+                                   base_hash=base_hash)
+                if scheduler is not None:
+                    scheduler.observe(result)
+                if not result.ok and result.status != STATUS_STOPPED:
                     self._session_failures[(canonical, spec_hash, seed)] = result
                     logger.warning("inner run %s for %r: %s", result.status, texts[k],
                                    (result.error or "").strip().splitlines()[-1:] or "")

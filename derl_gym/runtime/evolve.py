@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from derl_gym.runtime.evaluator import Evaluator, ResultCallback
+from derl_gym.runtime.multi_fidelity import update_scores
 from derl_gym.runtime.spec import InnerLoopSpec, InnerResult
 from derl_gym.runtime.store import ResultStore
 from derl_gym.runtime.tracking import make_tracker
@@ -104,7 +105,7 @@ class IterationRecord:
                    best_expression=expressions[best] if best is not None else None,
                    wall_seconds=float(stats.pop("_wall_seconds", 0.0)), trained=int(stats.pop("_trained", 0)),
                    best_model_path=stats.pop("_best_model_path", None), stats=stats, resumed=True,
-                   failed=len(scores) - len(ok), env_steps=int(stats.pop("_env_steps", 0) or 0))
+                   failed=len(scores) - len(ok) - statuses.count("stopped"), env_steps=int(stats.pop("_env_steps", 0) or 0))
 
 
 @dataclass
@@ -138,7 +139,8 @@ def run_evolution(spec: InnerLoopSpec, optimizer: Any, runner: Any, store: Resul
                   progress: Callable[[IterationRecord], None] | None = None,
                   on_result: ResultCallback | None = None, model_dir: str | Path | None = None,
                   reuse_across_versions: bool = False, seeds_per_formula: int = 1,
-                  score_test_splits: bool = False, report_to: Any = "auto") -> EvolutionResult:
+                  score_test_splits: bool = False, report_to: Any = "auto",
+                  multi_fidelity: Any = None) -> EvolutionResult:
     """Run (or resume) ``iterations`` meta iterations of ``optimizer`` with groups of ``group_size``
     formulas; returns an :class:`EvolutionResult`.
 
@@ -155,6 +157,11 @@ def run_evolution(spec: InnerLoopSpec, optimizer: Any, runner: Any, store: Resul
     ``score_test_splits`` every inner run also scores the spec's test splits (kept in
     ``result.extra["test"]`` for analysis, e.g. the rank correlation of validation with test); the search
     itself only ever sees ``result.score``, the validation score.
+
+    ``multi_fidelity`` (None: off, the default; True or a :class:`~derl_gym.runtime.multi_fidelity.MultiFidelity`)
+    lets inner runs whose learning curve is behind stop at a rung (asynchronous successive halving, see
+    :mod:`derl_gym.runtime.multi_fidelity`): stopped runs (status ``"stopped"``) never become the best formula
+    and enter the update with a censored score (``min(own, lowest full-budget score of the group)``).
 
     ``report_to`` (``"tensorboard"``, ``"wandb"``, ``"none"``, ``"auto"`` = tensorboard when importable, or a
     :class:`~derl_gym.runtime.tracking.RunTracker`) logs every new iteration's scores, optimizer statistics,
@@ -175,7 +182,7 @@ def run_evolution(spec: InnerLoopSpec, optimizer: Any, runner: Any, store: Resul
         model_dir = Path(store.path).parent / "models" / _safe_label(label)
     evaluator = Evaluator(spec, runner, store, method=label, model_dir=model_dir if warm else None,
                           on_result=on_result, reuse_across_versions=reuse_across_versions,
-                          seeds_per_formula=seeds_per_formula,
+                          seeds_per_formula=seeds_per_formula, multi_fidelity=multi_fidelity,
                           eval_splits=list(spec.test_envs) if score_test_splits else ())
     spec_hash = spec.spec_hash(include_versions=False)
     record_versions(store, spec.agent.algorithm, reuse_across_versions=reuse_across_versions)
@@ -208,14 +215,16 @@ def run_evolution(spec: InnerLoopSpec, optimizer: Any, runner: Any, store: Resul
         results = [r for r, _ in pairs]
         scores = [float(r.score) if math.isfinite(r.score) else 0.0 for r in results]
         ok = [i for i, r in enumerate(results) if r.ok and math.isfinite(r.score)]
-        failed = len(results) - len(ok)
-        if ok:  # a failed / timed-out run says nothing about its formula: only scored ones are learned from
-            stats = dict(optimizer.update([expressions[i] for i in ok], [scores[i] for i in ok]) or {})
+        stopped = sum(r.status == "stopped" for r in results)  # multi-fidelity: stopped early, not failed
+        failed = len(results) - len(ok) - stopped
+        fed = update_scores(results, evaluator.feedback)  # the ok ones, plus censored stopped runs (multi-fidelity)
+        if fed:  # a failed / timed-out run says nothing about its formula: only scored ones are learned from
+            stats = dict(optimizer.update([expressions[i] for i, _ in fed], [f for _, f in fed]) or {})
         else:
             stats = {"updated": False, "skipped_update": NO_SCORED_FORMULA}
             logger.warning("%s iteration %d: all %d inner runs failed; the optimizer is not updated",
                            label, iteration, len(results))
-        stats.update(failed=failed, scored=len(ok))
+        stats.update(failed=failed, scored=len(ok), **({"stopped": stopped} if evaluator.scheduler else {}))
         best = max(ok, key=lambda i: scores[i]) if ok else None
         best_model = results[best].model_path if (warm and best is not None) else None
         if warm and best_model is None and init_model is not None:
@@ -519,7 +528,7 @@ def compare(spec: InnerLoopSpec, methods: Sequence[str], budget: int, seeds: Seq
             progress: Callable[[IterationRecord], None] | None = None,
             on_result: ResultCallback | None = None, parallel_seeds: bool = True,
             reuse_across_versions: bool = False, seeds_per_formula: int = 1, score_test_splits: bool = False,
-            test_seeds: Sequence[int] | None = None, report_to: Any = "auto") -> CompareResult:
+            test_seeds: Sequence[int] | None = None, report_to: Any = "auto", multi_fidelity: Any = None) -> CompareResult:
     """Run every method on ``budget`` inner trainings per seed (``budget // group_size`` iterations
     of ``group_size`` formulas; fixed formulas hit the cache after their first training), then
     retrain each method's best formula per seed and test it; returns a :class:`CompareResult`.
@@ -536,6 +545,7 @@ def compare(spec: InnerLoopSpec, methods: Sequence[str], budget: int, seeds: Seq
     searched formula (for analysis only, never seen by the search). ``test_seeds`` (default ``seeds``, one
     per search seed, in order) are the seeds the best formula of search seed ``seeds[k]`` is retrained on:
     seeds disjoint from the search's inner seeds avoid re-testing the very run the search selected.
+    ``multi_fidelity`` is passed to :func:`run_evolution` (the final test always trains the full budget).
     ``report_to`` is :func:`run_evolution`'s (one tracker for all methods: TensorBoard runs ``<method>/seed<k>``
     under ``<store dir>/tensorboard``, plus the comparison table as text under ``compare``).
     """
@@ -573,7 +583,8 @@ def compare(spec: InnerLoopSpec, methods: Sequence[str], budget: int, seeds: Seq
             return run_evolution(spec, optimizer, runner, store, iterations, group, seed=seed,
                                  method=f"{name}/seed{seed}", progress=progress, on_result=on_result,
                                  reuse_across_versions=reuse_across_versions, seeds_per_formula=seeds_per_formula,
-                                 score_test_splits=score_test_splits, report_to=tracker)
+                                 score_test_splits=score_test_splits, report_to=tracker,
+                                 multi_fidelity=multi_fidelity)
 
         # seeds run side by side (their jobs share the runner's workers): a method whose groups are
         # smaller than the worker count (fixed formulas: one training) does not leave workers idle

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from derl_gym.runtime.spec import STATUS_OK, EnvSpec, InnerLoopSpec, InnerResult
+from derl_gym.runtime.spec import STATUS_OK, STATUS_STOPPED, EnvSpec, InnerLoopSpec, InnerResult
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,8 @@ def make_eval_env(spec: InnerLoopSpec, env_spec: EnvSpec):
 
 
 def run_inner(spec: InnerLoopSpec, expression: str, *, seed: int | None = None, init_model: str | None = None,
-              save_model: str | None = None, eval_splits: Sequence[str] = ()) -> InnerResult:
+              save_model: str | None = None, eval_splits: Sequence[str] = (),
+              stop_rule: dict[str, Any] | None = None) -> InnerResult:
     """Train ``spec.agent`` on the train env rewarded by ``expression``; return an :class:`InnerResult`.
 
     ``score`` = validation success rate (deterministic masked policy, task reward, ``spec.eval_episodes``
@@ -61,6 +62,12 @@ def run_inner(spec: InnerLoopSpec, expression: str, *, seed: int | None = None, 
     ``seed`` defaults to ``spec.seed``; ``init_model`` warm-starts from a saved model (DERL-pop);
     ``save_model`` saves the trained model there (``model_path``). Never raises: failures give a
     result with ``status="failed"`` and the traceback in ``error``.
+
+    ``stop_rule`` (a :class:`~derl_gym.runtime.multi_fidelity.StopRule` dict, from the multi-fidelity
+    scheduler) may stop training at a rung; the run is then still evaluated and comes back with status
+    ``"stopped"``, ``env_steps`` < the budget and ``extra["multi_fidelity"]`` (``stopped_at``, the rung
+    decisions). A trainer without a ``callbacks`` argument (TRL's ``grpo``) ignores it and trains the
+    full budget (logged).
     """
     start = time.perf_counter()
     seed = int(spec.seed if seed is None else seed)
@@ -90,7 +97,20 @@ def run_inner(spec: InnerLoopSpec, expression: str, *, seed: int | None = None, 
         trainer = get_trainer(spec.agent.algorithm)
         torch.set_num_threads(1)
         seed_everything(seed)
-        trained = trainer.train(spec, meta, primitives, seed, init_model=init_model)
+        train_kwargs: dict[str, Any] = {}
+        stop = None
+        if stop_rule:
+            import inspect
+
+            from derl_gym.runtime.multi_fidelity import StopCallbackFactory
+
+            if "callbacks" in inspect.signature(trainer.train).parameters:
+                stop = StopCallbackFactory(stop_rule)
+                train_kwargs["callbacks"] = [stop]
+            else:
+                logger.warning("trainer %r takes no callbacks: multi-fidelity stop rule ignored, full budget",
+                               spec.agent.algorithm)
+        trained = trainer.train(spec, meta, primitives, seed, init_model=init_model, **train_kwargs)
         agent = trained.agent
 
         validation = trainer.evaluate(agent, spec, spec.validation_env, spec.eval_episodes, seed + 100_003)
@@ -105,8 +125,11 @@ def run_inner(spec: InnerLoopSpec, expression: str, *, seed: int | None = None, 
         if eval_splits:
             extra["test"] = {label: value["score"] for label, value in test.items()}
             extra["test_details"] = test
+        stopped = stop is not None and stop.tracker.stopped_at is not None
+        if stop is not None:
+            extra["multi_fidelity"] = stop.tracker.summary()
         return InnerResult(expression=str(expression), canonical=canonical, score=float(validation["score"]),
-                           status=STATUS_OK, seed=seed, curve=list(trained.curve),
+                           status=STATUS_STOPPED if stopped else STATUS_OK, seed=seed, curve=list(trained.curve),
                            wall_seconds=time.perf_counter() - start, env_steps=int(trained.env_steps),
                            model_path=model_path, extra=extra)
     except BaseException as exc:  # noqa: BLE001 - a job never raises

@@ -15,8 +15,8 @@ Two runners share one interface::
   remote task with ``num_cpus_per_job`` / ``num_gpus_per_job`` resources; timeouts are enforced
   with ``ray.cancel(force=True)``.
 
-Both retry a failed job up to ``retries`` times (``extra["attempts"]`` counts the tries) and never
-raise for a failing job. ``job_fn`` must be a picklable module-level function with
+Both retry a failed job (not one the multi-fidelity scheduler stopped) up to ``retries`` times
+(``extra["attempts"]`` counts the tries) and never raise for a failing job. ``job_fn`` must be a picklable module-level function with
 :func:`derl_gym.runtime.inner.run_inner`'s signature.
 """
 
@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait as mp_wait
 from typing import Any, Callable, Sequence
 
-from derl_gym.runtime.spec import STATUS_FAILED, STATUS_OK, STATUS_TIMEOUT, InnerLoopSpec, InnerResult
+from derl_gym.runtime.spec import STATUS_FAILED, STATUS_OK, STATUS_STOPPED, STATUS_TIMEOUT, InnerLoopSpec, InnerResult
 
 logger = logging.getLogger(__name__)
 
@@ -181,7 +181,8 @@ class _RunnerBase:
         self._closed = False
 
     def _make_jobs(self, spec: InnerLoopSpec, expressions: Sequence[str], seed: int, init_model: str | None,
-                   save_models: Sequence[str | None] | None, eval_splits: Sequence[str]) -> list[_Job]:
+                   save_models: Sequence[str | None] | None, eval_splits: Sequence[str],
+                   job_kwargs: dict[str, Any] | None = None) -> list[_Job]:
         if self._closed:
             raise RuntimeError(f"{type(self).__name__} is closed; create a new runner")
         if isinstance(expressions, str):
@@ -192,7 +193,7 @@ class _RunnerBase:
                              "pass one path (or None) per expression")
         jobs = []
         for i, expression in enumerate(expressions):
-            kwargs: dict[str, Any] = {"init_model": init_model, "eval_splits": list(eval_splits)}
+            kwargs: dict[str, Any] = {"init_model": init_model, "eval_splits": list(eval_splits), **(job_kwargs or {})}
             if save_models is not None and save_models[i]:
                 kwargs["save_model"] = save_models[i]
             jobs.append(_Job(next(self._ids), self.job_fn, spec, expression, int(seed), kwargs, Future()))
@@ -201,7 +202,7 @@ class _RunnerBase:
     def _finish(self, job: _Job, result: InnerResult) -> bool:
         """Resolve the job's future with ``result`` or return True when the job should be retried."""
         job.attempts += 1
-        if not result.ok and job.attempts <= self.retries:
+        if result.status not in (STATUS_OK, STATUS_STOPPED) and job.attempts <= self.retries:  # stopped: not a failure
             job.errors.append(result.error or result.status)
             logger.warning("job %r (seed %s) %s on attempt %d; retrying: %s", job.expression, job.seed,
                            result.status, job.attempts, (result.error or "").splitlines()[:1])
@@ -260,13 +261,14 @@ class ProcessRunner(_RunnerBase):
 
     def submit(self, spec: InnerLoopSpec, expressions: Sequence[str], seed: int = 0, init_model: str | None = None,
                *, save_models: Sequence[str | None] | None = None,
-               eval_splits: Sequence[str] = ()) -> list[Future]:
+               eval_splits: Sequence[str] = (), job_kwargs: dict[str, Any] | None = None) -> list[Future]:
         """Queue one job per formula; returns their futures in the same order.
 
         ``init_model`` is passed to every job; ``save_models`` (one path or None per formula) asks
-        jobs to save their trained agent; ``eval_splits`` asks them to score test splits.
+        jobs to save their trained agent; ``eval_splits`` asks them to score test splits;
+        ``job_kwargs`` are extra keyword arguments for every job (the multi-fidelity ``stop_rule``).
         """
-        jobs = self._make_jobs(spec, expressions, seed, init_model, save_models, eval_splits)
+        jobs = self._make_jobs(spec, expressions, seed, init_model, save_models, eval_splits, job_kwargs)
         with self._lock:
             self._pending.extend(jobs)
         self._wakeup.set()
@@ -460,10 +462,10 @@ class RayRunner(_RunnerBase):
 
     def submit(self, spec: InnerLoopSpec, expressions: Sequence[str], seed: int = 0, init_model: str | None = None,
                *, save_models: Sequence[str | None] | None = None,
-               eval_splits: Sequence[str] = ()) -> list[Future]:
+               eval_splits: Sequence[str] = (), job_kwargs: dict[str, Any] | None = None) -> list[Future]:
         """Queue one Ray task per formula; returns their futures in the same order (see
         :meth:`ProcessRunner.submit` for the keyword arguments)."""
-        jobs = self._make_jobs(spec, expressions, seed, init_model, save_models, eval_splits)
+        jobs = self._make_jobs(spec, expressions, seed, init_model, save_models, eval_splits, job_kwargs)
         with self._lock:
             self._pending.extend(jobs)
         return [job.future for job in jobs]
@@ -564,9 +566,9 @@ class InlineRunner(_RunnerBase):
 
     def submit(self, spec: InnerLoopSpec, expressions: Sequence[str], seed: int = 0, init_model: str | None = None,
                *, save_models: Sequence[str | None] | None = None,
-               eval_splits: Sequence[str] = ()) -> list[Future]:
+               eval_splits: Sequence[str] = (), job_kwargs: dict[str, Any] | None = None) -> list[Future]:
         """Run one job per formula now; returns resolved futures in the same order."""
-        jobs = self._make_jobs(spec, expressions, seed, init_model, save_models, eval_splits)
+        jobs = self._make_jobs(spec, expressions, seed, init_model, save_models, eval_splits, job_kwargs)
         for job in jobs:
             job.future.set_running_or_notify_cancel()
             while self._finish(job, _call_job(job.job_fn, job.spec, job.expression, job.seed, job.kwargs)):

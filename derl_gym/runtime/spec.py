@@ -20,6 +20,9 @@ from derl_gym.runtime import versions as _versions
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 STATUS_TIMEOUT = "timeout"
+#: A run the multi-fidelity scheduler stopped early (:mod:`derl_gym.runtime.multi_fidelity`): it has a real,
+#: lower-fidelity validation score, but is neither a full-budget result nor a failure.
+STATUS_STOPPED = "stopped"
 
 
 @dataclass(frozen=True)
@@ -190,8 +193,8 @@ class InnerResult:
 
     ``score`` is the validation success rate in [0, 1] measured with the task reward (0.0 when
     the job failed). ``curve`` is a list of ``(env_steps, mean_task_success)`` points taken
-    during training. ``status`` is ``"ok"``, ``"failed"`` or ``"timeout"``; ``error`` holds the
-    error text when it is not ok. ``model_path`` is where the trained agent was saved, if it was
+    during training. ``status`` is ``"ok"``, ``"failed"`` or ``"timeout"`` (or ``"stopped"``: stopped early by the
+    multi-fidelity scheduler, scored at lower fidelity); ``error`` holds the error text when it failed. ``model_path`` is where the trained agent was saved, if it was
     (DERL-pop starts the next iteration from it).
 
     Example:

@@ -29,7 +29,8 @@ from typing import Sequence
 
 import numpy as np
 
-from derl_gym.runtime.spec import AgentSpec, EnvSpec, InnerLoopSpec, InnerResult, PrimitiveSpec
+from derl_gym.runtime.spec import (STATUS_OK, STATUS_STOPPED, AgentSpec, EnvSpec, InnerLoopSpec, InnerResult,
+                                   PrimitiveSpec)
 
 #: Number of synthetic samples the objective is measured on.
 NUM_SAMPLES = 256
@@ -130,11 +131,19 @@ def _log_execution(canonical: str, seed: int | None) -> None:
 
 def standin_inner(spec: InnerLoopSpec, expression: str, *, seed: int | None = None,
                   init_model: str | None = None, save_model: str | None = None,
-                  eval_splits: Sequence[str] = ()) -> InnerResult:
+                  eval_splits: Sequence[str] = (), stop_rule: dict | None = None) -> InnerResult:
     """Return an :class:`InnerResult` whose score is the formula's correlation with the hidden
     target (plus seed noise of at most 0.02), in milliseconds. Never raises: an invalid formula
     gives a failed result. ``save_model`` writes a small JSON "model"; ``init_model`` adds a
-    bonus of 0.01 (a warm start helps a little); ``eval_splits`` fill ``extra["test"]``."""
+    bonus of 0.01 (a warm start helps a little); ``eval_splits`` fill ``extra["test"]``.
+
+    The "training" advances in four chunks of ``total_timesteps / 4`` env steps, recording one curve
+    point ``(steps, score * k / 4)`` after chunk k. ``stop_rule`` (a multi-fidelity
+    :class:`~derl_gym.runtime.multi_fidelity.StopRule` dict) is checked after each chunk, before its point
+    is recorded, as the SB3 callback does; a stopped run has status ``"stopped"``, ``env_steps`` = the
+    chunk end, the curve so far, a lower-fidelity score ``score * (0.5 + 0.5 * fraction trained)`` (test
+    splits likewise), ``extra["multi_fidelity"]``, and sleeps only that fraction of
+    ``DERL_GYM_STANDIN_SLEEP`` (a quarter of it before each check)."""
     start = time.perf_counter()
     seed = spec.seed if seed is None else int(seed)
     try:
@@ -145,12 +154,25 @@ def standin_inner(spec: InnerLoopSpec, expression: str, *, seed: int | None = No
                                    wall_seconds=time.perf_counter() - start)
     _log_execution(canonical, seed)
     delay = float(os.environ.get("DERL_GYM_STANDIN_SLEEP", "0") or 0)
-    if delay > 0:
-        time.sleep(delay)
     bonus = 0.01 if init_model else 0.0
     score = float(np.clip(base + _noise(canonical, seed) + bonus, 0.0, 1.0)) if base > 0 else 0.0
-    steps = spec.agent.total_timesteps
+    total = steps = spec.agent.total_timesteps
     curve = [(int(steps * k / 4), float(score * k / 4)) for k in range(1, 5)]
+    tracker = None
+    if stop_rule:
+        from derl_gym.runtime.multi_fidelity import StopTracker
+
+        tracker = StopTracker(stop_rule)
+    for k, (chunk_end, _) in enumerate(curve):
+        if delay > 0:
+            time.sleep(delay / len(curve))  # "training" the chunk
+        if tracker is not None and tracker.check(chunk_end, curve[:k]):
+            steps, curve = chunk_end, curve[:k]
+            break
+    fraction = steps / total if total else 1.0
+    stopped = tracker is not None and tracker.stopped_at is not None
+    low = (0.5 + 0.5 * fraction) if stopped else 1.0
+    score *= low
     extra: dict = {"standin": True, "primitive_means": standin_primitive_means(expression, num_variables)}
     if init_model:
         extra["init_model"] = init_model
@@ -166,7 +188,10 @@ def standin_inner(spec: InnerLoopSpec, expression: str, *, seed: int | None = No
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"canonical": canonical, "score": score}), encoding="utf-8")
         model_path = str(path)
+    if tracker is not None:
+        extra["multi_fidelity"] = tracker.summary()
     return InnerResult(expression=expression, canonical=canonical, score=score, seed=seed, curve=curve,
+                       status=STATUS_STOPPED if stopped else STATUS_OK,
                        wall_seconds=time.perf_counter() - start, env_steps=steps,
                        model_path=model_path, extra=extra)
 

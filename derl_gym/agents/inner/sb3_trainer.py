@@ -82,8 +82,12 @@ class SB3Trainer(InnerTrainer):
         self.algorithm = algorithm
 
     def train(self, spec: Any, meta_reward: Any, primitives: Any, seed: int,
-              init_model: str | None = None) -> TrainOutput:
-        """Train ``spec.agent`` for ``total_timesteps``; returns the model, its success curve and counters."""
+              init_model: str | None = None, callbacks: Any = ()) -> TrainOutput:
+        """Train ``spec.agent`` for ``total_timesteps``; returns the model, its success curve and counters.
+
+        ``callbacks``: factories, each called with the success-curve callback (its ``curve``) and returning
+        an SB3 callback that runs after it (one returning False from ``_on_step`` ends training early:
+        the multi-fidelity stop rule)."""
         from derl_gym.agents.inner.trainer import SuccessCurveCallback, build_model, make_vec_env
 
         agent = spec.agent
@@ -103,7 +107,8 @@ class SB3Trainer(InnerTrainer):
             # nothing in the envs draws from it (ALFWorld imports TextWorld through
             # envs/alfworld/textworld_import.py), so the run depends only on seed and the rollouts.
             with fast_distributions():
-                model.learn(total_timesteps=int(agent.total_timesteps), callback=callback)
+                model.learn(total_timesteps=int(agent.total_timesteps),
+                            callback=[callback, *(make(callback) for make in callbacks)] if callbacks else callback)
             train_seconds = time.perf_counter() - train_start
         finally:
             try:
