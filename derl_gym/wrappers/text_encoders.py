@@ -51,7 +51,7 @@ def word_tokens(text: str) -> list[str]:
 
 @runtime_checkable
 class Encoder(Protocol):
-    """What :class:`~derl_gym.wrappers.text_actions.TextActionWrapper` needs from a text encoder: ``dim`` and ``encode``.
+    """What a text encoder provides: ``dim`` and ``encode`` (all that ``TextActionWrapper`` needs).
 
     Attributes:
         dim: the length of each vector.

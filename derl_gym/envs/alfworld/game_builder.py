@@ -32,6 +32,15 @@ class GeneratedGame:
         walkthrough: planner commands that win the game (demangled names, e.g. "take apple 1 from
             countertop 2").
         task: the task sentence ("put a clean apple in fridge").
+
+    Example:
+        >>> from derl_gym.envs.alfworld.game_builder import generate_game
+        >>> game = generate_game("pick_and_place_simple", 1, seed=0, num_receptacles=1, num_distractors=0,
+        ...                      verify=False)
+        >>> game.task_dir_name.startswith("pick_and_place_simple-"), game.trial_name.startswith("trial_G1_0_")
+        (True, True)
+        >>> sorted(game.game)
+        ['grammar', 'pddl_domain', 'pddl_problem', 'solvable', 'walkthrough']
     """
 
     task_type: str
@@ -72,6 +81,15 @@ def generate_game(task_type: str, floor_plan: int | None = None, seed: int = 0,
         verify: play the planner walkthrough in ``PddlEnv`` and require a win (recommended).
         max_attempts: resamples (with derived seeds) before raising :class:`UnsolvableGame`.
         env: optional reusable ``AlfredDemangler(PddlEnv)`` for verification (speed).
+
+    Example:
+        >>> from derl_gym.envs.alfworld.game_builder import generate_game
+        >>> game = generate_game("pick_and_place_simple", 1, seed=0, num_receptacles=1, num_distractors=0)
+        >>> game.game["solvable"], game.walkthrough == game.game["walkthrough"], game.task.startswith("put")
+        (True, True, True)
+        >>> same = generate_game("pick_and_place_simple", 1, seed=0, num_receptacles=1, num_distractors=0)
+        >>> same.task == game.task and same.pddl_problem == game.pddl_problem   # deterministic
+        True
     """
     if task_type not in TASK_TYPES:
         raise ValueError(f"task_type={task_type!r}: use one of {TASK_TYPES}")

@@ -18,7 +18,13 @@ MANIFEST = "manifest.json"
 
 
 def default_cache_dir() -> Path:
-    """Returns the cache root: ``$DERL_GYM_CACHE/alfworld`` or ``~/.cache/derl_gym/alfworld``."""
+    """Returns the cache root: ``$DERL_GYM_CACHE/alfworld`` or ``~/.cache/derl_gym/alfworld``.
+
+    Example:
+        >>> from derl_gym.envs.alfworld.game_cache import default_cache_dir
+        >>> default_cache_dir().name
+        'alfworld'
+    """
     base = os.environ.get("DERL_GYM_CACHE")
     return (Path(base) if base else Path.home() / ".cache" / "derl_gym") / "alfworld"
 
@@ -45,6 +51,18 @@ def ensure_games(config: GeneratorConfig, cache_dir: str | os.PathLike | None = 
     from scratch on the next call; a complete folder is reused without generating anything.
     Parallel callers of one config wait for the first one (file lock). ``workers``: generation
     processes (see :func:`~derl_gym.envs.alfworld.generation.iter_games`).
+
+    Example:
+        >>> import tempfile
+        >>> from derl_gym.envs.alfworld.game_cache import MANIFEST, ensure_games
+        >>> from derl_gym.envs.alfworld.game_config import GeneratorConfig
+        >>> cfg = GeneratorConfig(task_types="pick_and_place_simple", games_per_task=1, num_receptacles=1,
+        ...                       num_distractors=0)
+        >>> with tempfile.TemporaryDirectory() as cache:
+        ...     first = ensure_games(cfg, cache)          # generates
+        ...     again = ensure_games(cfg, cache)          # reads the manifest, generates nothing
+        ...     first == again, (first[0].parents[3] / MANIFEST).is_file()
+        (True, True)
     """
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder = folder / config.key()

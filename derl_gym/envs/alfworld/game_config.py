@@ -52,6 +52,18 @@ class GeneratorConfig:
             ``games_per_task`` (at least 1). Not used by
             :func:`~derl_gym.envs.alfworld.generation.write_games` itself.
         max_attempts: resampling attempts per game before giving up (unsolvable samples).
+
+    Example:
+        >>> from derl_gym.envs.alfworld.game_config import GeneratorConfig
+        >>> cfg = GeneratorConfig(task_types="pick_and_place_simple", games_per_task=2, num_receptacles=1)
+        >>> cfg.task_types, cfg.num_games
+        (('pick_and_place_simple',), 2)
+        >>> cfg.key() == GeneratorConfig.from_dict(cfg.to_dict()).key() != cfg.replace(seed=1).key()
+        True
+        >>> GeneratorConfig(task_types=("fly",))
+        Traceback (most recent call last):
+        ...
+        ValueError: GeneratorConfig.task_types=('fly',): unknown or empty; use names from ...
     """
 
     task_types: tuple[str, ...] = TASK_TYPES
@@ -127,7 +139,14 @@ GENERATOR_PRESETS: dict[str, GeneratorConfig] = {
 
 
 def get_generator_preset(name: str, **overrides: Any) -> GeneratorConfig:
-    """Returns the preset ``name`` from :data:`GENERATOR_PRESETS` with ``overrides`` applied."""
+    """Returns the preset ``name`` from :data:`GENERATOR_PRESETS` with ``overrides`` applied.
+
+    Example:
+        >>> from derl_gym.envs.alfworld.game_config import get_generator_preset
+        >>> cfg = get_generator_preset("tiny", games_per_task=4)
+        >>> cfg.task_types, cfg.games_per_task, cfg.num_receptacles
+        (('pick_and_place_simple',), 4, 2)
+    """
     if name not in GENERATOR_PRESETS:
         raise KeyError(f"unknown generator preset {name!r}; choose from {sorted(GENERATOR_PRESETS)}")
     return GENERATOR_PRESETS[name].replace(**overrides)
@@ -138,6 +157,13 @@ def as_generator_config(generator: "GeneratorConfig | Mapping[str, Any] | str | 
     """Returns a :class:`GeneratorConfig` from a config, a dict, a preset name or ``None``.
 
     ``defaults`` fill in fields that a dict/``None`` does not set.
+
+    Example:
+        >>> from derl_gym.envs.alfworld.game_config import as_generator_config
+        >>> as_generator_config({"preset": "tiny", "seed": 2}).seed
+        2
+        >>> as_generator_config(None, games_per_task=3).games_per_task
+        3
     """
     if isinstance(generator, GeneratorConfig):
         return generator

@@ -21,7 +21,16 @@ __all__ = ["PlacedObject", "sample_layout", "unique_locations"]
 
 @dataclass
 class PlacedObject:
-    """An object placed in a sampled game: its ALFRED id, its type and the receptacle it starts in/on."""
+    """An object placed in a sampled game: its ALFRED id, its type and the receptacle it starts in/on.
+
+    Example:
+        >>> import random
+        >>> from derl_gym.envs.alfworld.game_sampling import sample_layout
+        >>> from derl_gym.envs.alfworld.scenes import load_scene
+        >>> _, _, objects, _ = sample_layout("pick_and_place_simple", load_scene(1), random.Random(0), 1, 1)
+        >>> [(o.type, o.recep.type) for o in objects]
+        [('Spoon', 'Drawer'), ('Cup', 'CounterTop')]
+    """
 
     id: str
     type: str
@@ -31,7 +40,17 @@ class PlacedObject:
 def sample_layout(task_type: str, scene: Scene, rng: random.Random, num_receptacles: int | None,
                   num_distractors: int) -> tuple[dict[str, str], list[Receptacle], list[PlacedObject],
                                                  tuple[float, ...]]:
-    """Returns (pddl_params, receptacles, objects, agent_pose) for one sampled game."""
+    """Returns (pddl_params, receptacles, objects, agent_pose) for one sampled game.
+
+    Example:
+        >>> import random
+        >>> from derl_gym.envs.alfworld.game_sampling import sample_layout
+        >>> from derl_gym.envs.alfworld.scenes import load_scene
+        >>> params, receps, objects, pose = sample_layout("pick_and_place_simple", load_scene(1), random.Random(0),
+        ...                                               num_receptacles=1, num_distractors=1)
+        >>> params["object_target"], params["parent_target"], [r.type for r in receps]
+        ('Spoon', 'CounterTop', ['Cabinet', 'CounterTop', 'Drawer'])
+    """
     options = task_options(task_type, scene)
     if not options:
         raise ValueError(f"floor plan {scene.floor_plan} cannot host task {task_type!r}; use "
@@ -75,8 +94,8 @@ def sample_layout(task_type: str, scene: Scene, rng: random.Random, num_receptac
         while True:
             parts = recep.id.split("|")
             x0, y0, z0 = (float(parts[1]), float(parts[2]), float(parts[3]))
-            oid = (f"{otype}|{format_coord(x0 + rng.uniform(-0.4, 0.4))}|{format_coord(y0 + rng.uniform(0.0, 0.3))}|"
-                   f"{format_coord(z0 + rng.uniform(-0.4, 0.4))}")
+            oid = (f"{otype}|{format_coord(x0 + rng.uniform(-0.4, 0.4))}|"
+                   f"{format_coord(y0 + rng.uniform(0.0, 0.3))}|{format_coord(z0 + rng.uniform(-0.4, 0.4))}")
             if oid not in used_ids:
                 used_ids.add(oid)
                 return PlacedObject(oid, otype, recep)
@@ -109,7 +128,18 @@ def sample_layout(task_type: str, scene: Scene, rng: random.Random, num_receptac
 
 
 def unique_locations(receps: list[Receptacle], scene: Scene, rng: random.Random) -> dict[str, str]:
-    """Returns receptacle id -> location name, giving receptacles that share a pose their own."""
+    """Returns receptacle id -> location name, giving receptacles that share a pose their own.
+
+    Example:
+        >>> import random
+        >>> from derl_gym.envs.alfworld.game_sampling import sample_layout, unique_locations
+        >>> from derl_gym.envs.alfworld.scenes import load_scene
+        >>> scene = load_scene(1)
+        >>> _, receps, _, _ = sample_layout("pick_and_place_simple", scene, random.Random(0), 4, 0)
+        >>> locations = unique_locations(receps, scene, random.Random(0))
+        >>> sorted(locations) == sorted(r.id for r in receps), len(set(locations.values())) == len(receps)
+        (True, True)
+    """
     out: dict[str, str] = {}
     used: set[str] = set()
     for r in receps:

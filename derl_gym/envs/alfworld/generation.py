@@ -58,6 +58,14 @@ def iter_games(config: GeneratorConfig, workers: int | None = None) -> Iterable[
 
     ``workers`` > 1 generates in that many spawned processes (same games, same order); default
     ``$DERL_GYM_GEN_WORKERS`` or 1.
+
+    Example:
+        >>> from derl_gym.envs.alfworld.game_config import GeneratorConfig
+        >>> from derl_gym.envs.alfworld.generation import iter_games
+        >>> cfg = GeneratorConfig(task_types="pick_and_place_simple", games_per_task=1, num_receptacles=1,
+        ...                       num_distractors=0)
+        >>> [(g.task_type, g.game["solvable"]) for g in iter_games(cfg)]
+        [('pick_and_place_simple', True)]
     """
     jobs = _game_jobs(config)
     if workers is None:
@@ -81,6 +89,18 @@ def save_game(game: GeneratedGame, root: str | os.PathLike) -> Path:
     """Writes ``game`` as ``<root>/<task-dir>/trial_<id>/{game.tw-pddl,traj_data.json}``.
 
     Returns the path of ``game.tw-pddl``.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from derl_gym.envs.alfworld.game_builder import generate_game
+        >>> from derl_gym.envs.alfworld.generation import save_game
+        >>> game = generate_game("pick_and_place_simple", 1, seed=0, num_receptacles=1, num_distractors=0,
+        ...                      verify=False)
+        >>> with tempfile.TemporaryDirectory() as root:
+        ...     path = save_game(game, root)
+        ...     path.name, sorted(p.name for p in path.parent.iterdir())
+        ('game.tw-pddl', ['game.tw-pddl', 'initial_state.pddl', 'traj_data.json'])
     """
     trial = Path(root) / game.task_dir_name / game.trial_name
     trial.mkdir(parents=True, exist_ok=True)
@@ -96,6 +116,17 @@ def write_games(config: GeneratorConfig, out_dir: str | os.PathLike, workers: in
 
     Returns the ``game.tw-pddl`` paths in generation order. Logs games/s. ``workers``: see
     :func:`iter_games` (the games do not depend on it).
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from derl_gym.envs.alfworld.game_config import GeneratorConfig
+        >>> from derl_gym.envs.alfworld.generation import write_games
+        >>> cfg = GeneratorConfig(task_types="pick_and_place_simple", games_per_task=1, num_receptacles=1,
+        ...                       num_distractors=0, split="train")
+        >>> with tempfile.TemporaryDirectory() as out:
+        ...     [p.relative_to(out).parts[0] for p in write_games(cfg, out)]
+        ['train']
     """
     root = Path(out_dir) / config.split
     paths: list[Path] = []

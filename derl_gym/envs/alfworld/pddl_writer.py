@@ -15,7 +15,14 @@ __all__ = ["alfworld_logic", "mangle", "build_pddl_problem", "task_grammar"]
 
 @lru_cache(maxsize=1)
 def alfworld_logic() -> tuple[str, str]:
-    """Returns (pddl_domain, grammar) text shipped with alfworld."""
+    """Returns (pddl_domain, grammar) text shipped with alfworld.
+
+    Example:
+        >>> from derl_gym.envs.alfworld.pddl_writer import alfworld_logic
+        >>> domain, grammar = alfworld_logic()
+        >>> "(domain alfred)" in domain, "UNKNOWN GOAL" in grammar
+        (True, True)
+    """
     from alfworld.info import ALFRED_PDDL_PATH, ALFRED_TWL2_PATH
 
     return Path(ALFRED_PDDL_PATH).read_text(), Path(ALFRED_TWL2_PATH).read_text()
@@ -26,6 +33,11 @@ def mangle(name: str) -> str:
 
     Same mapping as alfworld's ``PlannedGameState.fix_pddl_str_chars`` (without the ``#``
     rule, which is only for goal templates).
+
+    Example:
+        >>> from derl_gym.envs.alfworld.pddl_writer import mangle
+        >>> mangle("Apple|+01.00|-00.50|+02.00")
+        'Apple_bar__plus_01_dot_00_bar__minus_00_dot_50_bar__plus_02_dot_00'
     """
     from alfworld.gen.utils.py_util import multireplace
 
@@ -36,7 +48,20 @@ def mangle(name: str) -> str:
 def build_pddl_problem(task_type: str, params: Mapping[str, Any], receps: Sequence[Receptacle],
                        objects: Sequence[PlacedObject], rec_locs: Mapping[str, str], agent_loc: str,
                        problem_name: str) -> str:
-    """Returns the PDDL problem text in the layout of ALFWorld's ``initial_state.pddl``."""
+    """Returns the PDDL problem text in the layout of ALFWorld's ``initial_state.pddl``.
+
+    Example:
+        >>> import random
+        >>> from derl_gym.envs.alfworld.game_sampling import sample_layout, unique_locations
+        >>> from derl_gym.envs.alfworld.pddl_writer import build_pddl_problem
+        >>> from derl_gym.envs.alfworld.scenes import load_scene, location_name
+        >>> scene, rng = load_scene(1), random.Random(0)
+        >>> params, receps, objects, pose = sample_layout("pick_and_place_simple", scene, rng, 1, 1)
+        >>> problem = build_pddl_problem("pick_and_place_simple", params, receps, objects,
+        ...                              unique_locations(receps, scene, rng), location_name(pose), "demo")
+        >>> problem.splitlines()[:2], "(:goal" in problem, "(pickupable Spoon_bar_" in problem
+        (['(define (problem plan_demo)', '(:domain alfred)'], True, True)
+    """
     import alfworld.gen.goal_library as glib
     from alfworld.gen.utils.py_util import multireplace
 
@@ -106,6 +131,15 @@ def task_grammar(traj_data: Mapping[str, Any], grammar: str, seed: int) -> tuple
     ``random.seed(seed)`` (a template of ``goal_library.gdict[task type (+ "_slice")]`` filled with the
     target names), drawn here from a ``random.Random(seed)`` of its own: Python's global ``random``
     is neither drawn from nor reseeded.
+
+    Example:
+        >>> from derl_gym.envs.alfworld.pddl_writer import alfworld_logic, task_grammar
+        >>> params = {"object_target": "Apple", "parent_target": "Fridge", "toggle_target": "",
+        ...           "mrecep_target": "", "object_sliced": False}
+        >>> grammar, sentence = task_grammar({"task_type": "pick_and_place_simple", "pddl_params": params},
+        ...                                  alfworld_logic()[1], seed=0)
+        >>> "apple" in sentence and "fridge" in sentence, sentence in grammar, "UNKNOWN GOAL" in grammar
+        (True, True, False)
     """
     import alfworld.gen.goal_library as glib
 

@@ -44,7 +44,13 @@ _STEP = 0.25  # ALFRED grid size (constants.AGENT_STEP_SIZE)
 
 
 def alfworld_constants() -> ModuleType:
-    """Returns alfworld's ``alfworld.gen.constants`` module (object/receptacle rules; imported on first use)."""
+    """Returns alfworld's ``alfworld.gen.constants`` module (object/receptacle rules; imported on first use).
+
+    Example:
+        >>> from derl_gym.envs.alfworld.scenes import alfworld_constants
+        >>> alfworld_constants().AGENT_STEP_SIZE
+        0.25
+    """
     import alfworld.gen.constants as constants
 
     return constants
@@ -58,7 +64,14 @@ def _layouts_dir() -> Path:
 
 @lru_cache(maxsize=1)
 def available_floor_plans() -> tuple[int, ...]:
-    """Returns the floor-plan numbers whose layout files ship with alfworld (sorted)."""
+    """Returns the floor-plan numbers whose layout files ship with alfworld (sorted).
+
+    Example:
+        >>> from derl_gym.envs.alfworld.scenes import available_floor_plans
+        >>> plans = available_floor_plans()
+        >>> plans[:3], len(plans)
+        ((1, 2, 3), 120)
+    """
     nums = set()
     for p in _layouts_dir().glob("FloorPlan*-objects.json"):
         stem = p.name[len("FloorPlan"):-len("-objects.json")]
@@ -71,18 +84,38 @@ def seen_floor_plans() -> tuple[int, ...]:
     """Returns the shipped floor plans minus ALFRED's unseen ones.
 
     The unseen ones are :data:`~derl_gym.envs.alfworld.game_config.UNSEEN_FLOOR_PLANS`.
+
+    Example:
+        >>> from derl_gym.envs.alfworld.game_config import UNSEEN_FLOOR_PLANS
+        >>> from derl_gym.envs.alfworld.scenes import available_floor_plans, seen_floor_plans
+        >>> seen = seen_floor_plans()
+        >>> set(seen) | set(UNSEEN_FLOOR_PLANS) == set(available_floor_plans()), 10 in seen
+        (True, False)
     """
     return tuple(f for f in available_floor_plans() if f not in UNSEEN_FLOOR_PLANS)
 
 
 def format_coord(v: float) -> str:
-    """Returns ``v`` as ALFRED object ids write a coordinate (sign, 2 decimals, width 6: ``+01.25``)."""
+    """Returns ``v`` as ALFRED object ids write a coordinate (sign, 2 decimals, width 6: ``+01.25``).
+
+    Example:
+        >>> from derl_gym.envs.alfworld.scenes import format_coord
+        >>> [format_coord(v) for v in (1.25, -0.5)]
+        ['+01.25', '-00.50']
+    """
     return f"{v:+06.2f}"
 
 
 @dataclass(frozen=True)
 class Receptacle:
-    """A static receptacle of a floor plan: ALFRED id, type, interaction pose (x, z, rot, horizon)."""
+    """A static receptacle of a floor plan: ALFRED id, type, interaction pose (x, z, rot, horizon).
+
+    Example:
+        >>> from derl_gym.envs.alfworld.scenes import load_scene
+        >>> cabinet = load_scene(1).receptacles[0]
+        >>> cabinet.id, cabinet.type, cabinet.location
+        ('Cabinet|+00.68|+00.50|-02.20', 'Cabinet', 'loc|0|-5|2|30')
+    """
 
     id: str
     type: str
@@ -99,6 +132,11 @@ def location_name(pose: Sequence[float]) -> str:
     """Returns ALFRED's location name ``loc|gx|gz|rot|horizon`` of a pose ``(x, z, rotation, horizon)``.
 
     ``gx``/``gz`` are grid cells of 0.25 m, ``rot`` the rotation in quarter turns (0..3).
+
+    Example:
+        >>> from derl_gym.envs.alfworld.scenes import location_name
+        >>> location_name((1.0, -0.5, 90.0, 30.0))
+        'loc|4|-2|1|30'
     """
     x, z, rot, hor = pose
     return "loc|%d|%d|%d|%d" % (int(round(x / _STEP)), int(round(z / _STEP)), int(round(rot / 90)) % 4,
@@ -107,7 +145,16 @@ def location_name(pose: Sequence[float]) -> str:
 
 @dataclass(frozen=True)
 class Scene:
-    """What the generator knows about one floor plan."""
+    """What the generator knows about one floor plan.
+
+    Example:
+        >>> from derl_gym.envs.alfworld.scenes import load_scene
+        >>> kitchen = load_scene(1)
+        >>> kitchen.floor_plan, len(kitchen.receptacles), kitchen.object_types[:3], kitchen.lamp_types
+        (1, 28, ('Apple', 'Book', 'Bowl'), ())
+        >>> "Fridge" in kitchen.receptacle_types
+        True
+    """
 
     floor_plan: int
     receptacles: tuple[Receptacle, ...]
@@ -134,7 +181,17 @@ def _pickupable_types() -> frozenset[str]:
 
 @lru_cache(maxsize=None)
 def load_scene(floor_plan: int) -> Scene:
-    """Returns the :class:`Scene` of ``floor_plan`` read from alfworld's layout files."""
+    """Returns the :class:`Scene` of ``floor_plan`` read from alfworld's layout files.
+
+    Example:
+        >>> from derl_gym.envs.alfworld.scenes import load_scene
+        >>> load_scene(1).receptacles[0].type
+        'Cabinet'
+        >>> load_scene(9999)
+        Traceback (most recent call last):
+        ...
+        ValueError: floor_plan=9999: no layout FloorPlan9999-objects.json in ...
+    """
     c = alfworld_constants()
     d = _layouts_dir()
     obj_path = d / f"FloorPlan{floor_plan}-objects.json"
@@ -177,7 +234,13 @@ def load_scene(floor_plan: int) -> Scene:
 
 
 def can_hold(rtype: str, otype: str) -> bool:
-    """Returns whether receptacle type ``rtype`` may hold object type ``otype`` (``VAL_RECEPTACLE_OBJECTS``)."""
+    """Returns whether receptacle type ``rtype`` may hold object type ``otype`` (``VAL_RECEPTACLE_OBJECTS``).
+
+    Example:
+        >>> from derl_gym.envs.alfworld.scenes import can_hold
+        >>> can_hold("Fridge", "Apple"), can_hold("Fridge", "Laptop")
+        (True, False)
+    """
     return otype in alfworld_constants().VAL_RECEPTACLE_OBJECTS.get(rtype, ())
 
 
@@ -185,6 +248,13 @@ def task_options(task_type: str, scene: Scene) -> list[tuple[str, str, str]]:
     """Returns every (object, goal receptacle type, toggle) triple the task admits in ``scene``.
 
     The object needs a start receptacle in the scene whose type differs from the goal type.
+
+    Example:
+        >>> from derl_gym.envs.alfworld.scenes import load_scene, task_options
+        >>> task_options("pick_heat_then_place_in_recep", load_scene(1))[:2]
+        [('Apple', 'CounterTop', ''), ('Apple', 'Fridge', '')]
+        >>> task_options("look_at_obj_in_light", load_scene(1))     # a kitchen without lamps
+        []
     """
     c = alfworld_constants()
     rtypes = sorted(scene.receptacle_types)
@@ -214,7 +284,13 @@ def task_options(task_type: str, scene: Scene) -> list[tuple[str, str, str]]:
 
 @lru_cache(maxsize=None)
 def floor_plans_for_task(task_type: str, floor_plans: tuple[int, ...] | None = None) -> tuple[int, ...]:
-    """Returns the floor plans (of ``floor_plans``, default all seen) that can host ``task_type``."""
+    """Returns the floor plans (of ``floor_plans``, default all seen) that can host ``task_type``.
+
+    Example:
+        >>> from derl_gym.envs.alfworld.scenes import floor_plans_for_task
+        >>> floor_plans_for_task("look_at_obj_in_light", (1, 2, 301))   # only the bedroom has a lamp
+        (301,)
+    """
     if task_type not in TASK_TYPES:
         raise ValueError(f"task_type={task_type!r}: use one of {TASK_TYPES}")
     pool = seen_floor_plans() if floor_plans is None else floor_plans
