@@ -109,7 +109,16 @@ def standin_score(expression: str, num_variables: int = 4) -> tuple[str, float]:
 
 def standin_primitive_means(expression: str, num_variables: int = 4) -> dict[str, float]:
     """Return ``{primitive name: mean}`` over the synthetic samples that the formula rates above its median
-    (what an agent trained on it would favour): the stand-in's ``extra["primitive_means"]``."""
+    (what an agent trained on it would favour): the stand-in's ``extra["primitive_means"]``.
+
+    Example:
+        >>> from derl_gym.runtime.standin import standin_primitive_means
+        >>> means = standin_primitive_means("g1 + 0.5*g4")
+        >>> list(means)
+        ['success', 'progress_first', 'progress_middle', 'progress_last']
+        >>> means["success"] > standin_primitive_means("g2")["success"]   # rewarding success favours it
+        True
+    """
     from derl_gym.rewards.expression import MetaReward
 
     values, _ = synthetic_data(num_variables)

@@ -47,13 +47,25 @@ TENSORBOARD_MISSING = ("report_to='tensorboard' needs the tensorboard package, w
 
 
 def tensorboard_available() -> bool:
-    """Return True when the ``tensorboard`` package (needed by ``torch.utils.tensorboard``) is importable."""
+    """Return True when the ``tensorboard`` package (needed by ``torch.utils.tensorboard``) is importable.
+
+    Example:
+        >>> from derl_gym.runtime.tracking import tensorboard_available
+        >>> isinstance(tensorboard_available(), bool)
+        True
+    """
     return importlib.util.find_spec("tensorboard") is not None
 
 
 def resolve_report_to(report_to: str | None) -> str:
     """Return the tracking backend ``report_to`` asks for: ``"auto"`` (or None) gives ``"tensorboard"``
-    when tensorboard is importable, else ``"none"``; raises ``ValueError`` for an unknown value."""
+    when tensorboard is importable, else ``"none"``; raises ``ValueError`` for an unknown value.
+
+    Example:
+        >>> from derl_gym.runtime.tracking import resolve_report_to, tensorboard_available
+        >>> resolve_report_to("None"), resolve_report_to("auto") == ("tensorboard" if tensorboard_available() else "none")
+        ('none', True)
+    """
     value = "auto" if report_to is None else str(report_to).strip().lower()
     if value == "auto":
         return "tensorboard" if tensorboard_available() else "none"
@@ -65,7 +77,16 @@ def resolve_report_to(report_to: str | None) -> str:
 
 def check_report_to(report_to: str | None) -> str:
     """Return the resolved backend (:func:`resolve_report_to`) after checking that its package is importable;
-    raises ``ValueError`` for an unknown value and ``ImportError`` naming the package to install."""
+    raises ``ValueError`` for an unknown value and ``ImportError`` naming the package to install.
+
+    Example:
+        >>> from derl_gym.runtime.tracking import check_report_to
+        >>> check_report_to("none")
+        'none'
+        >>> check_report_to("mlflow")
+        Traceback (most recent call last):
+        ValueError: report_to='mlflow' is not a tracking backend; choose one of tensorboard, wandb, none or 'auto'
+    """
     backend = resolve_report_to(report_to)
     if backend == "wandb":
         try:
@@ -319,7 +340,14 @@ def _formula_table(record: Any, results: Sequence[Any], means: Sequence[Mapping[
 
 def make_tracker(report_to: "str | RunTracker | None", run_dir: str | Path) -> tuple[RunTracker, bool]:
     """Return ``(tracker, owned)``: ``report_to`` itself when it is a :class:`RunTracker` (``owned`` False:
-    the caller closes it), else a new tracker for ``run_dir`` (``owned`` True)."""
+    the caller closes it), else a new tracker for ``run_dir`` (``owned`` True).
+
+    Example:
+        >>> from derl_gym.runtime.tracking import make_tracker
+        >>> tracker, owned = make_tracker("none", "runs/example")
+        >>> make_tracker(tracker, "elsewhere") == (tracker, False), owned
+        (True, True)
+    """
     if isinstance(report_to, RunTracker):
         return report_to, False
     return RunTracker(run_dir, report_to), True
