@@ -20,7 +20,14 @@ _FORMULA_LINE = re.compile(r"^\s*(?:formula|answer|reward)\s*[:=]\s*(.+?)\s*$", 
 
 
 def describe_variables(num_variables: int) -> str:
-    """Return a generic primitive description ``g1..gK`` (one per line) when no PrimitiveSet is known."""
+    """Return a generic primitive description ``g1..gK`` (one per line) when no PrimitiveSet is known.
+
+    Example:
+        >>> from derl_gym.agents.meta.language import describe_variables
+        >>> print(describe_variables(2))
+        g1: primitive reward 1 (a number in [0, 1])
+        g2: primitive reward 2 (a number in [0, 1])
+    """
     return "\n".join(f"g{k + 1}: primitive reward {k + 1} (a number in [0, 1])" for k in range(num_variables))
 
 
@@ -36,6 +43,20 @@ def build_meta_prompt(primitives: str, history: Sequence[tuple[str, float | None
     ``examples`` lists a few example formulas; ``answer="tag"`` asks for the formula inside
     ``<formula></formula>``, ``answer="plain"`` for the bare formula (constrained decoding).
     ``max_chars`` trims the oldest history lines until the prompt fits (the instructions are kept).
+
+    Example:
+        >>> from derl_gym.agents.meta.language import build_meta_prompt, describe_variables
+        >>> history = [("g1", 0.4, None), ("g1 + g2", 0.6, None), ("g1/", None, "unexpected end")]
+        >>> prompt = build_meta_prompt(describe_variables(2), history)
+        >>> print(prompt[prompt.index("Formulas tried"):])
+        Formulas tried so far (formula -> validation score):
+          g1 -> 0.400
+          g1 + g2 -> 0.600  (best)
+          g1/ -> invalid (unexpected end)
+        An agent is trained on your formula and its validation success rate (0 to 1) is your score.
+        Answer with one formula inside <formula></formula>.
+        >>> len(build_meta_prompt(describe_variables(2), history, max_chars=500)) <= 500  # oldest attempts dropped
+        True
     """
     head = [
         "You design the reward function of a reinforcement-learning agent.",
@@ -83,6 +104,11 @@ def extract_formula(completion: str) -> str:
 
     Looks for the last ``<formula>...</formula>``, then a ``formula: ...`` line, else returns the
     last non-empty line; surrounding backticks and a trailing period are removed.
+
+    Example:
+        >>> from derl_gym.agents.meta.language import extract_formula
+        >>> extract_formula("I would try <formula>g1 + 0.5*g2</formula>."), extract_formula("Formula: `g1 - g3`.")
+        ('g1 + 0.5*g2', 'g1 - g3')
     """
     tagged = _FORMULA_TAG.findall(completion)
     if tagged:

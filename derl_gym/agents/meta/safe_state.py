@@ -35,7 +35,16 @@ _TUPLE_TAG = "__tuple__"
 
 
 class UnsafeStateError(ValueError):
-    """A state-dict value is not in the safe format (safetensors / JSON); it was not loaded."""
+    """A state-dict value is not in the safe format (safetensors / JSON); it was not loaded.
+
+    Example:
+        >>> from derl_gym.agents.meta.safe_state import UnsafeStateError, decode_tensors
+        >>> try:
+        ...     decode_tensors("gASVAAAA", where="policy weights")  # a bare base64 string: the old pickled format
+        ... except UnsafeStateError as error:
+        ...     print(str(error).split(";")[0])
+        policy weights is not in the safe format (a bare base64 string, as the old pickled format wrote)
+    """
 
 
 def _refuse(where: str, why: str) -> UnsafeStateError:
@@ -48,7 +57,17 @@ def _refuse(where: str, why: str) -> UnsafeStateError:
 def encode_tensors(tensors: Mapping[str, Any]) -> dict[str, str]:
     """Return ``tensors`` (name -> ``torch.Tensor``) as ``{"format": "safetensors", "data": base64}``.
 
-    Tensors are moved to the CPU and made contiguous (safetensors stores raw contiguous buffers)."""
+    Tensors are moved to the CPU and made contiguous (safetensors stores raw contiguous buffers).
+
+    Example:
+        >>> import json, torch
+        >>> from derl_gym.agents.meta.safe_state import decode_tensors, encode_tensors
+        >>> blob = encode_tensors({"weight": torch.arange(6.0).reshape(2, 3)})
+        >>> blob["format"], json.loads(json.dumps(blob)) == blob  # plain JSON data
+        ('safetensors', True)
+        >>> decode_tensors(blob)["weight"].tolist()
+        [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
+    """
     from safetensors.torch import save
 
     plain = {str(name): t.detach().cpu().contiguous().clone() for name, t in tensors.items()}
@@ -57,7 +76,18 @@ def encode_tensors(tensors: Mapping[str, Any]) -> dict[str, str]:
 
 def decode_tensors(blob: Any, *, where: str = "tensor blob") -> dict[str, Any]:
     """Return the CPU tensors encoded by :func:`encode_tensors`; raises :class:`UnsafeStateError`
-    (naming ``where``) when ``blob`` is anything else. Nothing in ``blob`` is executed."""
+    (naming ``where``) when ``blob`` is anything else. Nothing in ``blob`` is executed.
+
+    Example:
+        >>> import torch
+        >>> from derl_gym.agents.meta.safe_state import UnsafeStateError, decode_tensors, encode_tensors
+        >>> decode_tensors(encode_tensors({"bias": torch.ones(2)}))["bias"].tolist()
+        [1.0, 1.0]
+        >>> decode_tensors({"format": "pickle", "data": ""})
+        Traceback (most recent call last):
+        ...
+        derl_gym.agents.meta.safe_state.UnsafeStateError: tensor blob is not in the safe format (expected {'format': 'safetensors', 'data': <base64>}, got dict {'format': 'pickle', 'data': ''}); ...
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load
 
@@ -70,11 +100,13 @@ def decode_tensors(blob: Any, *, where: str = "tensor blob") -> dict[str, Any]:
         data = base64.b64decode(blob["data"].encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError) as exc:
         raise _refuse(where, f"data is not base64: {exc}") from None
-    if data[:1] == b"\x80":
-        raise _refuse(where, "the data is a pickle, not a safetensors buffer")
-    try:
+    try:  # parsing a safetensors buffer runs no code, whatever the bytes are
         return dict(load(data))
     except (SafetensorError, ValueError, TypeError, RuntimeError) as exc:
+        # Name a pickle only once safetensors refused the bytes: a valid buffer whose 8-byte header
+        # length has 0x80 as its low byte (e.g. 384) also starts with pickle's PROTO byte.
+        if data[:1] == b"\x80":
+            raise _refuse(where, "the data is a pickle, not a safetensors buffer") from None
         raise _refuse(where, f"safetensors cannot parse the data: {exc}") from None
 
 
@@ -114,7 +146,18 @@ def _bad_float(where: str) -> float:
 
 def encode_optimizer_state(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     """Return a torch optimizer's ``state_dict()`` as JSON data: its tensors in one safetensors
-    blob (keys ``"<param id>/<name>"``), its other per-parameter values and ``param_groups`` as JSON."""
+    blob (keys ``"<param id>/<name>"``), its other per-parameter values and ``param_groups`` as JSON.
+
+    Example:
+        >>> import json, torch
+        >>> from derl_gym.agents.meta.safe_state import encode_optimizer_state
+        >>> layer = torch.nn.Linear(2, 1)
+        >>> optimizer = torch.optim.Adam(layer.parameters(), lr=0.01)
+        >>> layer(torch.ones(1, 2)).sum().backward(); optimizer.step()
+        >>> blob = encode_optimizer_state(optimizer.state_dict())
+        >>> blob["format"], blob["param_groups"][0]["lr"], len(json.dumps(blob)) > 0
+        ('torch-optimizer/safetensors+json', 0.01, True)
+    """
     import torch
 
     tensors: dict[str, Any] = {}
@@ -132,7 +175,19 @@ def encode_optimizer_state(state_dict: Mapping[str, Any]) -> dict[str, Any]:
 def decode_optimizer_state(blob: Any, *, where: str = "optimizer state") -> dict[str, Any]:
     """Return the optimizer state dict encoded by :func:`encode_optimizer_state` (CPU tensors;
     ``Optimizer.load_state_dict`` moves them to the parameters' device); raises
-    :class:`UnsafeStateError` naming ``where`` when ``blob`` is in another format."""
+    :class:`UnsafeStateError` naming ``where`` when ``blob`` is in another format.
+
+    Example:
+        >>> import torch
+        >>> from derl_gym.agents.meta.safe_state import decode_optimizer_state, encode_optimizer_state
+        >>> layer = torch.nn.Linear(2, 1)
+        >>> optimizer = torch.optim.Adam(layer.parameters(), lr=0.01)
+        >>> layer(torch.ones(1, 2)).sum().backward(); optimizer.step()
+        >>> restored = torch.optim.Adam(layer.parameters(), lr=0.5)
+        >>> restored.load_state_dict(decode_optimizer_state(encode_optimizer_state(optimizer.state_dict())))
+        >>> restored.param_groups[0]["lr"], torch.equal(restored.state[layer.weight]["exp_avg"], optimizer.state[layer.weight]["exp_avg"])
+        (0.01, True)
+    """
     if isinstance(blob, str):
         raise _refuse(where, "a bare base64 string, as the old pickled format wrote")
     if not isinstance(blob, Mapping) or blob.get("format") != OPTIMIZER_FORMAT:

@@ -25,7 +25,14 @@ def _shipped() -> tuple[str, ...]:
 
 
 def shipped_seed_formulas() -> list[str]:
-    """Return the shipped seed formulas as written (over g1..g4)."""
+    """Return the shipped seed formulas as written (over g1..g4).
+
+    Example:
+        >>> from derl_gym.agents.meta.seed_formulas import shipped_seed_formulas
+        >>> formulas = shipped_seed_formulas()
+        >>> formulas[:3], all("g5" not in formula for formula in formulas)
+        (['g1', 'g1 + 0.1*g2', 'g1 + 0.25*g2'], True)
+    """
     return list(_shipped())
 
 
@@ -34,6 +41,16 @@ def seed_formulas(num_variables: int, grammar: Any = None) -> list[str]:
     without duplicates, filtered to those ``grammar`` can write when a grammar is given.
 
     Raises ``ValueError`` for ``num_variables < 1``.
+
+    Example:
+        >>> from derl_gym.agents.meta.base import make_grammar
+        >>> from derl_gym.agents.meta.seed_formulas import seed_formulas
+        >>> two = seed_formulas(2)  # g3/g4 folded onto g2
+        >>> two[:4], any("g3" in formula for formula in two)
+        (['g1', 'g1 + 0.1*g2', 'g1 + 0.25*g2', 'g1 + 0.5*g2'], False)
+        >>> grammar = make_grammar(4, max_tokens=8)
+        >>> all(grammar.fits(formula) for formula in seed_formulas(4, grammar=grammar))
+        True
     """
     k = int(num_variables)
     if k < 1:
