@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from derl_gym.agents.meta import ALL_METHODS, COLD_START_METHODS  # the one list of methods (with --no-cold-start)
+
 #: Defaults of ``derl-gym evolve`` (``make demo`` uses them): at most 4 x 4 = 16 inner trainings plus 3
 #: for the final test; an alfworld-tiny inner run takes 25-60 s on one core, so the demo takes about
 #: 3-6 minutes on 2 cores (equivalent formulas hit the cache) and at most ~10 on a loaded machine.
@@ -153,11 +155,6 @@ def _iteration_line(record) -> str:
             f"mean {record.mean_score:.3f}  {counts}  best formula: {record.best_expression}")
 
 
-#: Methods with a token policy: they take --no-cold-start and --meta-model.
-COLD_START_METHODS = ("derl", "derl-pop")
-ALL_METHOD_NAMES = ("derl", "derl-pop", "evolution", "random", "cmaes", "outcome", "avg")
-
-
 def _optimizer_kwargs(args: argparse.Namespace, method: str) -> dict[str, Any]:
     """Return the meta-optimizer keyword arguments for ``method``: ``--optimizer-kwargs``, plus for
     DERL / DERL-pop ``cold_start=False`` with ``--no-cold-start`` and ``meta_model`` with ``--meta-model``
@@ -168,7 +165,7 @@ def _optimizer_kwargs(args: argparse.Namespace, method: str) -> dict[str, Any]:
         raise SystemExit(f"error: --optimizer-kwargs must be a JSON object, e.g. '{{\"lr\": 0.003}}': {exc}") from None
     if not isinstance(kwargs, dict):
         raise SystemExit(f"error: --optimizer-kwargs must be a JSON object, got {args.optimizer_kwargs!r}")
-    if kwargs and set(kwargs) <= set(ALL_METHOD_NAMES):  # {"derl": {...}, "cmaes": {...}}: per method
+    if kwargs and set(kwargs) <= set(ALL_METHODS):  # {"derl": {...}, "cmaes": {...}}: per method
         kwargs = dict(kwargs.get(method) or {})
     if method in COLD_START_METHODS and args.no_cold_start:
         kwargs.setdefault("cold_start", False)
@@ -205,6 +202,8 @@ def _signal_key(args: argparse.Namespace) -> dict[str, Any]:
     key: dict[str, Any] = {}
     if args.seeds_per_formula != 1:
         key["seeds_per_formula"] = args.seeds_per_formula
+    if getattr(args, "multi_fidelity", False):
+        key["multi_fidelity"] = True
     return key
 
 
@@ -308,7 +307,7 @@ def cmd_evolve(args: argparse.Namespace) -> int:
                                method=args.method, progress=progress.on_iteration, on_result=progress.on_result,
                                reuse_across_versions=args.reuse_across_versions,
                                seeds_per_formula=args.seeds_per_formula, score_test_splits=args.score_test_splits,
-                               report_to=report_to)
+                               report_to=report_to, multi_fidelity=True if args.multi_fidelity else None)
         progress.close()
         if result.best_expression is None:
             failed = sum(r.failed for r in result.records)
@@ -377,7 +376,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                          progress=progress.on_iteration, on_result=progress.on_result,
                          reuse_across_versions=args.reuse_across_versions,
                          seeds_per_formula=args.seeds_per_formula, score_test_splits=args.score_test_splits,
-                         test_seeds=test_seeds, report_to=report_to)
+                         test_seeds=test_seeds, report_to=report_to,
+                         multi_fidelity=True if args.multi_fidelity else None)
     finally:
         progress.close()
         runner.close()
@@ -553,6 +553,10 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="selection split of the search (ALFWorld presets): paper = 20%% of the training games "
                         "(default); fresh = a 4x larger held-out set of the training task types; unseen-plans = "
                         "held-out training-type games on unseen floor plans. No variant uses test games")
+    p.add_argument("--multi-fidelity", action="store_true",
+                   help="asynchronous successive halving: an inner run whose training-success curve at 1/3 of the "
+                        "budget is behind the top third of the search's runs stops there (status 'stopped', scored "
+                        "at lower fidelity, never the best formula, censored score in the update); default off")
     p.add_argument("--score-test-splits", action="store_true",
                    help="also score the test splits of every searched formula (stored for analysis such as the "
                         "validation/test rank correlation; never seen by the search)")
@@ -575,7 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evolve", help="evolve a Meta-Reward with one method, then test the best formula")
     _add_run_options(p)
-    p.add_argument("--method", default="derl", help="derl, derl-pop, evolution, random, cmaes, outcome, avg")
+    p.add_argument("--method", default="derl", help=", ".join(ALL_METHODS))
     p.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS, help="meta iterations")
     p.add_argument("--seed", type=int, default=0, help="seed of the meta-optimizer and of every inner run")
     p.add_argument("--test-seeds", default=None,
@@ -585,7 +589,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compare", help="compare methods on the same number of inner trainings")
     _add_run_options(p)
-    p.add_argument("--methods", default="derl,derl-pop,evolution,random,cmaes,outcome,avg",
+    p.add_argument("--methods", default=",".join(ALL_METHODS),
                    help="comma-separated methods")
     p.add_argument("--budget", type=int, default=8, help="inner trainings per method and seed")
     p.add_argument("--seeds", default="2",

@@ -47,16 +47,23 @@ def _derl_pop(num_variables: int, seed: int = 0, **kwargs: Any) -> MetaOptimizer
     return DERLPop(num_variables, seed, **kwargs)
 
 
-#: name -> factory ``(num_variables, seed=0, **kwargs) -> MetaOptimizer``.
+#: name -> factory ``(num_variables, seed=0, **kwargs) -> MetaOptimizer``, in the paper's order. The one
+#: list of method names: the CLI, ``compare`` and the benchmarks read :data:`ALL_METHODS` from it.
 OPTIMIZERS: dict[str, Callable[..., MetaOptimizer]] = {
     "derl": _derl,
     "derl-pop": _derl_pop,
-    "random": RandomSearch,
     "evolution": Evolution,
+    "random": RandomSearch,
     "cmaes": CMAES,
     "outcome": outcome_optimizer,
     "avg": avg_optimizer,
 }
+#: Every method ``compare`` and the CLI know (the keys of :data:`OPTIMIZERS`).
+ALL_METHODS: tuple[str, ...] = tuple(OPTIMIZERS)
+#: Methods whose formula is fixed (one training per seed is all they need).
+FIXED_METHODS: tuple[str, ...] = ("outcome", "avg")
+#: Methods with a token policy (DERL's GRPO): they take ``cold_start`` and ``meta_model``.
+COLD_START_METHODS: tuple[str, ...] = ("derl", "derl-pop")
 
 
 def make_optimizer(name: str, num_variables: int, seed: int = 0, **kwargs: Any) -> MetaOptimizer:
@@ -89,7 +96,7 @@ def __getattr__(attr: str):  # lazy: importing DERL pulls in torch
 
 
 __all__ = [
-    "CMAES", "DERL", "DERLPop", "Evolution", "FixedFormula", "GrammarOptimizer", "MetaOptimizer",
-    "OPTIMIZERS", "RandomSearch", "avg_formula", "avg_optimizer", "default_seed_formulas",
+    "ALL_METHODS", "CMAES", "COLD_START_METHODS", "DERL", "DERLPop", "Evolution", "FIXED_METHODS", "FixedFormula",
+    "GrammarOptimizer", "MetaOptimizer", "OPTIMIZERS", "RandomSearch", "avg_formula", "avg_optimizer", "default_seed_formulas",
     "linear_formula", "make_grammar", "make_optimizer", "outcome_optimizer",
 ]
