@@ -24,7 +24,7 @@ of iteration ``i - 1``; the trained agents are saved under ``<run_dir>/models``.
 
 :func:`final_test` retrains formulas from scratch on several seeds and scores the preset's test
 splits; :func:`compare` runs several methods on the same inner-training budget and tests each
-method's best formula.
+method's best formula. Their tables are rendered by :mod:`derl_gym.runtime.report_markdown`.
 """
 
 from __future__ import annotations
@@ -40,8 +40,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from derl_gym.agents.meta import ALL_METHODS, FIXED_METHODS  # noqa: F401 - the one list of methods, re-exported
 from derl_gym.runtime.evaluator import Evaluator, ResultCallback
 from derl_gym.runtime.multi_fidelity import update_scores
+from derl_gym.runtime.report_markdown import NO_SCORED_FORMULA, compare_markdown, final_test_markdown
 from derl_gym.runtime.spec import InnerLoopSpec, InnerResult
 from derl_gym.runtime.store import ResultStore
 from derl_gym.runtime.tracking import make_tracker
@@ -49,12 +51,6 @@ from derl_gym.runtime.versions import record_versions
 
 logger = logging.getLogger(__name__)
 
-#: Methods whose formula is fixed (one training per seed is all they need).
-FIXED_METHODS = ("outcome", "avg")
-#: Every method ``compare`` knows, in the paper's order.
-ALL_METHODS = ("derl", "derl-pop", "evolution", "random", "cmaes", "outcome", "avg")
-#: What tables say for a method (or seed) none of whose inner runs finished.
-NO_SCORED_FORMULA = "no scored formula"
 
 
 @dataclass
@@ -360,31 +356,7 @@ class FinalTest:
     def to_markdown(self, extra_columns: Mapping[str, Mapping[str, str]] | None = None) -> str:
         """Return a markdown table: label, formula, validation, then mean ± std per test split
         (over seeds); ``extra_columns[column][label]`` adds columns."""
-        extra_columns = dict(extra_columns or {})
-        head = ["method", "formula", "validation"] + [f"test {s}" for s in self.splits] + list(extra_columns)
-        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for row in self.rows:
-            val = (f"{statistics.fmean(row.validation):.3f} ± {statistics.pstdev(row.validation):.3f}"
-                   if row.validation else "-")
-            if row.formula is None:
-                cells = [row.label, NO_SCORED_FORMULA, val] + ["-" for _ in self.splits]
-            else:
-                formula = f"`{row.formula}`"
-                tested = [s for s in self.seeds if s not in row.skipped]
-                others = sorted({f for f in row.formulas.values() if f is not None and f != row.formula})
-                if others:
-                    formula += f" (seed {tested[0]}; other seeds: {', '.join(f'`{f}`' for f in others)})"
-                if row.skipped:
-                    formula += f" ({NO_SCORED_FORMULA} on seeds {row.skipped})"
-                cells = [row.label, formula, val]
-                cells += [f"{row.mean(s):.3f} ± {row.std(s):.3f}" for s in self.splits]
-            cells += [str(extra_columns[c].get(row.label, "")) for c in extra_columns]
-            lines.append("| " + " | ".join(cells) + " |")
-        seeds = ", ".join(str(s) for s in self.seeds)
-        lines.append("")
-        lines.append(f"Test success rate, mean ± std over seeds [{seeds}] (each formula retrained from scratch "
-                     f"per seed); validation = the inner loop's validation success.")
-        return "\n".join(lines)
+        return final_test_markdown(self, extra_columns)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the table as JSON-serialisable dicts."""
@@ -498,21 +470,7 @@ class CompareResult:
 
     def to_markdown(self) -> str:
         """Return the comparison as a markdown table (test success mean ± std over seeds)."""
-        trainings = {m: str(sum(r.trained for r in self.runs[m].values())) for m in self.methods}
-        walls = {m: f"{self.wall_seconds[m]:.0f}" for m in self.methods}
-        best_val = {}
-        for m in self.methods:
-            found = [r.best_score for r in self.runs[m].values() if r.best_expression is not None]
-            best_val[m] = f"{statistics.fmean(found):.3f}" if found else NO_SCORED_FORMULA
-        table = self.test.to_markdown({"best val (search)": best_val, "inner trainings": trainings,
-                                       "search wall (s)": walls})
-        per = f" x {self.seeds_per_formula} inner seeds per formula" if self.seeds_per_formula > 1 else ""
-        tested = (f"; best formulas retrained on test seeds {self.test_seeds}"
-                  if self.test_seeds and self.test_seeds != self.seeds else "")
-        header = (f"Budget: {self.budget} inner trainings per method and seed "
-                  f"({self.iterations} iterations x group {self.group_size}{per}); seeds {self.seeds}{tested}; "
-                  f"total wall time {self.total_wall_seconds:.0f} s.\n\n")
-        return header + table
+        return compare_markdown(self)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the comparison as JSON-serialisable dicts."""
