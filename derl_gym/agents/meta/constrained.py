@@ -44,6 +44,15 @@ def token_strings(tokenizer: Any) -> list[str]:
     Byte-level BPE tokens (``Ġ``-style) are decoded one by one (a partial UTF-8 byte becomes a
     replacement character, which no formula uses); SentencePiece's ``▁`` becomes a space.
     Special tokens give ``""``.
+
+    Example:
+        >>> from transformers import AutoTokenizer
+        >>> from derl_gym.agents.meta.constrained import token_strings
+        >>> from derl_gym.models import resolve_model_path
+        >>> tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("tiny"))
+        >>> strings = token_strings(tokenizer)
+        >>> len(strings) == len(tokenizer), [strings[i] for i in tokenizer.encode("g1 + 0.5")]
+        (True, ['g', '1', ' +', ' ', '0', '.', '5'])
     """
     size = len(tokenizer)
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
@@ -62,7 +71,21 @@ def token_strings(tokenizer: Any) -> list[str]:
 @dataclass(frozen=True)
 class ConstraintState:
     """Where the automaton is: ``key`` (what the mask depends on), ``prefix`` (grammar token ids
-    completed), ``text`` (characters written) and ``done`` (EOS was written)."""
+    completed), ``text`` (characters written) and ``done`` (EOS was written).
+
+    Example:
+        >>> from transformers import AutoTokenizer
+        >>> from derl_gym.agents.meta.base import make_grammar
+        >>> from derl_gym.agents.meta.constrained import FormulaConstraint
+        >>> from derl_gym.models import resolve_model_path
+        >>> tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("tiny"))
+        >>> constraint = FormulaConstraint(make_grammar(2), tokenizer)
+        >>> state = constraint.start()
+        >>> for token in tokenizer.encode("g1 + g2") + [constraint.eos_id]:
+        ...     state = constraint.advance(state, token)
+        >>> state.text, state.done, constraint.grammar.decode(list(state.prefix))  # prefix: grammar token ids
+        ('g1 + g2', True, 'g1 + g2')
+    """
 
     key: tuple
     prefix: tuple[int, ...] = ()
@@ -186,6 +209,16 @@ class VariableGrammarMask:
     the grammar's mask, without END while no variable was written, and without any token after
     which a variable no longer fits within ``max_tokens``. Used by the GRU policy (a formula
     without a variable is a constant reward, which can only score 0).
+
+    Example:
+        >>> from derl_gym.agents.meta.base import make_grammar
+        >>> from derl_gym.agents.meta.constrained import VariableGrammarMask
+        >>> grammar = make_grammar(2, max_tokens=12)
+        >>> constant = grammar.encode("0.5")[:-1]  # the token "0.5", END dropped
+        >>> bool(grammar.valid_next(constant)[grammar.end_id])  # the grammar may stop at a constant ...
+        True
+        >>> bool(VariableGrammarMask(grammar).valid_next(constant)[grammar.end_id])  # ... this mask may not
+        False
     """
 
     def __init__(self, grammar: Any) -> None:
@@ -226,6 +259,21 @@ class FormulaConstraint:
     Methods: :meth:`start`, :meth:`mask` (bool ``ndarray[vocab]``, cached per state),
     :meth:`advance`, :meth:`accepts`, :meth:`formula`. ``vocab_size`` is the model's vocabulary
     size (``vocab_size`` argument, default ``len(tokenizer)``); ids beyond the tokenizer are masked.
+
+    Example:
+        >>> from transformers import AutoTokenizer
+        >>> from derl_gym.agents.meta.base import make_grammar
+        >>> from derl_gym.agents.meta.constrained import FormulaConstraint
+        >>> from derl_gym.models import resolve_model_path
+        >>> tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("tiny"))
+        >>> constraint = FormulaConstraint(make_grammar(2, max_tokens=12), tokenizer)
+        >>> ids = tokenizer.encode("g1 + 0.5*g2") + [constraint.eos_id]
+        >>> constraint.accepts(ids), constraint.formula(ids)
+        (True, 'g1 + 0.5*g2')
+        >>> bool(constraint.mask(constraint.start())[constraint.eos_id])  # an empty formula cannot end
+        False
+        >>> constraint.accepts(tokenizer.encode("g1 +") + [constraint.eos_id])
+        False
     """
 
     def __init__(self, grammar: Any, tokenizer: Any, eos_id: int | None = None, vocab_size: int | None = None) -> None:
@@ -326,7 +374,19 @@ class FormulaConstraint:
 
 class CharsetConstraint:
     """Baseline mask: tokens made only of formula characters, plus EOS at any time (the reference
-    implementation's restriction to formula characters). Samples may not parse."""
+    implementation's restriction to formula characters). Samples may not parse.
+
+    Example:
+        >>> from transformers import AutoTokenizer
+        >>> from derl_gym.agents.meta.constrained import CharsetConstraint
+        >>> from derl_gym.models import resolve_model_path
+        >>> tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("tiny"))
+        >>> constraint = CharsetConstraint(tokenizer)
+        >>> constraint.formula(tokenizer.encode("g1 + 0.5*g2") + [constraint.eos_id])
+        'g1 + 0.5*g2'
+        >>> bool(constraint.mask()[constraint.eos_id]), bool(constraint.mask()[tokenizer.convert_tokens_to_ids("<|im_start|>")])
+        (True, False)
+    """
 
     def __init__(self, tokenizer: Any, eos_id: int | None = None, vocab_size: int | None = None) -> None:
         self.eos_id = int(eos_id if eos_id is not None else tokenizer.eos_token_id)
