@@ -87,6 +87,20 @@ class DERL(GrammarOptimizer):
     Cold start: ``cold_start=True`` (default) fits the shipped seed formulas (or
     ``seed_formulas``) with ``cold_start_steps`` Adam steps at ``cold_start_lr``; ``False`` skips it.
     ``device`` defaults to CUDA when available, else CPU (CPU runs are deterministic per seed).
+
+    Example:
+        >>> from derl_gym.agents.meta.derl import DERL
+        >>> optimizer = DERL(2, seed=0, max_tokens=10, cold_start_steps=20, device="cpu")  # GRU policy, seeds fitted
+        >>> optimizer.kind, optimizer.cold_start_stats["cold_start_used"] > 0
+        ('gru', True)
+        >>> group = optimizer.propose(4)
+        >>> stats = optimizer.update(group, [0.1, 0.9, 0.3, 0.5])  # one GRPO step on the scored group
+        >>> stats["iteration"], stats["max_score"], "kl" in stats
+        (1, 0.9, True)
+        >>> resumed = DERL(2, seed=0, max_tokens=10, cold_start=False, device="cpu")
+        >>> resumed.load_state_dict(optimizer.state_dict())  # weights, Adam state and RNG: exact resume
+        >>> resumed.propose(4) == optimizer.propose(4)
+        True
     """
 
     name = "derl"
@@ -293,7 +307,14 @@ class DERL(GrammarOptimizer):
 
 class DERLPop(DERL):
     """DERL-pop: DERL whose evolve loop warm-starts each inner run from the previous iteration's
-    best inner agent (``warm_start_inner = True``); the meta-optimizer itself is identical."""
+    best inner agent (``warm_start_inner = True``); the meta-optimizer itself is identical.
+
+    Example:
+        >>> from derl_gym.agents.meta import make_optimizer
+        >>> optimizer = make_optimizer("derl-pop", 2, max_tokens=10, cold_start=False, device="cpu")
+        >>> type(optimizer).__name__, optimizer.warm_start_inner, len(optimizer.propose(2))
+        ('DERLPop', True, 2)
+    """
 
     name = "derl-pop"
     warm_start_inner = True
