@@ -30,7 +30,18 @@ def _torch():
 
 def prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
     """Return the token ids of ``prompt`` as a user turn (the tokenizer's chat template with the
-    generation prompt when it has one, else the plain text)."""
+    generation prompt when it has one, else the plain text).
+
+    Example:
+        >>> from transformers import AutoTokenizer
+        >>> from derl_gym.agents.meta.lm_policy import prompt_ids
+        >>> from derl_gym.models import resolve_model_path
+        >>> tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("tiny"))  # has a chat template
+        >>> ids = prompt_ids(tokenizer, "Write a Meta-Reward over g1, g2.")
+        >>> text = tokenizer.decode(ids)
+        >>> text.startswith("<|im_start|>user"), "Write a Meta-Reward over g1, g2." in text, text.rstrip().endswith("assistant")
+        (True, True, True)
+    """
     if getattr(tokenizer, "chat_template", None):
         text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
                                              add_generation_prompt=True)
@@ -46,6 +57,20 @@ class CausalLMPolicy(TokenPolicy):
     Meta-Reward grammar; ``prompt``: the meta-prompt text; ``lora``: ``None`` (train all weights)
     or a dict of ``peft.LoraConfig`` arguments (e.g. ``{"r": 8}``; ``target_modules`` defaults to
     the attention projections); ``device`` defaults to CUDA when available.
+
+    Example:
+        >>> import numpy as np
+        >>> from derl_gym.agents.meta.base import make_grammar
+        >>> from derl_gym.agents.meta.lm_policy import CausalLMPolicy
+        >>> from derl_gym.models import load_causal_lm
+        >>> model, tokenizer = load_causal_lm("tiny", device="cpu")
+        >>> grammar = make_grammar(2, max_tokens=10)
+        >>> policy = CausalLMPolicy(model, tokenizer, grammar, "Write a Meta-Reward over g1 and g2.", device="cpu")
+        >>> samples = policy.sample(2, np.random.default_rng(0))  # random weights, but every sample is a formula
+        >>> all(grammar.fits(sample.text) for sample in samples)
+        True
+        >>> policy.decode(policy.encode("g1 + 0.5*g2"))
+        'g1 + 0.5*g2'
     """
 
     def __init__(self, model: Any, tokenizer: Any, grammar: Any, prompt: str, *, lora: dict[str, Any] | None = None,
