@@ -31,6 +31,12 @@ class TrainOutput:
     task success)`` points; ``env_steps`` the env steps taken; ``extra`` goes into
     ``InnerResult.extra`` (``train_episodes``, ``train_success``, ``train_seconds``,
     ``steps_per_second`` and anything trainer-specific).
+
+    Example:
+        >>> from derl_gym.agents.inner.registry import TrainOutput
+        >>> out = TrainOutput(agent="my-agent", curve=[(500, 0.1), (1000, 0.4)], env_steps=1000)
+        >>> out.curve[-1], out.extra
+        ((1000, 0.4), {})
     """
 
     agent: Any
@@ -40,7 +46,24 @@ class TrainOutput:
 
 
 class InnerTrainer(abc.ABC):
-    """Train under a Meta-Reward, evaluate with the task reward, save and load agents."""
+    """Train under a Meta-Reward, evaluate with the task reward, save and load agents.
+
+    Example:
+        >>> from derl_gym.agents.inner.registry import InnerTrainer, TrainOutput, get_trainer, register_trainer
+        >>> class ConstantTrainer(InnerTrainer):  # the smallest trainer: an "agent" that always succeeds
+        ...     def train(self, spec, meta_reward, primitives, seed, init_model=None):
+        ...         return TrainOutput(agent="always-wins", env_steps=0)
+        ...     def evaluate(self, agent, spec, env_spec, episodes, seed):
+        ...         return {"score": 1.0, "episodes": episodes, "mean_length": 1.0, "env_steps": episodes}
+        ...     def save(self, agent, path):
+        ...         return path
+        ...     def load(self, spec, path):
+        ...         return "always-wins"
+        >>> register_trainer("constant-example", ConstantTrainer, overwrite=True)
+        >>> trainer = get_trainer("constant-example")
+        >>> trainer.evaluate(trainer.train(None, None, None, seed=0).agent, None, None, episodes=5, seed=0)["score"]
+        1.0
+    """
 
     @abc.abstractmethod
     def train(self, spec: Any, meta_reward: Any, primitives: Any, seed: int,
@@ -74,6 +97,17 @@ def register_trainer(name: str, factory: Callable[[], InnerTrainer], *, overwrit
     """Register ``factory`` (zero arguments -> :class:`InnerTrainer`) as ``AgentSpec.algorithm`` ``name``.
 
     Raises ``ValueError`` when ``name`` is taken, unless ``overwrite=True``. Returns nothing.
+
+    Example:
+        >>> from derl_gym.agents.inner.registry import get_trainer, register_trainer
+        >>> from derl_gym.agents.inner.sb3_trainer import SB3Trainer
+        >>> register_trainer("ppo-example", lambda: SB3Trainer("ppo"), overwrite=True)  # AgentSpec(algorithm="ppo-example")
+        >>> type(get_trainer("ppo-example")).__name__
+        'SB3Trainer'
+        >>> register_trainer("ppo", lambda: SB3Trainer("ppo"))
+        Traceback (most recent call last):
+        ...
+        ValueError: an inner trainer named 'ppo' is already registered; pass overwrite=True to replace it
     """
     if not name or not isinstance(name, str):
         raise ValueError(f"trainer name must be a non-empty string, got {name!r}")
@@ -83,7 +117,13 @@ def register_trainer(name: str, factory: Callable[[], InnerTrainer], *, overwrit
 
 
 def registered_trainers() -> list[str]:
-    """Return the registered trainer names, sorted."""
+    """Return the registered trainer names, sorted.
+
+    Example:
+        >>> from derl_gym.agents.inner.registry import registered_trainers
+        >>> {"maskable_ppo", "ppo", "a2c", "grpo"} <= set(registered_trainers())
+        True
+    """
     return sorted(_FACTORIES)
 
 
@@ -91,6 +131,15 @@ def get_trainer(name: str) -> InnerTrainer:
     """Return a new :class:`InnerTrainer` for ``AgentSpec.algorithm`` ``name``.
 
     Raises ``ValueError`` naming the registered trainers when ``name`` is unknown.
+
+    Example:
+        >>> from derl_gym.agents.inner.registry import get_trainer
+        >>> type(get_trainer("maskable_ppo")).__name__
+        'SB3Trainer'
+        >>> get_trainer("sac")
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown algorithm 'sac' (AgentSpec.algorithm names an inner trainer); registered: [...]; add one with derl_gym.agents.inner.registry.register_trainer
     """
     try:
         factory = _FACTORIES[name]
