@@ -3,7 +3,8 @@
 Public API: :class:`MetaReward`, :class:`InvalidExpression`, :func:`canonicalize` (expression),
 :class:`Grammar` (token grammar for constrained generation, mutation and crossover),
 :class:`Primitive`, :class:`PrimitiveSet`, :class:`Trajectory`, :class:`Step`,
-:func:`agent_primitives`, :func:`segment_primitives`, :func:`rollout` (primitives). Importing this package does
+:func:`agent_primitives`, :func:`segment_primitives`, :func:`play_episode`, :func:`rollout` (primitives).
+Importing this package does
 not import sympy (the canonical form imports it on first use).
 """
 
@@ -15,6 +16,7 @@ from derl_gym.rewards.primitives import (
     Step,
     Trajectory,
     agent_primitives,
+    play_episode,
     rollout,
     segment_primitives,
 )
@@ -30,6 +32,7 @@ __all__ = [
     "Step",
     "agent_primitives",
     "segment_primitives",
+    "play_episode",
     "rollout",
 ]
 

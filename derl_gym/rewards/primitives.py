@@ -100,6 +100,46 @@ class Trajectory:
         self.steps.append(step)
 
 
+def play_episode(env: Any, policy: Callable[[Any, Mapping[str, Any], int], Any], *, max_steps: int | None = None,
+                 **reset_kwargs: Any) -> Trajectory:
+    """Play one episode of ``env`` with ``policy`` and return it as a :class:`Trajectory`: the one
+    episode loop of the package (:func:`rollout` and the inner trainers' evaluation use it).
+
+    Args:
+        env: a Gymnasium env.
+        policy: ``policy(observation, info, t)`` gets the latest observation and ``info`` and the
+            step index and returns the action, or ``None`` to stop early.
+        max_steps: the episode also ends after this many steps (it ends anyway when the env
+            terminates or truncates).
+        **reset_kwargs: ``seed=``, ``options=`` for ``env.reset``.
+
+    Returns:
+        The episode as a :class:`Trajectory`.
+
+    Example:
+        >>> import gymnasium as gym
+        >>> from derl_gym.rewards import play_episode
+        >>> trajectory = play_episode(gym.make("CartPole-v1"), lambda obs, info, t: int(obs[2] > 0), seed=0)
+        >>> len(trajectory) > 20, trajectory.done
+        (True, True)
+    """
+    observation, info = env.reset(**reset_kwargs)
+    trajectory = Trajectory(initial_observation=observation, initial_info=info)
+    t = 0
+    while max_steps is None or t < max_steps:
+        action = policy(observation, info, t)
+        if action is None:
+            break
+        prev_info = info
+        observation, reward, terminated, truncated, info = env.step(action)
+        trajectory.append(Step(action, observation, float(reward), bool(terminated), bool(truncated), info,
+                               prev_info))
+        t += 1
+        if terminated or truncated:
+            break
+    return trajectory
+
+
 def rollout(env: Any, choose_action: Callable[[Mapping[str, Any], int], Any], *, max_steps: int | None = None,
             **reset_kwargs: Any) -> Trajectory:
     """Play one episode of ``env`` and return it as a :class:`Trajectory`.
@@ -126,21 +166,8 @@ def rollout(env: Any, choose_action: Callable[[Mapping[str, Any], int], Any], *,
         >>> len(trajectory), PrimitiveSet([length]).compute(trajectory)
         (5, array([0.5]))
     """
-    observation, info = env.reset(**reset_kwargs)
-    trajectory = Trajectory(initial_observation=observation, initial_info=info)
-    t = 0
-    while max_steps is None or t < max_steps:
-        action = choose_action(info, t)
-        if action is None:
-            break
-        prev_info = info
-        observation, reward, terminated, truncated, info = env.step(action)
-        trajectory.append(Step(action, observation, float(reward), bool(terminated), bool(truncated), info,
-                               prev_info))
-        t += 1
-        if terminated or truncated:
-            break
-    return trajectory
+    return play_episode(env, lambda observation, info, t: choose_action(info, t), max_steps=max_steps,
+                        **reset_kwargs)
 
 
 @dataclass(frozen=True)

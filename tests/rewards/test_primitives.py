@@ -172,10 +172,10 @@ def test_success_primitive_and_agent_set_with_other_scorer():
     assert prims.name == "agent:valid"
 
 
-def test_rollout_records_steps_with_prev_info_and_stops():
+def test_rollout_and_play_episode_record_steps_with_prev_info_and_stop():
     import gymnasium as gym
 
-    from derl_gym.rewards.primitives import rollout
+    from derl_gym.rewards.primitives import play_episode, rollout
 
     class Counter(gym.Env):
         observation_space = gym.spaces.Discrete(10)
@@ -194,3 +194,7 @@ def test_rollout_records_steps_with_prev_info_and_stops():
     assert [s.prev_info["n"] for s in traj.steps] == [0, 1, 2] and traj.initial_info == {"n": 0}
     assert len(rollout(Counter(), lambda info, t: 1, max_steps=2)) == 2
     assert len(rollout(Counter(), lambda info, t: None if t == 1 else 1)) == 1  # None stops early
+    seen = []
+    traj = play_episode(Counter(), lambda obs, info, t: seen.append((obs, info["n"], t)) or 1, seed=0)
+    assert seen == [(0, 0, 0), (1, 1, 1), (2, 2, 2)]  # the policy sees the latest observation and info
+    assert [s.observation for s in traj.steps] == [1, 2, 3] and traj.task_return == 1.0 and traj.success

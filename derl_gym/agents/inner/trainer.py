@@ -23,6 +23,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 from derl_gym.agents.inner.policy import ActionScoringPolicy
+from derl_gym.rewards.primitives import play_episode
 
 logger = logging.getLogger(__name__)
 
@@ -190,24 +191,19 @@ class EvalResult:
 
 def _run_episodes(env: gym.Env, choose: Callable[[Any, np.ndarray], int], episodes: int, seed: int | None,
                   max_steps: int) -> EvalResult:
-    successes, returns, lengths, total = [], [], [], 0
+    """Play ``episodes`` episodes with ``choose(observation, action_masks)`` (the first reset seeded)
+    through :func:`~derl_gym.rewards.primitives.play_episode`; returns their :class:`EvalResult`."""
+    action_masks = env.get_wrapper_attr("action_masks")
+    successes, returns, lengths = [], [], []
     for episode in range(episodes):
-        obs, info = env.reset(seed=seed if episode == 0 else None)
-        ret, length, success = 0.0, 0, False
-        while True:
-            masks = np.asarray(env.get_wrapper_attr("action_masks")(), dtype=bool)
-            obs, reward, terminated, truncated, info = env.step(choose(obs, masks))
-            ret += float(reward)
-            length += 1
-            if terminated or truncated or length >= max_steps:
-                success = episode_success(info, reward)
-                break
-        successes.append(int(success))
-        returns.append(ret)
-        lengths.append(length)
-        total += length
+        trajectory = play_episode(env, lambda obs, info, t: choose(obs, np.asarray(action_masks(), dtype=bool)),
+                                  max_steps=max(1, int(max_steps)), seed=seed if episode == 0 else None)
+        last = trajectory.steps[-1]
+        successes.append(int(episode_success(last.info, last.reward)))
+        returns.append(trajectory.task_return)
+        lengths.append(len(trajectory))
     rate = float(np.mean(successes)) if successes else 0.0
-    return EvalResult(rate, successes, returns, lengths, total)
+    return EvalResult(rate, successes, returns, lengths, int(sum(lengths)))
 
 
 def evaluate_policy(model: BaseAlgorithm, env: gym.Env, episodes: int, seed: int | None = None,
