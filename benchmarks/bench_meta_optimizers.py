@@ -79,6 +79,23 @@ def valid(text: str, grammar: Any, k: int = K) -> bool:
         return False
 
 
+def _draw_tokens(probs: np.ndarray, seqs: list[list[int]], done: np.ndarray, end_id: int,
+                 rng: np.random.Generator) -> np.ndarray:
+    """Draw one token per unfinished row of ``probs`` (inverse CDF, one ``rng.random()`` per row in
+    order), append it to that row's sequence and mark rows that drew ``end_id`` done; returns the
+    next input ids (``end_id`` for finished rows)."""
+    nxt = np.full(len(seqs), end_id, dtype=np.int64)
+    for b in range(len(seqs)):
+        if done[b]:
+            continue
+        cdf = np.cumsum(probs[b])
+        token = int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), len(cdf) - 1))
+        seqs[b].append(token)
+        nxt[b] = token
+        done[b] = token == end_id
+    return nxt
+
+
 def gru_sample_unconstrained(policy: Any, n: int, rng: np.random.Generator,
                              temperature: float = 1.0) -> tuple[list[str], int]:
     """Sample ``n`` sequences from the GRU over all grammar tokens without any mask (END or
@@ -95,15 +112,7 @@ def gru_sample_unconstrained(policy: Any, n: int, rng: np.random.Generator,
         for _ in range(policy.max_tokens):
             logits, hidden = policy.model(tokens, hidden)
             probs = torch.softmax(logits[:, -1, :].double() / temperature, -1).cpu().numpy()
-            nxt = np.full(n, policy.end_id, dtype=np.int64)
-            for b in range(n):
-                if done[b]:
-                    continue
-                cdf = np.cumsum(probs[b])
-                token = int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), len(cdf) - 1))
-                seqs[b].append(token)
-                nxt[b] = token
-                done[b] = token == policy.end_id
+            nxt = _draw_tokens(probs, seqs, done, policy.end_id, rng)
             if done.all():
                 break
             tokens = torch.as_tensor(nxt, device=policy.device).view(n, 1)
@@ -142,15 +151,7 @@ def lm_sample(policy: Any, n: int, rng: np.random.Generator, mode: str,
             if mask is not None:
                 logits = torch.where(mask, logits, torch.full_like(logits, -math.inf))
             probs = torch.softmax(logits.double(), -1).cpu().numpy()
-            nxt = np.full(n, policy.eos_id, dtype=np.int64)
-            for b in range(n):
-                if done[b]:
-                    continue
-                cdf = np.cumsum(probs[b])
-                token = int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), len(cdf) - 1))
-                ids[b].append(token)
-                nxt[b] = token
-                done[b] = token == policy.eos_id
+            nxt = _draw_tokens(probs, ids, done, policy.eos_id, rng)
             if done.all():
                 break
             inputs = torch.as_tensor(nxt, device=policy.device).view(n, 1)
