@@ -71,11 +71,11 @@ def one_run(preset: str, formula: str, seed: int, fast: bool, total_timesteps: i
 
     torch.set_num_threads(1)
     spec = _spec(preset, total_timesteps, n_envs)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     result = run_inner(spec, formula, seed=seed)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     return {"variant": "new" if fast else "old", "seed": seed, "status": result.status, "score": result.score,
-            "wall_seconds": wall, "train_seconds": result.extra.get("train_seconds"),
+            "wall_seconds": wall, "cpu_seconds": cpu, "train_seconds": result.extra.get("train_seconds"),
             "steps_per_second": result.extra.get("steps_per_second"), "env_steps": result.env_steps,
             "train_success": result.extra.get("train_success"), "n_envs": spec.agent.n_envs,
             "peak_rss_mb": _peak_rss_mb(), "curve_tail": result.curve[-3:],
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             row = _in_fresh_process(one_run, args.preset, args.formula, seed, fast, args.total_timesteps,
                                     args.new_n_envs if fast else None)
-            print(f"  {row['variant']} seed {seed}: {row['wall_seconds']:.1f} s, "
+            print(f"  {row['variant']} seed {seed}: {row['wall_seconds']:.1f} s ({row['cpu_seconds']:.1f} s CPU), "
                   f"{row['steps_per_second'] or 0:.0f} steps/s, validation {row['score']:.2f}, "
                   f"peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)
             runs.append(row)
@@ -185,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         summary[variant] = {
             "runs": len(rows), "n_envs": rows[0]["n_envs"] if rows else None,
             "wall_seconds_mean": _mean([r["wall_seconds"] for r in rows]),
+            "cpu_seconds_mean": _mean([r.get("cpu_seconds", float("nan")) for r in rows]),
             "steps_per_second_mean": _mean([r["steps_per_second"] for r in rows]),
             "validation_mean": _mean([r["score"] for r in rows]), "validation_std": _std([r["score"] for r in rows]),
             "validation_per_seed": [r["score"] for r in rows],
@@ -194,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     ratio = {"wall_new_over_old": new["wall_seconds_mean"] / old["wall_seconds_mean"] if old["runs"] and new["runs"] else None,
              "speedup_wall": old["wall_seconds_mean"] / new["wall_seconds_mean"] if old["runs"] and new["runs"] else None,
              "speedup_steps_per_second": new["steps_per_second_mean"] / old["steps_per_second_mean"]
-             if old["runs"] and new["runs"] else None}
+             if old["runs"] and new["runs"] else None,
+             "speedup_cpu": old["cpu_seconds_mean"] / new["cpu_seconds_mean"] if old["runs"] and new["runs"] else None}
     payload = {"preset": args.preset, "formula": args.formula, "seeds": args.seeds,
                "total_timesteps": args.total_timesteps, "new_n_envs": args.new_n_envs,
                "warm_translation_seconds": warm, "transition_cache_dir": folder,
@@ -216,18 +218,19 @@ def main(argv: list[str] | None = None) -> int:
              f"the ratio is the figure. The new path's on-disk transition cache held {files_before} game files at "
              f"the start{' (cleared)' if args.clear_transition_cache else ''}; each new run adds the states it "
              f"reached, so later new runs touch the engine less. Total {total:.0f} s.", "",
-             "| path | n_envs | wall s / run | train steps/s | validation (mean ± std) | per seed | peak RSS MB |",
-             "|---|---|---|---|---|---|---|"]
+             "| path | n_envs | wall s / run | CPU s / run | train steps/s | validation (mean ± std) | per seed | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|"]
     for variant in ("old", "new"):
         row = summary[variant]
         if not row["runs"]:
             continue
-        lines.append(f"| {variant} | {row['n_envs']} | {f(row['wall_seconds_mean'], 1)} | "
+        lines.append(f"| {variant} | {row['n_envs']} | {f(row['wall_seconds_mean'], 1)} | {f(row['cpu_seconds_mean'], 1)} | "
                      f"{f(row['steps_per_second_mean'], 0)} | {f(row['validation_mean'])} ± {f(row['validation_std'])} | "
                      f"{', '.join(f(s) for s in row['validation_per_seed'])} | {f(row['peak_rss_mb_max'], 0)} |")
     if ratio["speedup_wall"]:
         lines += ["", f"new/old wall time: **{ratio['wall_new_over_old']:.2f}** "
-                      f"({ratio['speedup_wall']:.2f}x faster); train steps/s ratio {ratio['speedup_steps_per_second']:.2f}x."]
+                      f"({ratio['speedup_wall']:.2f}x faster); process CPU time {ratio['speedup_cpu']:.2f}x less; "
+                      f"train steps/s ratio {ratio['speedup_steps_per_second']:.2f}x."]
     if rss:
         lines += ["", f"Peak RSS of one process over {args.rss_runs} back-to-back new-path runs (MB): "
                       + ", ".join(f(r["peak_rss_mb"], 0) for r in rss["runs"]) + "; process-wide cache sizes after the last: "

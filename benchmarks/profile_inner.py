@@ -59,7 +59,16 @@ class PhaseProfiler:
         self.enabled = enabled
         self.profiles = {name: cProfile.Profile() for name in PHASES}
         self.wall = {name: 0.0 for name in PHASES}
+        #: process CPU seconds per phase (less sensitive than wall time to other work on the machine)
+        self.cpu = {name: 0.0 for name in PHASES}
         self._stack: list[tuple[str, float]] = []
+        self._cpu_since = 0.0
+
+    def _charge_cpu(self) -> None:
+        now = time.process_time()
+        if self._stack:
+            self.cpu[self._stack[-1][0]] += now - self._cpu_since
+        self._cpu_since = now
 
     def _switch(self, name: str | None) -> None:
         if not self.enabled:
@@ -70,6 +79,7 @@ class PhaseProfiler:
             self.profiles[name].enable()
 
     def enter(self, name: str) -> None:
+        self._charge_cpu()
         now = time.perf_counter()
         if self._stack:
             outer, since = self._stack[-1]
@@ -80,6 +90,7 @@ class PhaseProfiler:
         self._stack.append((name, now))
 
     def leave(self) -> None:
+        self._charge_cpu()
         now = time.perf_counter()
         name, since = self._stack.pop()
         self.wall[name] += now - since
@@ -127,6 +138,21 @@ def _in(path_part: str, *names: str) -> Callable[[str, str], bool]:
     return lambda filename, funcname: norm in filename and funcname in names
 
 
+def _cum_at(stats: pstats.Stats, path_part: str, funcname: str, line: int) -> float:
+    """Cumulative time of the one function defined at ``path_part:line`` named ``funcname``."""
+    norm = path_part.replace("/", os.sep)
+    return sum(ct for (filename, lineno, name), (_cc, _nc, _tt, ct, _c) in stats.stats.items()  # type: ignore[attr-defined]
+               if norm in filename and name == funcname and lineno == line)
+
+
+def _policy_forward_line() -> int:
+    import inspect
+
+    from derl_gym.agents.inner.policy import ActionScoringPolicy
+
+    return inspect.getsourcelines(ActionScoringPolicy.forward)[1]
+
+
 def components(stats: pstats.Stats, phase: str) -> dict[str, float]:
     """Return exclusive seconds per component of ``phase`` (see the module docstring)."""
     env = _cum(stats, _in("derl_gym/envs/alfworld/env.py", "step", "reset"))
@@ -134,11 +160,14 @@ def components(stats: pstats.Stats, phase: str) -> dict[str, float]:
     gym_wrappers = _own(stats, "gymnasium" + os.sep)
     meta = _cum(stats, _in("derl_gym/wrappers/meta_reward.py", "step", "reset"))
     text = _cum(stats, _in("derl_gym/wrappers/text_actions.py", "step", "reset"))
-    encode = _cum(stats, _in("derl_gym/wrappers/text_actions.py", "_encode", "_encode_fast"))
+    # _encode calls _encode_fast (the cached path): count the outer one only
+    encode = _cum(stats, _in("derl_gym/wrappers/text_actions.py", "_encode"))
     masks = _cum(stats, _in("stable_baselines3/common/vec_env/dummy_vec_env.py", "env_method"))
     if phase == "rollout":
         outer = _cum(stats, _in("sb3_contrib/ppo_mask/ppo_mask.py", "collect_rollouts"))
-        policy = _cum(stats, _in("sb3_contrib/common/maskable/policies.py", "forward"))
+        # ActionScoringPolicy.forward (the inline fast path) falls back to the parent's: count the outer one
+        policy = (_cum_at(stats, "derl_gym/agents/inner/policy.py", "forward", _policy_forward_line())
+                  or _cum(stats, _in("sb3_contrib/common/maskable/policies.py", "forward")))
         vec_step = _cum(stats, _in("stable_baselines3/common/vec_env/dummy_vec_env.py", "step_wait", "reset"))
     else:
         outer = _cum(stats, _in("derl_gym/agents/inner/sb3_trainer.py", "evaluate"))
@@ -175,7 +204,7 @@ def top_functions(stats: pstats.Stats, n: int = 25) -> list[dict[str, Any]]:
 
 
 def run(preset: str, formula: str, seed: int, total_timesteps: int | None, profile: bool,
-        eval_episodes: int | None) -> dict[str, Any]:
+        eval_episodes: int | None, n_envs: int | None = None) -> dict[str, Any]:
     """Profile one run_inner; return the breakdown as a dict."""
     import derl_gym.agents.inner.sb3_trainer as sb3_trainer
     from sb3_contrib import MaskablePPO
@@ -189,6 +218,10 @@ def run(preset: str, formula: str, seed: int, total_timesteps: int | None, profi
     if eval_episodes is not None:
         overrides["eval_episodes"] = eval_episodes
     spec = get_preset(preset, **overrides)
+    if n_envs and n_envs != spec.agent.n_envs:  # n_steps per env divided: the same rollout size per update
+        algo = dict(spec.agent.algo_kwargs)
+        algo["n_steps"] = max(1, int(algo.get("n_steps", 128)) * spec.agent.n_envs // n_envs)
+        spec = get_preset(preset, **overrides, n_envs=n_envs, algo_kwargs=algo)
     spec.prepare()
 
     prof = PhaseProfiler(enabled=profile)
@@ -222,10 +255,10 @@ def run(preset: str, formula: str, seed: int, total_timesteps: int | None, profi
         for name in PHASES[2:]:
             merged.add(prof.profiles[name])
         tops["all"] = top_functions(merged, 30)
-    return {"preset": preset, "formula": formula, "seed": seed, "env_steps": result.env_steps,
+    return {"preset": preset, "formula": formula, "seed": seed, "n_envs": spec.agent.n_envs, "env_steps": result.env_steps,
             "validation": result.score, "wall_seconds": wall, "profiled": profile,
             "steps_per_second_reported": result.extra.get("steps_per_second"),
-            "phases": phases, "components": breakdown, "top_functions": tops,
+            "phases": phases, "phases_cpu": {name: prof.cpu[name] for name in PHASES}, "components": breakdown, "top_functions": tops,
             "machine": platform.platform(), "python": platform.python_version(),
             "fast_path": os.environ.get("DERL_GYM_INNER_FAST", "1")}
 
@@ -233,13 +266,15 @@ def run(preset: str, formula: str, seed: int, total_timesteps: int | None, profi
 def to_markdown(data: dict[str, Any]) -> str:
     """Return the breakdown as a markdown report."""
     total = sum(data["phases"].values()) or 1.0
-    lines = [f"# Profile of one inner run ({data['preset']}, `{data['formula']}`, seed {data['seed']})", "",
+    lines = [f"# Profile of one inner run ({data['preset']}, `{data['formula']}`, seed {data['seed']}, "
+             f"n_envs {data.get('n_envs', 1)})", "",
              f"{data['env_steps']} env steps, validation {data['validation']:.2f}, wall {data['wall_seconds']:.1f} s"
              f" ({'under cProfile' if data['profiled'] else 'no profiler'}; fast path "
              f"DERL_GYM_INNER_FAST={data['fast_path']}); {data['machine']}.", "",
-             "| phase | seconds | share |", "|---|---|---|"]
+             "| phase | seconds | share | CPU seconds |", "|---|---|---|---|"]
+    cpu = data.get("phases_cpu") or {}
     for name, sec in data["phases"].items():
-        lines.append(f"| {name} | {sec:.1f} | {100 * sec / total:.0f}% |")
+        lines.append(f"| {name} | {sec:.1f} | {100 * sec / total:.0f}% | {cpu.get(name, float('nan')):.1f} |")
     for phase, comps in data["components"].items():
         phase_total = data["phases"][phase] or 1.0
         lines += ["", f"**{phase}** components (exclusive cProfile cumulative seconds):", "",
@@ -262,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--total-timesteps", type=int, default=None, help="override the preset's budget")
     parser.add_argument("--eval-episodes", type=int, default=None)
+    parser.add_argument("--n-envs", type=int, default=None,
+                        help="envs per worker (n_steps divided to keep the rollout size); default: the preset's")
     parser.add_argument("--no-profile", action="store_true", help="plain wall time per phase, no cProfile")
     parser.add_argument("--label", default="", help="suffix of the output files (e.g. before, after)")
     parser.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
@@ -270,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    data = run(args.preset, args.formula, args.seed, args.total_timesteps, not args.no_profile, args.eval_episodes)
+    data = run(args.preset, args.formula, args.seed, args.total_timesteps, not args.no_profile, args.eval_episodes,
+               args.n_envs)
     data["label"] = args.label
     text = to_markdown(data)
     out = Path(args.out_dir)

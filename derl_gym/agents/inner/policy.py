@@ -37,6 +37,8 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.type_aliases import Schedule
 from torch import nn
 
+from derl_gym.utils.fastpath import fast_path_enabled
+
 __all__ = ["TextActionExtractor", "ActionScoringHead", "ActionScoringPolicy", "SCORINGS"]
 
 SCORINGS = ("product", "dot", "concat", "match")
@@ -198,6 +200,9 @@ class ActionScoringPolicy(MaskableActorCriticPolicy):
         for key in ("log_std_init", "full_std", "use_expln", "squash_output"):  # continuous-action options
             kwargs.pop(key, None)
         kwargs.setdefault("features_extractor_class", TextActionExtractor)
+        self._n_actions = int(action_space.n)
+        #: fast path ($DERL_GYM_INNER_FAST): the rollout forward computes the masked categorical inline
+        self._fast_forward = fast_path_enabled()
         super().__init__(observation_space, action_space, lr_schedule, net_arch=[],
                          activation_fn=activation_fn, **kwargs)
 
@@ -228,6 +233,37 @@ class ActionScoringPolicy(MaskableActorCriticPolicy):
                 nn.init.orthogonal_(last.weight, gain=0.01)
                 nn.init.zeros_(last.bias)
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+
+    def forward(self, obs: Any, deterministic: bool = False,
+                action_masks: np.ndarray | None = None) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        """Return ``(actions [B], values [B, 1], log_probs [B])`` as ``MaskableActorCriticPolicy.forward``.
+
+        On the fast path (``$DERL_GYM_INNER_FAST``, read at construction) with masks given, and
+        outside autograd (the rollout path runs under ``no_grad`` / ``inference_mode``), the masked
+        categorical is computed inline with the same tensor operations, in the same order, as
+        ``MaskableCategorical`` (normalise, mask with -1e8, normalise, softmax, ``multinomial``,
+        gather): the same actions, values and log-probabilities bit for bit and the same draws from
+        torch's RNG, without building two ``Categorical`` objects per step. Otherwise the parent's
+        forward runs.
+        """
+        if not (self._fast_forward and action_masks is not None and self.share_features_extractor
+                and not th.is_grad_enabled()):
+            return super().forward(obs, deterministic=deterministic, action_masks=action_masks)
+        features = self.extract_features(obs)
+        latent_pi, latent_vf = self.mlp_extractor(features)
+        values = self.value_net(latent_vf)
+        raw = self.action_net(latent_pi).view(-1, self._n_actions)
+        logits = raw - raw.logsumexp(dim=-1, keepdim=True)
+        masks = th.as_tensor(action_masks, dtype=th.bool, device=logits.device).reshape(logits.shape)
+        logits = th.where(masks, logits, th.tensor(-1e8, dtype=logits.dtype, device=logits.device))
+        logits = logits - logits.logsumexp(dim=-1, keepdim=True)
+        probs = th.softmax(logits, dim=-1)
+        if deterministic:
+            actions = th.argmax(probs, dim=1)
+        else:
+            actions = th.multinomial(probs, 1, True).T.reshape(-1)
+        log_prob = logits.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+        return actions.reshape((-1, *self.action_space.shape)), values, log_prob
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()

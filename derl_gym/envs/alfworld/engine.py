@@ -40,6 +40,7 @@ import re
 import sys
 import tempfile
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -497,6 +498,38 @@ def _package_version(name: str) -> str:
         return "unknown"
 
 
+class _BackedLRU(LRUCache):
+    """An :class:`LRUCache` whose :meth:`get` asks ``fallback(key)`` on a miss (and keeps the answer).
+
+    The transition cache's tables use it to build an entry from the rows read from disk only when
+    it is first asked for (and again after an eviction), instead of materialising every row of a
+    game's file when the game is first reset. A fallback answer counts as a hit; ``None`` from the
+    fallback is a miss.
+    """
+
+    def __init__(self, maxsize: int, fallback: Any, name: str | None = None, description: str = "") -> None:
+        super().__init__(maxsize, name=name, description=description)
+        self._fallback = fallback
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        """Return the entry for ``key`` (from memory, else built from the disk rows) or ``default``."""
+        with self._lock:
+            data = self._data
+            if key in data:
+                data.move_to_end(key)
+                self.hits += 1
+                return data[key]
+        value = self._fallback(key)
+        if value is None:
+            with self._lock:
+                self.misses += 1
+            return default
+        self.put(key, value)
+        with self._lock:
+            self.hits += 1
+        return value
+
+
 class TransitionCache:
     """Process-wide bounded LRU tables of game states and transitions, optionally backed by disk.
 
@@ -515,15 +548,27 @@ class TransitionCache:
     deterministic, so a stored entry equals what the engine would compute; later inner runs on the
     same games then touch the engine only for states no run has reached before. A file keeps at
     most ``max_file_states`` states of its game.
+
+    On the fast path (``$DERL_GYM_INNER_FAST``) a game's file is read into per-game row
+    dictionaries (bounded by ``max_file_rows`` rows over all games, least recently reset games
+    dropped first) and a :class:`StateInfo` / :class:`Transition` is built from its row only when
+    it is first looked up, and rebuilt after the LRU table evicted it: an evicted state that is on
+    disk never sends the env back to the engine. The old path materialises every row at load.
     """
 
     def __init__(self, max_states: int = 50_000, max_transitions: int = 150_000, name: str | None = None,
                  folder: str | os.PathLike | None = None, flush_every: int = 20_000,
-                 max_file_states: int = 20_000) -> None:
+                 max_file_states: int = 20_000, max_file_rows: int = 1_000_000) -> None:
         label = (lambda table: f"{name}.{table}") if name else (lambda table: None)
-        self.states = LRUCache(max_states, name=label("states"), description="StateInfo by (game, state)")
-        self.transitions = LRUCache(max_transitions, name=label("transitions"),
-                                    description="Transition by (game, state, command)")
+        self._lazy = fast_path_enabled()
+        #: game key -> (state rows by hex key, transition rows by (hex key, command)) read from disk
+        self._rows: "OrderedDict[str, tuple[dict, dict]]" = OrderedDict()
+        self._row_count = 0
+        self.max_file_rows = int(max_file_rows)
+        self.states = _BackedLRU(max_states, self._state_from_rows, name=label("states"),
+                                 description="StateInfo by (game, state)")
+        self.transitions = _BackedLRU(max_transitions, self._transition_from_rows, name=label("transitions"),
+                                      description="Transition by (game, state, command)")
         self.initial = LRUCache(max(1024, max_states // 50), name=label("initial"),
                                 description="(initial state key, intro text) by game")
         self._folder = folder if folder in (None, "auto") else Path(folder)  # type: ignore[arg-type]
@@ -531,6 +576,8 @@ class TransitionCache:
         self.max_file_states = int(max_file_states)
         #: game keys whose file was read in this process (bounded: reading twice is harmless)
         self._loaded = LRUCache(8192, description="game keys read from disk")
+        #: games whose rows were dropped by the max_file_rows bound (read again on their next reset)
+        self._dropped: set[str] = set()
         self._journal: dict[str, dict[str, list]] = {}
         self._journal_size = 0
         self._lock = threading.Lock()
@@ -573,16 +620,77 @@ class TransitionCache:
     def _path(self, game_key: str, folder: Path) -> Path:
         return folder / f"{game_key}.json.gz"
 
+    def _state_from_rows(self, key: tuple[str, bytes]) -> StateInfo | None:
+        rows = self._rows.get(key[0])
+        if rows is None:
+            return None
+        row = rows[0].get(key[1].hex())
+        if row is None:
+            return None
+        try:
+            _, wk, commands, won, plan = row
+            return StateInfo(key[1], bytes.fromhex(wk), tuple(commands), bool(won), int(plan))
+        except (TypeError, ValueError) as err:
+            logger.debug("ignoring a malformed state row of game %s: %s", key[0], err)
+            return None
+
+    def _transition_from_rows(self, key: tuple[str, bytes, str]) -> Transition | None:
+        rows = self._rows.get(key[0])
+        if rows is None:
+            return None
+        row = rows[1].get((key[1].hex(), key[2]))
+        if row is None:
+            return None
+        try:
+            _, _, nk, feedback, operator = row
+            return Transition(bytes.fromhex(nk), feedback, operator)
+        except (TypeError, ValueError) as err:
+            logger.debug("ignoring a malformed transition row of game %s: %s", key[0], err)
+            return None
+
+    def _keep_rows(self, game_key: str, data: dict) -> None:
+        """Index the file's rows by key (lazy path); drop the least recently loaded games beyond the bound."""
+        try:
+            states = {row[0]: row for row in data.get("states", [])}
+            transitions = {(row[0], row[1]): row for row in data.get("transitions", [])}
+        except (TypeError, KeyError, IndexError) as err:
+            logger.debug("ignoring malformed transition file of game %s: %s", game_key, err)
+            return
+        with self._lock:
+            old = self._rows.pop(game_key, None)
+            if old is not None:
+                self._row_count -= len(old[0]) + len(old[1])
+            self._rows[game_key] = (states, transitions)
+            self._row_count += len(states) + len(transitions)
+            while self._row_count > self.max_file_rows and len(self._rows) > 1:
+                dropped_key, dropped = self._rows.popitem(last=False)
+                self._row_count -= len(dropped[0]) + len(dropped[1])
+                self._dropped.add(dropped_key)
+
     def ensure_loaded(self, game_key: str) -> None:
         """Read game ``game_key``'s file into the tables once per process (no-op without a folder)."""
-        if game_key in self._loaded:
+        if game_key in self._loaded and game_key not in self._dropped:
+            if self._lazy and game_key in self._rows:
+                with self._lock:
+                    if game_key in self._rows:
+                        self._rows.move_to_end(game_key)
             return
         folder = self.folder
         if folder is None:
             return
         self._loaded.put(game_key, True)
+        self._dropped.discard(game_key)
         data = _read_transition_file(self._path(game_key, folder))
         if data is None:
+            return
+        if self._lazy:
+            self._keep_rows(game_key, data)
+            initial = data.get("initial")
+            try:
+                if initial and game_key not in self.initial:
+                    self.initial.put(game_key, (bytes.fromhex(initial[0]), initial[1]))
+            except (TypeError, ValueError, IndexError) as err:
+                logger.debug("ignoring malformed initial row of game %s: %s", game_key, err)
             return
         try:
             for sk, wk, commands, won, plan in data.get("states", []):
@@ -629,12 +737,16 @@ class TransitionCache:
         self.transitions.clear()
         self.initial.clear()
         self._loaded.clear()
+        self._dropped.clear()
+        with self._lock:
+            self._rows.clear()
+            self._row_count = 0
         with self._lock:
             self._journal, self._journal_size = {}, 0
 
     def stats(self) -> dict[str, int]:
         """Return sizes and hit/miss counts of the tables."""
-        return {"states": len(self.states), "transitions": len(self.transitions),
+        return {"states": len(self.states), "transitions": len(self.transitions), "file_rows": self._row_count,
                 "transition_hits": self.transitions.hits, "transition_misses": self.transitions.misses,
                 "initial_hits": self.initial.hits, "initial_misses": self.initial.misses}
 
