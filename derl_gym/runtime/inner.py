@@ -66,7 +66,7 @@ def run_inner(spec: InnerLoopSpec, expression: str, *, seed: int | None = None, 
     ``stop_rule`` (a :class:`~derl_gym.runtime.multi_fidelity.StopRule` dict, from the multi-fidelity
     scheduler) may stop training at a rung; the run is then still evaluated and comes back with status
     ``"stopped"``, ``env_steps`` < the budget and ``extra["multi_fidelity"]`` (``stopped_at``, the rung
-    decisions). A trainer without a ``callbacks`` argument (TRL's ``grpo``) ignores it and trains the
+    decisions); it skips ``eval_splits`` (a stopped run never becomes the best formula). A trainer without a ``callbacks`` argument (TRL's ``grpo``) ignores it and trains the
     full budget (logged).
     """
     start = time.perf_counter()
@@ -113,6 +113,9 @@ def run_inner(spec: InnerLoopSpec, expression: str, *, seed: int | None = None, 
         trained = trainer.train(spec, meta, primitives, seed, init_model=init_model, **train_kwargs)
         agent = trained.agent
 
+        stopped = stop is not None and stop.tracker.stopped_at is not None
+        if stopped:  # a stopped run never becomes the best formula: its test scores would only cost time
+            eval_splits = ()
         validation = trainer.evaluate(agent, spec, spec.validation_env, spec.eval_episodes, seed + 100_003)
         test = {label: trainer.evaluate(agent, spec, spec.test_envs[label], spec.eval_episodes, seed + 200_003 + i)
                 for i, label in enumerate(eval_splits)}
@@ -125,7 +128,6 @@ def run_inner(spec: InnerLoopSpec, expression: str, *, seed: int | None = None, 
         if eval_splits:
             extra["test"] = {label: value["score"] for label, value in test.items()}
             extra["test_details"] = test
-        stopped = stop is not None and stop.tracker.stopped_at is not None
         if stop is not None:
             extra["multi_fidelity"] = stop.tracker.summary()
         return InnerResult(expression=str(expression), canonical=canonical, score=float(validation["score"]),

@@ -150,8 +150,8 @@ def standin_inner(spec: InnerLoopSpec, expression: str, *, seed: int | None = No
     point ``(steps, score * k / 4)`` after chunk k. ``stop_rule`` (a multi-fidelity
     :class:`~derl_gym.runtime.multi_fidelity.StopRule` dict) is checked after each chunk, before its point
     is recorded, as the SB3 callback does; a stopped run has status ``"stopped"``, ``env_steps`` = the
-    chunk end, the curve so far, a lower-fidelity score ``score * (0.5 + 0.5 * fraction trained)`` (test
-    splits likewise), ``extra["multi_fidelity"]``, and sleeps only that fraction of
+    chunk end, the curve so far, a lower-fidelity score ``score * (0.5 + 0.5 * fraction trained)`` (no
+    test splits), ``extra["multi_fidelity"]``, and sleeps only that fraction of
     ``DERL_GYM_STANDIN_SLEEP`` (a quarter of it before each check)."""
     start = time.perf_counter()
     seed = spec.seed if seed is None else int(seed)
@@ -185,7 +185,7 @@ def standin_inner(spec: InnerLoopSpec, expression: str, *, seed: int | None = No
     extra: dict = {"standin": True, "primitive_means": standin_primitive_means(expression, num_variables)}
     if init_model:
         extra["init_model"] = init_model
-    if eval_splits:
+    if eval_splits and not stopped:  # a stopped run skips the test splits, as run_inner does
         extra["test"] = {label: float(np.clip(score - 0.05 * i + _noise(canonical, seed, label), 0.0, 1.0))
                          if base > 0 else 0.0
                          for i, label in enumerate(eval_splits)}

@@ -176,7 +176,7 @@ def test_sb3_run_stops_at_the_rung_and_its_curve_is_the_full_runs_prefix():
     lax = StopRule(rung_steps=[300], thresholds=[-1.0]).to_dict()   # everyone passes: the same full run
     passed = run_inner(spec, "g1 + 0.1*g4", seed=5, stop_rule=lax)
     stop = StopRule(rung_steps=[300], thresholds=[2.0]).to_dict()
-    stopped = run_inner(spec, "g1 + 0.1*g4", seed=5, stop_rule=stop)
+    stopped = run_inner(spec, "g1 + 0.1*g4", seed=5, stop_rule=stop, eval_splits=("L0",))
     assert full.ok and passed.ok and passed.curve == full.curve and passed.env_steps == full.env_steps
     assert stopped.status == "stopped", stopped.error
     assert 300 <= stopped.env_steps < full.env_steps and stopped.extra["multi_fidelity"]["stopped_at"] == 300
@@ -184,6 +184,7 @@ def test_sb3_run_stops_at_the_rung_and_its_curve_is_the_full_runs_prefix():
     decision = stopped.extra["multi_fidelity"]["decisions"][0]
     assert decision["metric"] == pytest.approx(rung_metric(full.curve, 300))   # what the scheduler computes
     assert 0.0 <= stopped.score <= 1.0 and stopped.extra["validation"]["episodes"] == spec.eval_episodes
+    assert "test" not in stopped.extra   # a stopped run never becomes the best formula: no test splits
 
 
 def test_refuses_multi_fidelity_with_several_seeds_per_formula(tmp_path):
