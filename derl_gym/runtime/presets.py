@@ -13,7 +13,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from derl_gym.runtime.spec import AgentSpec, EnvSpec, InnerLoopSpec, PrimitiveSpec
 
@@ -51,6 +51,19 @@ def _alfworld_env(split: str, level: str, task_types: tuple[str, ...], generator
                                  "generator": dict(generator), "max_episode_steps": max_episode_steps})
 
 
+def _level_splits(env: Callable[..., EnvSpec]) -> dict[str, Any]:
+    """Return ``train_env``, ``validation_env`` and ``test_envs`` (L0 and L1) of an InnerLoopSpec from
+    ``env(split, level="L0")``."""
+    return {"train_env": env("train"), "validation_env": env("validation"),
+            "test_envs": {"L0": env("test"), "L1": env("test", "L1")}}
+
+
+def _alfworld_splits(task_types: Sequence[str], generator: dict[str, Any], max_episode_steps: int) -> dict[str, Any]:
+    """Return :func:`_level_splits` of ALFWorld envs on ``task_types`` generated with ``generator``."""
+    return _level_splits(lambda split, level="L0": _alfworld_env(split, level, task_types, generator,
+                                                                  max_episode_steps))
+
+
 # ------------------------------------------------------------------------------- alfworld-tiny
 TINY_TASKS = ("pick_and_place_simple",)
 TINY_GENERATOR = {"task_types": list(TINY_TASKS), "games_per_task": 300, "test_games_per_task": 50,
@@ -60,14 +73,9 @@ TINY_STEPS = 20
 
 def alfworld_tiny() -> InnerLoopSpec:
     """Return the ``alfworld-tiny`` spec: pick_and_place_simple, few receptacles, about 1 min per run."""
-    def env(split: str, level: str = "L0") -> EnvSpec:
-        return _alfworld_env(split, level, TINY_TASKS, TINY_GENERATOR, TINY_STEPS)
-
     return InnerLoopSpec(
         name="alfworld-tiny",
-        train_env=env("train"),
-        validation_env=env("validation"),
-        test_envs={"L0": env("test"), "L1": env("test", "L1")},
+        **_alfworld_splits(TINY_TASKS, TINY_GENERATOR, TINY_STEPS),
         primitives=ALFWORLD_PRIMITIVES,
         agent=AgentSpec(algorithm="maskable_ppo", total_timesteps=24_000, n_envs=1,
                         algo_kwargs={"n_steps": 256, "batch_size": 64, "n_epochs": 4, "learning_rate": 1e-3,
@@ -107,14 +115,9 @@ def _small_wrapper_kwargs() -> dict[str, Any]:
 
 def alfworld_small() -> InnerLoopSpec:
     """Return the ``alfworld-small`` spec: all six task types, more receptacles, bigger budget."""
-    def env(split: str, level: str = "L0") -> EnvSpec:
-        return _alfworld_env(split, level, SMALL_TASKS, SMALL_GENERATOR, 40)
-
     return InnerLoopSpec(
         name="alfworld-small",
-        train_env=env("train"),
-        validation_env=env("validation"),
-        test_envs={"L0": env("test"), "L1": env("test", "L1")},
+        **_alfworld_splits(SMALL_TASKS, SMALL_GENERATOR, 40),
         primitives=ALFWORLD_PRIMITIVES,
         agent=_small_agent(),
         eval_episodes=40,
@@ -232,9 +235,7 @@ def scienceworld_tiny() -> InnerLoopSpec:
 
     return InnerLoopSpec(
         name="scienceworld-tiny",
-        train_env=env("train"),
-        validation_env=env("validation"),
-        test_envs={"L0": env("test"), "L1": env("test", "L1")},
+        **_level_splits(env),
         primitives=PrimitiveSpec("derl_gym.envs.scienceworld:scienceworld_primitives", {"step_scorer": "progress"}),
         agent=AgentSpec(algorithm="maskable_ppo", total_timesteps=SCIENCEWORLD_TINY_STEPS, n_envs=1,
                         algo_kwargs={"n_steps": 128, "batch_size": 64, "n_epochs": 4, "learning_rate": 1e-3,
@@ -350,14 +351,9 @@ ALFWORLD_LM_TINY_STEPS = 6
 
 def alfworld_lm_tiny() -> InnerLoopSpec:
     """Return ``alfworld-lm-tiny``: the tiny model on alfworld-tiny's games, 6-turn conversations, RLVMR tags."""
-    def env(split: str, level: str = "L0") -> EnvSpec:
-        return _alfworld_env(split, level, TINY_TASKS, TINY_GENERATOR, ALFWORLD_LM_TINY_STEPS)
-
     return InnerLoopSpec(
         name="alfworld-lm-tiny",
-        train_env=env("train"),
-        validation_env=env("validation"),
-        test_envs={"L0": env("test"), "L1": env("test", "L1")},
+        **_alfworld_splits(TINY_TASKS, TINY_GENERATOR, ALFWORLD_LM_TINY_STEPS),
         primitives=ALFWORLD_LM_PRIMITIVES,
         agent=AgentSpec(algorithm="grpo", total_timesteps=32,
                         algo_kwargs={"model": "tiny", "num_generations": 4, "prompts_per_step": 1,
@@ -377,12 +373,8 @@ def _paper_text_agent(total: int) -> AgentSpec:
 
 def alfworld_lm() -> InnerLoopSpec:
     """Return ``alfworld-lm``: a real model (``$DERL_GYM_MODEL`` or ``model=``) on all six ALFWorld task types."""
-    def env(split: str, level: str = "L0") -> EnvSpec:
-        return _alfworld_env(split, level, SMALL_TASKS, SMALL_GENERATOR, 50)
-
     return InnerLoopSpec(
-        name="alfworld-lm", train_env=env("train"), validation_env=env("validation"),
-        test_envs={"L0": env("test"), "L1": env("test", "L1")}, primitives=ALFWORLD_LM_PRIMITIVES,
+        name="alfworld-lm", **_alfworld_splits(SMALL_TASKS, SMALL_GENERATOR, 50), primitives=ALFWORLD_LM_PRIMITIVES,
         agent=_paper_text_agent(150 * 8 * 16), eval_episodes=100,
         description="ALFWorld, six task types, 50-turn conversations, Qwen2.5-1.5B-Instruct-style model from "
                     "$DERL_GYM_MODEL or model=; GRPO 150 steps x 16 games x 8 episodes, <= 256 tokens per turn, "
@@ -397,8 +389,7 @@ def scienceworld_lm() -> InnerLoopSpec:
                                          "simplification": "easy", "max_episode_steps": 30, "max_admissible": 64})
 
     return InnerLoopSpec(
-        name="scienceworld-lm", train_env=env("train"), validation_env=env("validation"),
-        test_envs={"L0": env("test"), "L1": env("test", "L1")},
+        name="scienceworld-lm", **_level_splits(env),
         primitives=PrimitiveSpec("derl_gym.envs.scienceworld:scienceworld_primitives", {"step_scorer": "tags"}),
         agent=_paper_text_agent(150 * 8 * 16), eval_episodes=50,
         description="ScienceWorld lifespan-longest-lived, 30-turn conversations, Qwen2.5-1.5B-style model from "
