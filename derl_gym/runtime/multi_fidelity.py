@@ -78,6 +78,13 @@ class MultiFidelity:
     ``window`` fraction of the steps before the rung; ``margin``: how far below the threshold a run must
     be to stop ("clearly behind"); ``feedback``: ``"censored"`` or ``"exclude"`` (stopped runs in the
     meta-optimizer's update).
+
+    Example:
+        >>> config = MultiFidelity()
+        >>> config.rung_steps(30_000), config.eta, config.feedback
+        ([10000], 3.0, 'censored')
+        >>> MultiFidelity(rungs=(0.25, 0.5)).rung_steps(1000)
+        [250, 500]
     """
 
     rungs: tuple[float, ...] = (1.0 / 3.0,)
@@ -90,6 +97,8 @@ class MultiFidelity:
     def __post_init__(self) -> None:
         rungs = tuple(float(r) for r in self.rungs)
         object.__setattr__(self, "rungs", rungs)
+        for name, kind in (("eta", float), ("min_runs", int), ("window", float), ("margin", float)):
+            object.__setattr__(self, name, kind(getattr(self, name)))
         if not rungs or any(not 0.0 < r < 1.0 for r in rungs) or list(rungs) != sorted(set(rungs)):
             raise ValueError(f"rungs must be increasing fractions of the budget in (0, 1), got {self.rungs!r}; "
                              "e.g. (1/3,) or (0.25, 0.5)")
@@ -125,7 +134,14 @@ class MultiFidelity:
 
 def resolve_multi_fidelity(value: Any) -> MultiFidelity | None:
     """Return the settings meant by ``value``: None/False -> None (off), True -> defaults, a dict ->
-    :meth:`MultiFidelity.from_dict`, a :class:`MultiFidelity` as is; anything else raises ``TypeError``."""
+    :meth:`MultiFidelity.from_dict`, a :class:`MultiFidelity` as is; anything else raises ``TypeError``.
+
+    Example:
+        >>> resolve_multi_fidelity(None) is None, resolve_multi_fidelity(True) == MultiFidelity()
+        (True, True)
+        >>> resolve_multi_fidelity({"eta": 2}).eta
+        2.0
+    """
     if value is None or value is False:
         return None
     if value is True:
@@ -142,7 +158,15 @@ def resolve_multi_fidelity(value: Any) -> MultiFidelity | None:
 def rung_metric(curve: Sequence[Sequence[float]], step: int, window: float = 0.5) -> float:
     """Return the rung metric of a learning curve at ``step``: the mean of the curve values at steps in
     ``[step * (1 - window), step)``; the last value before ``step`` when none falls in the window; 0.0
-    when the curve has no point before ``step`` (no training episode finished)."""
+    when the curve has no point before ``step`` (no training episode finished).
+
+    Example:
+        >>> curve = [(100, 0.0), (200, 0.2), (300, 0.4), (400, 0.9)]
+        >>> round(rung_metric(curve, 400), 6)      # points in [200, 400)
+        0.3
+        >>> rung_metric([], 100)
+        0.0
+    """
     lo = step * (1.0 - float(window))
     before = [(float(s), float(v)) for s, v in curve if float(s) < step]
     inside = [v for s, v in before if s >= lo]
@@ -153,7 +177,14 @@ def rung_metric(curve: Sequence[Sequence[float]], step: int, window: float = 0.5
 
 def rung_threshold(metrics: Sequence[float], eta: float, min_runs: int) -> float | None:
     """Return the value a run's rung metric must reach to continue: the ``ceil(n / eta)``-th largest of
-    ``metrics`` (n of them), or None (no threshold: everyone continues) when ``n < min_runs``."""
+    ``metrics`` (n of them), or None (no threshold: everyone continues) when ``n < min_runs``.
+
+    Example:
+        >>> rung_threshold([0.1, 0.5, 0.3, 0.2], eta=3, min_runs=4)   # the top ceil(4/3) = 2 continue
+        0.3
+        >>> rung_threshold([0.1, 0.5], eta=3, min_runs=4) is None
+        True
+    """
     values = sorted((float(m) for m in metrics), reverse=True)
     if len(values) < int(min_runs) or not values:
         return None
@@ -163,7 +194,13 @@ def rung_threshold(metrics: Sequence[float], eta: float, min_runs: int) -> float
 
 def stopped_spec_hash(spec_hash: str, stop_step: int) -> str:
     """Return the store key's spec part for a run stopped at env step ``stop_step`` under the
-    full-budget key ``spec_hash`` (distinct from it, so a stopped run never answers a full-budget look-up)."""
+    full-budget key ``spec_hash`` (distinct from it, so a stopped run never answers a full-budget look-up).
+
+    Example:
+        >>> key = stopped_spec_hash("0123456789abcdef", 10_000)
+        >>> len(key), key != "0123456789abcdef", key == stopped_spec_hash("0123456789abcdef", 5_000)
+        (16, True, False)
+    """
     return hashlib.sha256(f"{spec_hash}|stopped@{int(stop_step)}".encode()).hexdigest()[:16]
 
 
@@ -176,6 +213,13 @@ class StopRule:
     ``rung_steps``: env steps of the rungs; ``thresholds``: the threshold per rung at submission (None:
     no threshold); ``board``: a JSON file with the scheduler's current thresholds, read at each rung
     (None: use ``thresholds``); ``window`` and ``margin`` as in :class:`MultiFidelity`.
+
+    Example:
+        >>> rule = StopRule(rung_steps=[400], thresholds=[0.5])
+        >>> rule.decide([(200, 0.2), (300, 0.4)], 0)["stop"]
+        True
+        >>> StopRule.from_value(rule.to_dict()) == rule
+        True
     """
 
     rung_steps: list[int]
@@ -228,6 +272,13 @@ class StopTracker:
 
     :meth:`check` returns True when the run must stop now; afterwards ``stopped_at`` (env steps, or
     None) and ``decisions`` (one dict per rung passed, see :meth:`StopRule.decide`) say what happened.
+
+    Example:
+        >>> tracker = StopTracker({"rung_steps": [400], "thresholds": [0.5]})
+        >>> tracker.check(300, [(200, 0.2)]), tracker.check(400, [(200, 0.2), (300, 0.4)])
+        (False, True)
+        >>> tracker.stopped_at
+        400
     """
 
     def __init__(self, rule: StopRule | Mapping[str, Any]) -> None:
@@ -259,7 +310,15 @@ _CALLBACK_CLASS = None
 def make_stop_callback(tracker: StopTracker, curve_source: Any):
     """Return an SB3 callback that stops training when ``tracker`` says so; ``curve_source.curve`` is the
     training-success curve (the :class:`~derl_gym.agents.inner.trainer.SuccessCurveCallback`, which must
-    run before it in the callback list)."""
+    run before it in the callback list).
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> tracker = StopTracker(StopRule(rung_steps=[10], thresholds=[2.0]))
+        >>> callback = make_stop_callback(tracker, SimpleNamespace(curve=[(5, 0.0)]))
+        >>> type(callback).__name__
+        'StopAtRungCallback'
+    """
     global _CALLBACK_CLASS
     if _CALLBACK_CLASS is None:
         from stable_baselines3.common.callbacks import BaseCallback
@@ -281,7 +340,15 @@ def make_stop_callback(tracker: StopTracker, curve_source: Any):
 
 class StopCallbackFactory:
     """A callback factory for trainers' ``callbacks=`` argument: called with the success-curve callback,
-    returns the stop callback; ``tracker`` keeps the outcome."""
+    returns the stop callback; ``tracker`` keeps the outcome.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> factory = StopCallbackFactory({"rung_steps": [10], "thresholds": [None]})
+        >>> callback = factory(SimpleNamespace(curve=[]))
+        >>> factory.tracker.stopped_at is None
+        True
+    """
 
     def __init__(self, rule: StopRule | Mapping[str, Any]) -> None:
         self.tracker = StopTracker(rule)
@@ -293,12 +360,24 @@ class StopCallbackFactory:
 # ---------------------------------------------------------------------------------------- scheduler
 
 def is_stopped(result: InnerResult) -> bool:
-    """True when ``result`` is a run the scheduler stopped early."""
+    """True when ``result`` is a run the scheduler stopped early.
+
+    Example:
+        >>> is_stopped(InnerResult("g1", "g1", 0.3, status="stopped")), is_stopped(InnerResult("g1", "g1", 0.3))
+        (True, False)
+    """
     return result.status == STATUS_STOPPED
 
 
 def stop_step(result: InnerResult) -> int | None:
-    """Return the env step at which ``result`` stopped, or None for a run that was not stopped."""
+    """Return the env step at which ``result`` stopped, or None for a run that was not stopped.
+
+    Example:
+        >>> stop_step(InnerResult("g1", "g1", 0.3, status="stopped", env_steps=512))
+        512
+        >>> stop_step(InnerResult("g1", "g1", 0.3, env_steps=1000)) is None
+        True
+    """
     info = (result.extra or {}).get("multi_fidelity") or {}
     value = info.get("stopped_at")
     return int(value) if value is not None else (int(result.env_steps) if is_stopped(result) else None)
@@ -310,6 +389,15 @@ class MultiFidelityScheduler:
 
     ``total_timesteps`` is the full budget; ``board`` (optional) is the JSON file jobs read their current
     thresholds from, rewritten by :meth:`observe`. Thread-safe.
+
+    Example:
+        >>> scheduler = MultiFidelityScheduler(MultiFidelity(min_runs=2), total_timesteps=900)
+        >>> for name, value in [("g1", 0.6), ("g2", 0.1)]:
+        ...     scheduler.observe(InnerResult(name, name, value, curve=[(200, value)], env_steps=900))
+        >>> scheduler.rung_steps, scheduler.thresholds()
+        ([300], [0.6])
+        >>> scheduler.rule().thresholds
+        [0.6]
     """
 
     config: MultiFidelity
@@ -383,6 +471,14 @@ def update_scores(results: Sequence[InnerResult], feedback: str | None = None) -
     Stopped runs: with ``feedback=None`` (scheduler off) or ``"exclude"`` they are left out; with
     ``"censored"`` they enter with ``min(own score, lowest full-budget score of the group)`` (their own
     score when the group has no full-budget run).
+
+    Example:
+        >>> group = [InnerResult("a", "a", 0.4), InnerResult("b", "b", 0.9, status="stopped"),
+        ...          InnerResult("c", "c", 0.6)]
+        >>> update_scores(group, "censored")
+        [(0, 0.4), (1, 0.4), (2, 0.6)]
+        >>> update_scores(group, "exclude")
+        [(0, 0.4), (2, 0.6)]
     """
     if feedback is not None and feedback not in FEEDBACK:
         raise ValueError(f"feedback must be one of {FEEDBACK} or None, got {feedback!r}")
