@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import shlex
 import math
 import statistics
@@ -40,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from derl_gym.runtime.evaluator import Evaluator  # noqa: E402
 from derl_gym.runtime.report import spearman, t_interval, variance_components  # noqa: E402
+from benchmarks._common import add_run_flags, inner_loop, int_list, parse_args  # noqa: E402
 from benchmarks.results_io import write_results  # noqa: E402
 from derl_gym.runtime.runners import make_runner  # noqa: E402
 from derl_gym.runtime.store import ResultStore  # noqa: E402
@@ -89,31 +89,13 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-episodes", type=int, default=None, help="override the preset's eval_episodes")
     parser.add_argument("--run-dir", default=None, help="store directory (default benchmarks/results/meta_noise_run)")
     parser.add_argument("--out", default=str(RESULTS / "meta_noise"), help="output stem (.json and .md)")
-    parser.add_argument("--quick", action="store_true", help="stand-in inner loop (no training), seconds")
-    parser.add_argument("--reuse-across-versions", action="store_true",
-                        help="reuse stored runs of the same spec trained under other derl-gym source / library versions")
-    argv = list(sys.argv[1:] if argv is None else argv)  # before imports that may touch sys.argv
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    add_run_flags(parser, "stand-in inner loop (no training), seconds")
+    args, argv = parse_args(parser, argv)
 
     formulas = [f.strip() for f in args.formulas.split(";") if f.strip()]
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    if args.quick:
-        from derl_gym.runtime.standin import standin_inner, standin_spec
-
-        spec, job_fn = standin_spec(), standin_inner
-        run_dir = Path(args.run_dir or "/tmp/derl-gym-meta-noise-quick")
-    else:
-        from derl_gym.runtime.inner import run_inner
-        from derl_gym.runtime.presets import get_preset
-
-        overrides = {}
-        if args.total_timesteps is not None:
-            overrides["total_timesteps"] = args.total_timesteps
-        spec, job_fn = get_preset(args.preset, **overrides), run_inner
-        run_dir = Path(args.run_dir or RESULTS / "meta_noise_run")
-    if args.eval_episodes is not None:
-        spec = spec.replace(eval_episodes=args.eval_episodes)
+    seeds = int_list(args.seeds)
+    spec, job_fn = inner_loop(args.quick, args.preset, args.total_timesteps, args.eval_episodes)
+    run_dir = Path(args.run_dir or ("/tmp/derl-gym-meta-noise-quick" if args.quick else RESULTS / "meta_noise_run"))
     if not args.quick:
         spec.prepare()
     splits = list(spec.test_envs)

@@ -24,7 +24,6 @@ final table is written from whatever the store holds for the methods asked.
 from __future__ import annotations
 
 import argparse
-import logging
 import shlex
 import shutil
 import statistics
@@ -38,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 from derl_gym.runtime.evolve import ALL_METHODS, compare  # noqa: E402
 from derl_gym.runtime.report import (  # noqa: E402
     _method_series, spearman, t_interval, write_report)
+from benchmarks._common import add_run_flags, inner_loop, int_list, parse_args  # noqa: E402
 from benchmarks.results_io import write_results  # noqa: E402
 from derl_gym.runtime.runners import make_runner  # noqa: E402
 from derl_gym.runtime.store import ResultStore  # noqa: E402
@@ -117,36 +117,21 @@ def main(argv=None) -> int:
     parser.add_argument("--ray-address", default=None)
     parser.add_argument("--run-dir", default=None, help="default benchmarks/results/table1_run")
     parser.add_argument("--out", default=None, help="output stem (default benchmarks/results/table1)")
-    parser.add_argument("--reuse-across-versions", action="store_true",
-                        help="resume with results of the same spec trained under other derl-gym / library versions")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: stand-in inner loop, budget 4, group 2 (writes table1_quick.*)")
-    argv = list(sys.argv[1:] if argv is None else argv)  # before imports that may touch sys.argv
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    add_run_flags(parser, "smoke run: stand-in inner loop, budget 4, group 2 (writes table1_quick.*)")
+    args, argv = parse_args(parser, argv)
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    test_seeds = ([int(s) for s in args.test_seeds.split(",") if s.strip()] if args.test_seeds
-                  else [s + TEST_SEED_OFFSET for s in seeds])
+    seeds = int_list(args.seeds)
+    test_seeds = int_list(args.test_seeds) if args.test_seeds else [s + TEST_SEED_OFFSET for s in seeds]
+    spec, job_fn = inner_loop(args.quick, args.preset, args.total_timesteps, args.eval_episodes, args.validation)
     if args.quick:
-        from derl_gym.runtime.standin import standin_inner, standin_spec
-
-        spec, job_fn = standin_spec(), standin_inner
         budget, group = min(args.budget, 4), min(args.group_size, 2)
         run_dir = Path(args.run_dir or "/tmp/derl-gym-table1-quick")
         out = Path(args.out or RESULTS / "table1_quick")
     else:
-        from derl_gym.runtime.inner import run_inner
-        from derl_gym.runtime.presets import get_preset, with_validation
-
-        overrides = {} if args.total_timesteps is None else {"total_timesteps": args.total_timesteps}
-        spec, job_fn = with_validation(get_preset(args.preset, **overrides), args.validation), run_inner
         budget, group = args.budget, args.group_size
         run_dir = Path(args.run_dir or RESULTS / "table1_run")
         out = Path(args.out or RESULTS / "table1")
-    if args.eval_episodes is not None:
-        spec = spec.replace(eval_episodes=args.eval_episodes)
     missing = [s for s in SPLITS if s not in spec.test_envs]
     if missing:
         raise SystemExit(f"error: preset {spec.name!r} has no test split(s) {missing}; Table 1 needs L0, L1 and L2 "
