@@ -90,7 +90,19 @@ DEFAULTS: dict[str, Any] = {
 
 
 def grpo_settings(agent: Any) -> dict[str, Any]:
-    """Return ``DEFAULTS`` updated with ``agent.algo_kwargs``; raises ``ValueError`` naming an unknown key."""
+    """Return ``DEFAULTS`` updated with ``agent.algo_kwargs``; raises ``ValueError`` naming an unknown key.
+
+    Example:
+        >>> from derl_gym.agents.inner.trl_trainer import grpo_settings
+        >>> from derl_gym.runtime.spec import AgentSpec
+        >>> settings = grpo_settings(AgentSpec(algorithm="grpo", algo_kwargs={"num_generations": 8}))
+        >>> settings["num_generations"], settings["model"]
+        (8, 'tiny')
+        >>> grpo_settings(AgentSpec(algorithm="grpo", algo_kwargs={"generations": 8}))
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown grpo algo_kwargs ['generations']; allowed: [...]
+    """
     kwargs = dict(agent.algo_kwargs)
     unknown = sorted(set(kwargs) - set(DEFAULTS))
     if unknown:
@@ -102,7 +114,13 @@ def grpo_settings(agent: Any) -> dict[str, Any]:
 
 
 def math_prompt(problem: str, instruction: str | None = None, system_prompt: str | None = None) -> list[dict[str, str]]:
-    """Return the chat messages of a math problem: optional system turn, then problem + instruction."""
+    """Return the chat messages of a math problem: optional system turn, then problem + instruction.
+
+    Example:
+        >>> from derl_gym.agents.inner.trl_trainer import math_prompt
+        >>> math_prompt("What is 6*7?", system_prompt="Be brief.")
+        [{'role': 'system', 'content': 'Be brief.'}, {'role': 'user', 'content': 'What is 6*7?\\nSolve the problem step by step. Put your final answer in \\\\boxed{}.'}]
+    """
     messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
     messages.append({"role": "user", "content": f"{problem}\n{instruction or MATH_INSTRUCTION}"})
     return messages
@@ -112,14 +130,35 @@ def math_prompt(problem: str, instruction: str | None = None, system_prompt: str
 
 
 def is_single_turn(env: gym.Env) -> bool:
-    """True for the one-step math envs (GSM8K, MATH), False for multi-turn text worlds."""
+    """True for the one-step math envs (GSM8K, MATH), False for multi-turn text worlds.
+
+    Example:
+        >>> import json, pathlib, tempfile
+        >>> from derl_gym.agents.inner.trl_trainer import is_single_turn
+        >>> from derl_gym.envs.math import MATHEnv
+        >>> from derl_gym.envs.scienceworld import ScienceWorldEnv
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = pathlib.Path(tmp, "one.jsonl")
+        ...     _ = path.write_text(json.dumps({"problem": "1 + 1?", "solution": "\\\\boxed{2}"}))
+        ...     math_env = MATHEnv(split=str(path))
+        >>> is_single_turn(math_env), is_single_turn(ScienceWorldEnv("find-living-thing"))  # no JVM until reset
+        (True, False)
+    """
     from derl_gym.envs.math import _MathEnv
 
     return isinstance(env.unwrapped, _MathEnv)
 
 
 def instance_count(env: gym.Env) -> int:
-    """Return how many games (ALFWorld) or (task, variation) episodes (ScienceWorld) ``env`` serves."""
+    """Return how many games (ALFWorld) or (task, variation) episodes (ScienceWorld) ``env`` serves.
+
+    Example:
+        >>> from derl_gym.agents.inner.trl_trainer import instance_count
+        >>> from derl_gym.envs.scienceworld import ScienceWorldEnv, split_episodes
+        >>> env = ScienceWorldEnv("find-living-thing", split="validation")  # no JVM until reset
+        >>> instance_count(env) == len(split_episodes("find-living-thing", "validation"))
+        True
+    """
     base = env.unwrapped
     if hasattr(base, "game_files"):
         return len(base.game_files)
@@ -130,7 +169,14 @@ def instance_count(env: gym.Env) -> int:
 
 
 def instance_options(env: gym.Env, index: int) -> dict[str, Any]:
-    """Return the ``reset`` options that start instance ``index`` of ``env`` (see :func:`instance_count`)."""
+    """Return the ``reset`` options that start instance ``index`` of ``env`` (see :func:`instance_count`).
+
+    Example:
+        >>> from derl_gym.agents.inner.trl_trainer import instance_options
+        >>> from derl_gym.envs.scienceworld import ScienceWorldEnv
+        >>> instance_options(ScienceWorldEnv("find-living-thing", split="validation"), 0)
+        {'task': 'find-living-thing', 'variation': 4}
+    """
     base = env.unwrapped
     if hasattr(base, "game_files"):
         return {"game": int(index)}
@@ -140,7 +186,16 @@ def instance_options(env: gym.Env, index: int) -> dict[str, Any]:
 
 @dataclass
 class LMAgent:
-    """A trained language-model agent: ``model``, ``tokenizer``, the grpo ``settings`` and ``device``."""
+    """A trained language-model agent: ``model``, ``tokenizer``, the grpo ``settings`` and ``device``.
+
+    Example:
+        >>> from derl_gym.agents.inner.trl_trainer import LMAgent
+        >>> from derl_gym.models import load_causal_lm
+        >>> model, tokenizer = load_causal_lm("tiny", device="cpu")
+        >>> agent = LMAgent(model, tokenizer, settings={"max_completion_length": 8})
+        >>> agent.device, type(agent.model).__name__
+        ('cpu', 'Qwen2ForCausalLM')
+    """
 
     model: Any
     tokenizer: Any
@@ -169,6 +224,22 @@ class EpisodePlayer:
     ``play(model, games, greedy)`` returns one dict per game index in ``games`` with ``prompt_ids``,
     ``completion_ids``, ``env_mask`` (1 = model token), ``logprobs``, ``reward`` (the env's reward
     summed over the episode: the Meta-Reward under ``MetaRewardWrapper``), ``success`` and ``turns``.
+
+    Example:
+        >>> import gymnasium as gym, derl_gym
+        >>> from derl_gym.agents.inner.trl_trainer import ActionTagWrapper, EpisodePlayer, grpo_settings
+        >>> from derl_gym.models import load_causal_lm
+        >>> from derl_gym.runtime.spec import AgentSpec
+        >>> model, tokenizer = load_causal_lm("tiny", device="cpu")
+        >>> tokenizer.padding_side = "left"
+        >>> settings = {**grpo_settings(AgentSpec(algorithm="grpo")), "max_completion_length": 8, "max_turns": 2}
+        >>> make_env = lambda: ActionTagWrapper(gym.make("derl_gym/ScienceWorld-v0", task="find-living-thing",
+        ...                                              max_episode_steps=2))
+        >>> player = EpisodePlayer(make_env, tokenizer, settings, "cpu")
+        >>> episode = player.play(model, [0], greedy=True, seed=0)[0]  # starts one JVM (a few seconds)
+        >>> episode["turns"], len(episode["completion_ids"]) == len(episode["env_mask"]) == len(episode["logprobs"])
+        (2, True)
+        >>> player.close()
     """
 
     def __init__(self, env_factory: Any, tokenizer: Any, settings: dict[str, Any], device: str) -> None:
@@ -361,7 +432,31 @@ class _CurveCallback:
 
 
 class GRPOInnerTrainer(InnerTrainer):
-    """An :class:`InnerTrainer` training a causal LM with TRL's ``GRPOTrainer`` (see the module docstring)."""
+    """An :class:`InnerTrainer` training a causal LM with TRL's ``GRPOTrainer`` (see the module docstring).
+
+    Example:
+        >>> import json, pathlib, tempfile
+        >>> from derl_gym.agents.inner.trl_trainer import GRPOInnerTrainer
+        >>> from derl_gym.envs.math import math_primitives
+        >>> from derl_gym.rewards import MetaReward
+        >>> from derl_gym.runtime.spec import AgentSpec, EnvSpec, InnerLoopSpec, PrimitiveSpec
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> (pathlib.Path(tmp.name) / "gsm8k").mkdir()
+        >>> rows = [{"question": f"What is {i} + 1?", "answer": f"{i} + 1 = {i + 1}\\n#### {i + 1}"} for i in range(10)]
+        >>> _ = (pathlib.Path(tmp.name) / "gsm8k" / "train.jsonl").write_text("\\n".join(map(json.dumps, rows)))
+        >>> env = lambda split: EnvSpec("derl_gym/GSM8K-v0", {"split": split, "data_dir": tmp.name})
+        >>> spec = InnerLoopSpec(name="demo", train_env=env("train"), validation_env=env("validation"),
+        ...                      primitives=PrimitiveSpec("derl_gym.envs.math:math_primitives"),
+        ...                      agent=AgentSpec(algorithm="grpo", total_timesteps=8, device="cpu",
+        ...                                      algo_kwargs={"model": "tiny", "max_steps": 1, "max_completion_length": 8}))
+        >>> trainer = GRPOInnerTrainer()
+        >>> out = trainer.train(spec, MetaReward("g1 + 0.5*g2", 4), math_primitives(), seed=0)  # one GRPO step
+        >>> type(out.agent).__name__, out.env_steps, out.extra["grpo_steps"]
+        ('LMAgent', 8, 1)
+        >>> trainer.evaluate(out.agent, spec, spec.validation_env, episodes=2, seed=0)["episodes"]
+        2
+        >>> trainer.close(out.agent); tmp.cleanup()
+    """
 
     def _load(self, spec: Any, settings: dict[str, Any], init_model: str | None):
         from derl_gym.models import load_causal_lm, pick_device
