@@ -142,21 +142,12 @@ def play_episode(env: Any, policy: Callable[[Any, Mapping[str, Any], int], Any],
 
 def rollout(env: Any, choose_action: Callable[[Mapping[str, Any], int], Any], *, max_steps: int | None = None,
             **reset_kwargs: Any) -> Trajectory:
-    """Play one episode of ``env`` and return it as a :class:`Trajectory`.
+    """Play one episode of ``env`` and return it as a :class:`Trajectory`: :func:`play_episode` for a
+    policy that reads only ``info``, ``choose_action(info, t)`` (the action, or ``None`` to stop early);
+    ``max_steps`` and ``reset_kwargs`` (``seed=``, ``options=``) as there.
 
     Useful for computing primitive values (``PrimitiveSet.compute``) on a policy's episodes without
     the reward wrapper.
-
-    Args:
-        env: a Gymnasium env.
-        choose_action: ``choose_action(info, t)`` gets the latest ``info`` and the step index and
-            returns the action, or ``None`` to stop early.
-        max_steps: the episode also ends after this many steps (it ends anyway when the env
-            terminates or truncates).
-        **reset_kwargs: ``seed=``, ``options=`` for ``env.reset``.
-
-    Returns:
-        The episode as a :class:`Trajectory`.
 
     Example:
         >>> import gymnasium as gym
