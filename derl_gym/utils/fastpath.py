@@ -19,7 +19,19 @@ FAST_PATH_ENV = "DERL_GYM_INNER_FAST"
 
 
 def fast_path_enabled() -> bool:
-    """Return False when ``$DERL_GYM_INNER_FAST`` is ``0``, ``false``, ``no`` or ``off``; True otherwise."""
+    """Return False when ``$DERL_GYM_INNER_FAST`` is ``0``, ``false``, ``no`` or ``off``; True otherwise.
+
+    Example:
+        >>> import os
+        >>> from derl_gym.utils.fastpath import FAST_PATH_ENV, fast_path_enabled
+        >>> previous = os.environ.get(FAST_PATH_ENV)
+        >>> os.environ[FAST_PATH_ENV] = "off"
+        >>> off = fast_path_enabled()
+        >>> os.environ[FAST_PATH_ENV] = "1"
+        >>> off, fast_path_enabled()
+        (False, True)
+        >>> _ = os.environ.pop(FAST_PATH_ENV) if previous is None else os.environ.update({FAST_PATH_ENV: previous})
+    """
     return os.environ.get(FAST_PATH_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
@@ -29,6 +41,14 @@ class StrList(list):
     Infos that carry command lists (``admissible_commands``, ``candidates``) use it: SB3's
     ``DummyVecEnv`` deep-copies every info on every step, and a plain list of N strings costs N
     Python-level ``deepcopy`` calls. The copy is equal, independent and again a :class:`StrList`.
+
+    Example:
+        >>> import copy
+        >>> from derl_gym.utils.fastpath import StrList
+        >>> commands = StrList(["look", "go to desk 1"])
+        >>> copied = copy.deepcopy(commands)
+        >>> copied == commands, copied is commands, type(copied).__name__, copied[0] is commands[0]
+        (True, False, 'StrList', True)
     """
 
     __slots__ = ()
