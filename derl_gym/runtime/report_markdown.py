@@ -32,7 +32,15 @@ def _mean_std(values: Sequence[float]) -> str:
 def final_test_markdown(test: "FinalTest", extra_columns: Mapping[str, Mapping[str, str]] | None = None) -> str:
     """Return a final test as a markdown table: label, formula, validation, then mean ± std per test
     split (over seeds); ``extra_columns[column][label]`` adds columns. A label without a tested seed
-    says ``"no scored formula"``; one whose seeds found different formulas names the others."""
+    says ``"no scored formula"``; one whose seeds found different formulas names the others.
+
+    Example:
+        >>> from derl_gym.runtime.evolve import FinalTest, FinalTestRow
+        >>> row = FinalTestRow("outcome", "g1", "g1", scores={"L0": [0.5, 0.7]}, validation=[0.6, 0.8],
+        ...                    statuses=["ok", "ok"], formulas={0: "g1", 1: "g1"})
+        >>> print(final_test_markdown(FinalTest(["L0"], [0, 1], [row])).splitlines()[2])
+        | outcome | `g1` | 0.700 ± 0.100 | 0.600 ± 0.100 |
+    """
     extra_columns = dict(extra_columns or {})
     head = ["method", "formula", "validation"] + [f"test {s}" for s in test.splits] + list(extra_columns)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -61,7 +69,20 @@ def final_test_markdown(test: "FinalTest", extra_columns: Mapping[str, Mapping[s
 
 def compare_markdown(result: "CompareResult") -> str:
     """Return a comparison as markdown: a header line (budget, iterations, seeds, wall time), then the
-    final test table with the search's best validation, inner trainings and search wall time per method."""
+    final test table with the search's best validation, inner trainings and search wall time per method.
+
+    Example:
+        >>> from derl_gym.runtime.evolve import CompareResult, EvolutionResult, FinalTest, FinalTestRow
+        >>> run = EvolutionResult("avg", [], "(g1 + g2)/2", "g1/2 + g2/2", 0.75, trained=1)
+        >>> row = FinalTestRow("avg", "(g1 + g2)/2", "g1/2 + g2/2", {"L0": [0.5]}, [0.75], ["ok"])
+        >>> result = CompareResult(["avg"], [0], budget=4, group_size=2, iterations=2, runs={"avg": {0: run}},
+        ...                        test=FinalTest(["L0"], [0], [row]), wall_seconds={"avg": 3.0})
+        >>> text = compare_markdown(result)
+        >>> text.splitlines()[0]
+        'Budget: 4 inner trainings per method and seed (2 iterations x group 2); seeds [0]; total wall time 0 s.'
+        >>> text.splitlines()[4]
+        '| avg | `(g1 + g2)/2` | 0.750 ± 0.000 | 0.500 ± 0.000 | 0.750 | 1 | 3 |'
+    """
     trainings = {m: str(sum(r.trained for r in result.runs[m].values())) for m in result.methods}
     walls = {m: f"{result.wall_seconds[m]:.0f}" for m in result.methods}
     best_val = {}
@@ -107,7 +128,19 @@ def run_report_markdown(run_dir: str | Path, meta: Mapping[str, Any], rows: Sequ
     ``series`` per method one dict per iteration (``iteration``, ``best``, ``mean``, ``n``, ``cached``,
     ``failed``, ``runs``, ``shares``, ``primitives``, ``best_expression``; see
     :func:`derl_gym.runtime.report.write_report`). The plots are linked as ``validation.png``,
-    ``structure.png`` and ``primitives.png`` beside the file."""
+    ``structure.png`` and ``primitives.png`` beside the file.
+
+    Example:
+        >>> shares = {"additive": 0.5, "multiplicative": 0.0, "single": 0.5, "degenerate": 0.0}
+        >>> series = {"derl": [{"iteration": 1, "best": 0.8, "mean": 0.6, "n": 2, "cached": 0, "failed": 0,
+        ...                     "runs": 1, "shares": shares, "primitives": {"g1": 1.0}, "best_expression": "g1"}]}
+        >>> stored = [{"status": "ok", "wall_seconds": 30.0}] * 2
+        >>> lines = run_report_markdown("runs/demo", {}, stored, series).splitlines()
+        >>> lines[4], lines[6]
+        ('Stored evaluations: 2 (2 ok, 0 failed or timed out); inner training time summed over jobs: 60 s.', '## derl')
+        >>> lines[12]
+        '| 1 | 0.800 | 0.600 | 2 | 0 | 0 | 0.50 | 0.00 | 0.50 | 0.00 | g1 1.00 | `g1` |'
+    """
     lines = ["# derl-gym run report", "", f"Run directory: `{run_dir}`", ""]
     args = meta.get("args")
     if args:
