@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import time
+from collections import OrderedDict
 from typing import Any, Iterator
 
 import numpy as np
@@ -131,14 +132,33 @@ class _ShallowCopiedInfos(list):
         return out
 
 
-def _cheap_info_copies(vec_env: Any) -> None:
-    """On the fast path, make a ``DummyVecEnv``'s per-step info copies shallow (see :class:`_ShallowCopiedInfos`)."""
+class _ArrayCopiedObs(OrderedDict):
+    """``DummyVecEnv.buf_obs`` whose ``copy.deepcopy`` is an ``OrderedDict`` of ``ndarray.copy()`` per key.
+
+    ``DummyVecEnv`` hands out ``deepcopy(self.buf_obs)`` on every step; for a dict of NumPy arrays
+    that is the same arrays copied, without the generic ``__reduce_ex__`` reconstruction.
+    """
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "OrderedDict[Any, np.ndarray]":
+        return OrderedDict((key, value.copy()) for key, value in self.items())
+
+
+def _cheap_vec_copies(vec_env: Any) -> None:
+    """On the fast path, make a ``DummyVecEnv``'s per-step copies cheap; returns nothing.
+
+    Infos are copied one level deep (:class:`_ShallowCopiedInfos`) and observation buffers array by
+    array (:class:`_ArrayCopiedObs`): the values handed to SB3 are the same.
+    """
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     from derl_gym.utils.fastpath import fast_path_enabled
 
-    if fast_path_enabled() and isinstance(vec_env, DummyVecEnv) and isinstance(vec_env.buf_infos, list):
+    if not (fast_path_enabled() and isinstance(vec_env, DummyVecEnv)):
+        return
+    if isinstance(vec_env.buf_infos, list):
         vec_env.buf_infos = _ShallowCopiedInfos(vec_env.buf_infos)
+    if isinstance(vec_env.buf_obs, OrderedDict) and all(isinstance(v, np.ndarray) for v in vec_env.buf_obs.values()):
+        vec_env.buf_obs = _ArrayCopiedObs(vec_env.buf_obs)
 
 
 class _TrainEnvFactory:
@@ -171,7 +191,7 @@ class SB3Trainer(InnerTrainer):
         vec_kind = str(agent.algo_kwargs.get("vec_env", "dummy"))
         env_fns = [_TrainEnvFactory(spec, meta_reward.text) for _ in range(max(1, agent.n_envs))]
         vec_env = make_vec_env(env_fns, kind=vec_kind)
-        _cheap_info_copies(vec_env)
+        _cheap_vec_copies(vec_env)
         try:
             model = build_model(agent, vec_env, seed=seed)
             if init_model:
