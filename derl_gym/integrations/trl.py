@@ -444,7 +444,7 @@ def load_export(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]
         >>> load_export({"format": "something else"})
         Traceback (most recent call last):
         ...
-        ValueError: the given dict is not a derl-gym reward export (no 'format': 'derl-gym-reward/1'); write it with `derl-gym export RUN_DIR`
+        ValueError: the given dict is not a derl-gym reward export (no 'format': 'derl-gym-reward/1'); ...
     """
     if isinstance(source, Mapping):
         data = dict(source)

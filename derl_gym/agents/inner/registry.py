@@ -139,7 +139,7 @@ def get_trainer(name: str) -> InnerTrainer:
         >>> get_trainer("sac")
         Traceback (most recent call last):
         ...
-        ValueError: unknown algorithm 'sac' (AgentSpec.algorithm names an inner trainer); registered: [...]; add one with derl_gym.agents.inner.registry.register_trainer
+        ValueError: unknown algorithm 'sac' (AgentSpec.algorithm names an inner trainer); registered: ...
     """
     try:
         factory = _FACTORIES[name]
