@@ -173,7 +173,8 @@ def task_names() -> list[str]:
 def resolve_task(task: str | int) -> str:
     """Return the simulator task name for a name, a paper id (``"4-1"``), a title or an index.
 
-    Raises ``ValueError`` naming the bad value and listing the valid names.
+    Raises:
+        ValueError: an unknown task (the message names it and lists the valid names).
 
     Example:
         >>> from derl_gym.envs.scienceworld import resolve_task
@@ -229,8 +230,9 @@ def split_variations(task: str | int, split: str = "train", level: str = "L0") -
     - ``test``: L0 = the training variations (seen instances), L1 and L2 = the simulator's test
       variations (unseen instances; at L2 of the held-out tasks).
 
-    Raises ``ValueError`` when the task does not belong to the level's split (L2 held-out tasks
-    cannot be trained on, and only they are tested).
+    Raises:
+        ValueError: the task does not belong to the level's split (L2 held-out tasks cannot be
+            trained on, and only they are tested), or an unknown level/split.
 
     Example:
         >>> from derl_gym.envs.scienceworld import split_variations

@@ -203,9 +203,13 @@ class MetaRewardFunction(_RewardFunctionBase):
 
 
 def ground_truth(task: str, answer: Any) -> str:
-    """Return the reference answer of one row for ``task``: GSM8K's number after ``####`` (or the
-    whole field when it has none), MATH's answer (or the last ``\\boxed{}`` of a solution).
-    Raises ``ValueError`` naming the value when nothing is left.
+    """Return the reference answer of one row for ``task``.
+
+    GSM8K: the number after ``####`` (or the whole field when it has none); MATH: the answer (or the
+    last ``\\boxed{}`` of a solution).
+
+    Raises:
+        ValueError: nothing is left (the message names the value).
 
     Example:
         >>> from derl_gym.integrations.trl import ground_truth
@@ -430,8 +434,11 @@ def _meta(formula: str | MetaReward, primitives: PrimitiveSet) -> MetaReward:
 # ------------------------------------------------------------------------------ exported runs
 
 def load_export(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]:
-    """Return the export dict of ``source`` (a path to the JSON of ``derl-gym export``, or the dict
-    itself); raises ``ValueError`` naming the file when it is not such an export.
+    """Return the export dict of ``source``: a path to the JSON of ``derl-gym export``, or the dict itself.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file or dict is not a derl-gym reward export (the message names it).
 
     Example:
         >>> import json, pathlib, tempfile
@@ -464,8 +471,13 @@ def load_export(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]
 
 
 def exported_reward(data: Mapping[str, Any], method: str | None = None) -> dict[str, Any]:
-    """Return one reward entry of an export: the only one, the one of ``method``, or (a compare run
-    without ``method``) the one with the best validation score. Raises ``ValueError`` naming the methods.
+    """Return one reward entry of an export.
+
+    That is the only one, the one of ``method``, or (a compare run without ``method``) the one with
+    the best validation score.
+
+    Raises:
+        ValueError: the export holds no reward, or no entry for ``method`` (the message names the methods).
 
     Example:
         >>> from derl_gym.integrations.trl import exported_reward

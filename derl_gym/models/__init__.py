@@ -25,7 +25,8 @@ _TINY_KEYS = {"layers", "hidden", "heads", "vocab_size", "seed", "intermediate",
 def resolve_model_path(name_or_path: str | os.PathLike) -> str:
     """Return a loadable name: the folder of a tiny model for ``tiny[:k=v,...]``, else the name unchanged.
 
-    Raises ``ValueError`` for an unknown ``tiny`` option (naming the allowed ones).
+    Raises:
+        ValueError: an unknown ``tiny`` option (the message names the allowed ones).
 
     Example:
         >>> from derl_gym.models import resolve_model_path
@@ -86,12 +87,20 @@ def pick_dtype(device: str, dtype: Any = "auto") -> Any:
 
 
 def load_causal_lm(name_or_path: str | os.PathLike, device: str = "auto", dtype: Any = "auto"):
-    """Load a causal LM and its tokenizer; returns ``(model, tokenizer)`` with the model on ``device``.
+    """Load a causal LM and its tokenizer.
 
-    ``name_or_path`` is ``tiny[:k=v,...]``, a local folder, or a hub id (needs the network or a
-    filled hub cache). bf16 on CUDA and fp32 on CPU unless ``dtype`` says otherwise. The tokenizer
-    gets a pad token (its eos) when it has none. Raises ``OSError`` naming the model and the fix
-    when it cannot be loaded.
+    Args:
+        name_or_path: ``tiny[:k=v,...]``, a local folder, or a hub id (needs the network or a filled
+            hub cache).
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda:0"`` ...
+        dtype: ``"auto"`` (bf16 on CUDA, fp32 on CPU), a name such as ``"float16"``, or a torch dtype.
+
+    Returns:
+        ``(model, tokenizer)`` with the model on ``device``; the tokenizer gets a pad token (its eos)
+        when it has none.
+
+    Raises:
+        OSError: the model cannot be loaded (the message names it and the fix).
 
     Example:
         >>> from derl_gym.models import load_causal_lm

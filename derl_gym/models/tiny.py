@@ -185,11 +185,21 @@ def build_tiny_model(out_dir: str | os.PathLike, *, layers: int = 2, hidden: int
                      intermediate: int | None = None, max_positions: int = 2048) -> Path:
     """Build a random-weight Qwen2 causal LM and a freshly trained BPE tokenizer in ``out_dir``.
 
-    ``vocab_size`` is the BPE target (the model's embedding matches the tokenizer's real size);
-    ``corpus`` is a list of texts (default :func:`default_corpus`); ``seed`` fixes the weights.
-    ``intermediate`` is the MLP width (default ``4 * hidden``). Returns ``out_dir`` as a
-    :class:`~pathlib.Path`, loadable with ``AutoModelForCausalLM.from_pretrained`` and
-    ``AutoTokenizer.from_pretrained`` offline. Raises ``ValueError`` for a bad size.
+    Args:
+        out_dir: the folder to write (created if missing).
+        layers, hidden, heads: the Qwen2 size (``hidden`` a multiple of ``heads``).
+        vocab_size: the BPE target (the model's embedding matches the tokenizer's real size).
+        corpus: the tokenizer's training texts (default :func:`default_corpus`).
+        seed: fixes the weights.
+        intermediate: the MLP width (default ``4 * hidden``).
+        max_positions: the context length.
+
+    Returns:
+        ``out_dir`` as a :class:`~pathlib.Path`, loadable offline with
+        ``AutoModelForCausalLM.from_pretrained`` and ``AutoTokenizer.from_pretrained``.
+
+    Raises:
+        ValueError: a bad size.
 
     Example:
         >>> import json, tempfile

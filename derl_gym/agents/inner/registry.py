@@ -96,7 +96,13 @@ _FACTORIES: dict[str, Callable[[], InnerTrainer]] = {}
 def register_trainer(name: str, factory: Callable[[], InnerTrainer], *, overwrite: bool = False) -> None:
     """Register ``factory`` (zero arguments -> :class:`InnerTrainer`) as ``AgentSpec.algorithm`` ``name``.
 
-    Raises ``ValueError`` when ``name`` is taken, unless ``overwrite=True``. Returns nothing.
+    Args:
+        name: the algorithm name specs use.
+        factory: called with no arguments each time a trainer is needed (lazily: import SB3/TRL inside).
+        overwrite: replace an existing registration.
+
+    Raises:
+        ValueError: ``name`` is empty, or taken and ``overwrite`` is False.
 
     Example:
         >>> from derl_gym.agents.inner.registry import get_trainer, register_trainer
@@ -130,7 +136,8 @@ def registered_trainers() -> list[str]:
 def get_trainer(name: str) -> InnerTrainer:
     """Return a new :class:`InnerTrainer` for ``AgentSpec.algorithm`` ``name``.
 
-    Raises ``ValueError`` naming the registered trainers when ``name`` is unknown.
+    Raises:
+        ValueError: ``name`` is unknown (the message lists the registered trainers).
 
     Example:
         >>> from derl_gym.agents.inner.registry import get_trainer

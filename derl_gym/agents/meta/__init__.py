@@ -69,9 +69,16 @@ COLD_START_METHODS: tuple[str, ...] = ("derl", "derl-pop")
 def make_optimizer(name: str, num_variables: int, seed: int = 0, **kwargs: Any) -> MetaOptimizer:
     """Return a new meta-optimizer ``name`` for formulas over ``g1..g{num_variables}``.
 
-    ``kwargs`` go to the optimizer's constructor (e.g. ``lr``, ``kl_coef``, ``cold_start`` for
-    DERL; ``tournament_size`` for evolution; ``sigma0`` for CMA-ES; ``grammar``/``max_tokens``/
-    ``constants`` for every optimizer). Raises ``ValueError`` naming the known optimizers.
+    Args:
+        name: one of :data:`ALL_METHODS` (case and ``_``/``-`` do not matter).
+        num_variables: K, the number of primitives.
+        seed: the optimizer's seed.
+        **kwargs: go to the optimizer's constructor (e.g. ``lr``, ``kl_coef``, ``cold_start`` for
+            DERL; ``tournament_size`` for evolution; ``sigma0`` for CMA-ES; ``grammar``/``max_tokens``/
+            ``constants`` for every optimizer).
+
+    Raises:
+        ValueError: an unknown ``name`` (the message lists the known optimizers).
 
     Example:
         >>> from derl_gym.agents.meta import make_optimizer

@@ -37,10 +37,12 @@ def shipped_seed_formulas() -> list[str]:
 
 
 def seed_formulas(num_variables: int, grammar: Any = None) -> list[str]:
-    """Return the seed formulas adapted to ``g1..g{num_variables}`` (see the module docstring),
-    without duplicates, filtered to those ``grammar`` can write when a grammar is given.
+    """Return the seed formulas adapted to ``g1..g{num_variables}`` (see the module docstring).
 
-    Raises ``ValueError`` for ``num_variables < 1``.
+    Duplicates are dropped; with a ``grammar``, only the formulas it can write are kept.
+
+    Raises:
+        ValueError: ``num_variables < 1``.
 
     Example:
         >>> from derl_gym.agents.meta.base import make_grammar
