@@ -484,6 +484,15 @@ def test_step_markers_and_loose_match():
     assert loose_match("x = \\left(3, \\frac{\\pi}{2}\\right)", "\\left( 3, \\frac{\\pi}{2} \\right)")
 
 
+def test_loose_match_never_reads_a_numeric_truth_as_a_substring():
+    # MATH passes numeric=None: a truth that is a number must equal a number of the response.
+    assert not loose_match("the total is 420", "42")
+    assert not loose_match("x = 1.25", "25")
+    assert loose_match("so x = 42.", "42")
+    assert loose_match("x=\\frac{1}{2}, i.e. 0.5", "0.5")
+    assert loose_match("the answer is \\pi/2", "\\pi/2")  # not a number: substring rule
+
+
 def test_primitives_from_real_env_steps(shared_data_dir):
     env = MATHEnv(data_dir=shared_data_dir, seed=0)
     env.reset(options={"index": 2})

@@ -67,8 +67,9 @@ def loose_match(response: str, ground_truth: str, numeric: bool | None = None) -
     """Return True when the ground truth appears anywhere in ``response``.
 
     Numeric ground truths (GSM8K, or any that :func:`parse_number` reads when ``numeric`` is None)
-    match when any number in the response equals it (``1,234`` matches ``1234``). Other answers
-    match when the normalised ground truth is a substring of the normalised response.
+    match only when some number in the response equals it (``1,234`` matches ``1234``; ``420`` does
+    not match ``42``). Other answers (``numeric=False``, or a truth that is not a number) match when
+    the normalised ground truth is a substring of the normalised response.
 
     Example:
         >>> from derl_gym.envs.math import loose_match
@@ -76,6 +77,8 @@ def loose_match(response: str, ground_truth: str, numeric: bool | None = None) -
         (True, False)
         >>> loose_match(r"the side is $\\sqrt{2}$ units", r"\\sqrt{2}")
         True
+        >>> loose_match("the total is 420", "42")  # a number is never matched as a substring
+        False
     """
     if not isinstance(response, str) or not response or not ground_truth:
         return False
@@ -84,8 +87,7 @@ def loose_match(response: str, ground_truth: str, numeric: bool | None = None) -
         for match in NUMBER_RE.finditer(response):
             if parse_number(match.group(0)) == truth_value:
                 return True
-        if numeric:
-            return False
+        return False
     needle = normalize_math_answer(ground_truth)
     return bool(needle) and needle in normalize_math_answer(response)
 
