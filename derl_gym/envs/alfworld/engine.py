@@ -651,8 +651,19 @@ class TransitionCache:
     def _keep_rows(self, game_key: str, data: dict) -> None:
         """Index the file's rows by key (lazy path); drop the least recently loaded games beyond the bound."""
         try:
-            states = {row[0]: row for row in data.get("states", [])}
-            transitions = {(row[0], row[1]): row for row in data.get("transitions", [])}
+            # one string object per distinct text of the file: the JSON decoder makes a new one for every
+            # occurrence of a state key, command or feedback (on alfworld-tiny this keeps ~40% of the memory)
+            same = {}.setdefault
+            states = {}
+            for row in data.get("states", []):
+                row[0] = same(row[0], row[0])
+                row[2] = [same(c, c) for c in row[2]]
+                states[row[0]] = row
+            transitions = {}
+            for row in data.get("transitions", []):
+                row[0], row[1], row[2] = same(row[0], row[0]), same(row[1], row[1]), same(row[2], row[2])
+                row[3], row[4] = same(row[3], row[3]), same(row[4], row[4])
+                transitions[(row[0], row[1])] = row
         except (TypeError, KeyError, IndexError) as err:
             logger.debug("ignoring malformed transition file of game %s: %s", game_key, err)
             return
