@@ -30,6 +30,7 @@ from typing import Any, Callable, Sequence
 
 from derl_gym.rewards.expression import InvalidExpression, MetaReward
 from derl_gym.runtime.report_markdown import run_report_markdown
+from derl_gym.runtime.spec import STATUS_OK, STATUS_STOPPED
 from derl_gym.runtime.store import ResultStore
 
 logger = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ def classify_formula(formula: str, status: str = "ok", score: float | None = Non
 
     ``score`` is accepted for symmetry with stored rows; a valid formula with score 0 is still
     classified by its shape (the inner agent may simply have failed to learn)."""
-    shape = _shape(formula) if status == "ok" and formula else None
+    shape = _shape(formula) if status in (STATUS_OK, STATUS_STOPPED) and formula else None
     if shape is None or not shape[1]:
         return "degenerate"
     degree, names = shape
@@ -124,7 +125,7 @@ def _method_series(store: ResultStore) -> dict[str, list[dict[str, Any]]]:
         rows = []
         for iteration in sorted(by_iteration):
             bests, means, formulas, statuses = [], [], [], []
-            best_score, best_expression, n, cached, failed = -1.0, None, 0, 0, 0
+            best_score, best_expression, n, cached, failed, stopped = -1.0, None, 0, 0, 0, 0
             for cp in by_iteration[iteration]:
                 scores = [float(x) for x in cp["scores"]]
                 if not scores:
@@ -142,12 +143,14 @@ def _method_series(store: ResultStore) -> dict[str, list[dict[str, Any]]]:
                 statuses += list(cp["statuses"])
                 n += len(scores)
                 cached += sum(bool(c) for c in cp["cached"])
-                failed += sum(st != "ok" for st in cp["statuses"])
+                # multi-fidelity: a run stopped early has a (lower-fidelity) score and is not a failure
+                stopped += sum(st == STATUS_STOPPED for st in cp["statuses"])
+                failed += sum(st not in (STATUS_OK, STATUS_STOPPED) for st in cp["statuses"])
             rows.append({"iteration": iteration, "best": statistics.fmean(bests) if bests else 0.0,
                          "mean": statistics.fmean(means) if means else 0.0, "best_expression": best_expression,
                          "shares": structure_shares(formulas, statuses), "primitives": primitive_shares(formulas),
                          "n": n, "cached": cached,
-                         "failed": failed, "runs": len(by_iteration[iteration])})
+                         "failed": failed, "stopped": stopped, "runs": len(by_iteration[iteration])})
         series[method] = rows
     return series
 

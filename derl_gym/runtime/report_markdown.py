@@ -18,6 +18,8 @@ import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from derl_gym.runtime.spec import STATUS_OK, STATUS_STOPPED
+
 if TYPE_CHECKING:  # pragma: no cover - annotations only
     from derl_gym.runtime.evolve import CompareResult, FinalTest
 
@@ -104,15 +106,18 @@ def _iteration_table(method: str, rows: Sequence[Mapping[str, Any]]) -> list[str
     """Return the lines of one method's section: validation, counts and formula structure per iteration."""
     runs = max((r["runs"] for r in rows), default=1)
     pooled = f" (best/mean averaged over {runs} seeds, structure over all their formulas)" if runs > 1 else ""
+    # multi-fidelity runs: a "stopped" column (runs stopped early at a rung; scored, not failed)
+    show_stopped = any(r.get("stopped", 0) for r in rows)
     lines = [f"## {method}", "", f"Validation per iteration{pooled}.", "",
-             "| iteration | best val | mean val | trained | cached | failed | "
-             "additive | multiplicative | single | degenerate | primitives used (share) | best formula |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| iteration | best val | mean val | trained | cached | failed | " + ("stopped | " if show_stopped else "")
+             + "additive | multiplicative | single | degenerate | primitives used (share) | best formula |",
+             "|---|---|---|---|---|---|" + ("---|" if show_stopped else "") + "---|---|---|---|---|---|"]
     for r in rows:
         s = r["shares"]
         best = f"`{r['best_expression']}`" if r["best_expression"] is not None else NO_SCORED_FORMULA
+        stopped = f"{r.get('stopped', 0)} | " if show_stopped else ""
         lines.append(f"| {r['iteration']} | {r['best']:.3f} | {r['mean']:.3f} | {r['n'] - r['cached']} | "
-                     f"{r['cached']} | {r['failed']} | {s['additive']:.2f} | {s['multiplicative']:.2f} | "
+                     f"{r['cached']} | {r['failed']} | {stopped}{s['additive']:.2f} | {s['multiplicative']:.2f} | "
                      f"{s['single']:.2f} | {s['degenerate']:.2f} | "
                      f"{' '.join(f'{k} {v:.2f}' for k, v in r['primitives'].items()) or '-'} | {best} |")
     lines.append("")
@@ -126,7 +131,7 @@ def run_report_markdown(run_dir: str | Path, meta: Mapping[str, Any], rows: Sequ
     ``meta`` is the store's meta table (command, arguments, spec, and the final test / comparison
     markdown when the run wrote them), ``rows`` the stored evaluations (``status``, ``wall_seconds``),
     ``series`` per method one dict per iteration (``iteration``, ``best``, ``mean``, ``n``, ``cached``,
-    ``failed``, ``runs``, ``shares``, ``primitives``, ``best_expression``; see
+    ``failed``, ``stopped`` (optional; a column when any iteration has one), ``runs``, ``shares``, ``primitives``, ``best_expression``; see
     :func:`derl_gym.runtime.report.write_report`). The plots are linked as ``validation.png``,
     ``structure.png`` and ``primitives.png`` beside the file.
 
@@ -152,9 +157,11 @@ def run_report_markdown(run_dir: str | Path, meta: Mapping[str, Any], rows: Sequ
     if spec:
         lines += [f"Preset / spec: **{spec.get('name', '?')}** (spec hash `{meta.get('spec_hash', '?')}`). "
                   f"{spec.get('description', '')}", ""]
-    n_ok = sum(r["status"] == "ok" for r in rows)
+    n_ok = sum(r["status"] == STATUS_OK for r in rows)
+    n_stopped = sum(r["status"] == STATUS_STOPPED for r in rows)  # multi-fidelity: stopped early, not failed
+    stopped = f", {n_stopped} stopped early" if n_stopped else ""
     total_wall = sum(float(r["wall_seconds"]) for r in rows)
-    lines += [f"Stored evaluations: {len(rows)} ({n_ok} ok, {len(rows) - n_ok} failed or timed out); "
+    lines += [f"Stored evaluations: {len(rows)} ({n_ok} ok, {len(rows) - n_ok - n_stopped} failed or timed out{stopped}); "
               f"inner training time summed over jobs: {total_wall:.0f} s.", ""]
     for method, method_rows in series.items():
         lines += _iteration_table(method, method_rows)
