@@ -39,7 +39,15 @@ ALGO_KEYS = ("model",)
 
 @dataclass(frozen=True)
 class PresetInfo:
-    """A preset's factory and its expected wall time per inner run (for :func:`describe_presets`)."""
+    """A preset's ``factory`` (returns a fresh spec) and its expected ``wall_time`` per inner run (text shown by
+    :func:`describe_presets`).
+
+    Example:
+        >>> from derl_gym.runtime.presets import PRESETS, PresetInfo, alfworld_tiny
+        >>> info = PRESETS["alfworld-tiny"]
+        >>> isinstance(info, PresetInfo), info.factory is alfworld_tiny, "1 min" in info.wall_time
+        (True, True, True)
+    """
 
     factory: Callable[[], InnerLoopSpec]
     wall_time: str
@@ -72,7 +80,19 @@ TINY_STEPS = 20
 
 
 def alfworld_tiny() -> InnerLoopSpec:
-    """Return the ``alfworld-tiny`` spec: pick_and_place_simple, few receptacles, about 1 min per run."""
+    """Return the ``alfworld-tiny`` spec: pick_and_place_simple, few receptacles, about 1 min per run.
+
+    Returns:
+        A fresh :class:`~derl_gym.runtime.spec.InnerLoopSpec` (MaskablePPO, 24k env steps, test splits L0 and L1).
+
+    Example:
+        >>> from derl_gym.runtime.presets import alfworld_tiny
+        >>> spec = alfworld_tiny()
+        >>> spec.name, spec.agent.algorithm, spec.agent.total_timesteps, sorted(spec.test_envs)
+        ('alfworld-tiny', 'maskable_ppo', 24000, ['L0', 'L1'])
+        >>> spec.train_env.kwargs["task_types"], spec.train_env.kwargs["max_episode_steps"]
+        (['pick_and_place_simple'], 20)
+    """
     return InnerLoopSpec(
         name="alfworld-tiny",
         **_alfworld_splits(TINY_TASKS, TINY_GENERATOR, TINY_STEPS),
@@ -114,7 +134,17 @@ def _small_wrapper_kwargs() -> dict[str, Any]:
 
 
 def alfworld_small() -> InnerLoopSpec:
-    """Return the ``alfworld-small`` spec: all six task types, more receptacles, bigger budget."""
+    """Return the ``alfworld-small`` spec: all six task types, more receptacles, bigger budget.
+
+    Returns:
+        A fresh :class:`~derl_gym.runtime.spec.InnerLoopSpec` (50k env steps, 40-step episodes, test L0 and L1).
+
+    Example:
+        >>> from derl_gym.runtime.presets import alfworld_small
+        >>> spec = alfworld_small()
+        >>> len(spec.train_env.kwargs["task_types"]), spec.agent.total_timesteps, spec.wrapper_kwargs["max_actions"]
+        (6, 50000, 48)
+    """
     return InnerLoopSpec(
         name="alfworld-small",
         **_alfworld_splits(SMALL_TASKS, SMALL_GENERATOR, 40),
@@ -133,7 +163,19 @@ L2_TEST_TASKS = ("pick_cool_then_place_in_recep", "pick_two_obj_and_place")
 
 
 def alfworld_l2() -> InnerLoopSpec:
-    """Return the ``alfworld-l2`` spec: train on pick/look/clean/heat, test L2 on cool/pick-two."""
+    """Return the ``alfworld-l2`` spec: train on pick/look/clean/heat, test L2 on cool/pick-two.
+
+    Returns:
+        A fresh :class:`~derl_gym.runtime.spec.InnerLoopSpec` whose test split ``L2`` holds task types never trained on.
+
+    Example:
+        >>> from derl_gym.runtime.presets import alfworld_l2
+        >>> spec = alfworld_l2()
+        >>> sorted(spec.test_envs), spec.test_envs["L2"].kwargs["task_types"]
+        (['L0', 'L1', 'L2'], ['pick_cool_then_place_in_recep', 'pick_two_obj_and_place'])
+        >>> set(spec.train_env.kwargs["task_types"]) & set(spec.test_envs["L2"].kwargs["task_types"])
+        set()
+    """
     generator = {**SMALL_GENERATOR, "task_types": list(SMALL_TASKS)}
 
     def env(split: str, level: str, tasks: tuple[str, ...]) -> EnvSpec:
@@ -159,7 +201,17 @@ L2_FAST_STEPS = 30_000
 
 
 def alfworld_l2_fast() -> InnerLoopSpec:
-    """Return ``alfworld-l2-fast``: ``alfworld-l2``'s splits and agent at 30k env steps per inner run."""
+    """Return ``alfworld-l2-fast``: ``alfworld-l2``'s splits and agent at 30k env steps per inner run.
+
+    Returns:
+        A fresh :class:`~derl_gym.runtime.spec.InnerLoopSpec`: ``alfworld-l2`` with ``total_timesteps`` :data:`L2_FAST_STEPS`.
+
+    Example:
+        >>> from derl_gym.runtime.presets import alfworld_l2, alfworld_l2_fast
+        >>> fast, full = alfworld_l2_fast(), alfworld_l2()
+        >>> fast.name, fast.agent.total_timesteps, full.agent.total_timesteps, fast.test_envs == full.test_envs
+        ('alfworld-l2-fast', 30000, 50000, True)
+    """
     spec = alfworld_l2()
     return spec.replace(
         name="alfworld-l2-fast", agent=dataclasses.replace(spec.agent, total_timesteps=L2_FAST_STEPS),
@@ -186,9 +238,34 @@ VALIDATION_GENERATOR_SEED_OFFSET = 1000
 
 
 def with_validation(spec: InnerLoopSpec, kind: str = "paper") -> InnerLoopSpec:
-    """Return ``spec`` with the validation (selection) split ``kind`` of :data:`VALIDATION_KINDS`
-    (``"paper"`` returns ``spec`` unchanged). Raises ``ValueError`` for an unknown kind or for
-    ``fresh``/``unseen-plans`` on a preset that is not an ALFWorld one."""
+    """Return ``spec`` with another validation (selection) split.
+
+    Args:
+        spec: an inner-loop spec (an ALFWorld preset with generated games for ``fresh``/``unseen-plans``).
+        kind: one of :data:`VALIDATION_KINDS`; ``"paper"`` returns ``spec`` unchanged.
+
+    Returns:
+        The spec with the new ``validation_env`` (games of an independently seeded generation: the
+        generator seed plus :data:`VALIDATION_GENERATOR_SEED_OFFSET`), its description saying which.
+
+    Raises:
+        ValueError: for an unknown kind, or for ``fresh``/``unseen-plans`` on a preset without generated
+            ALFWorld games.
+
+    Example:
+        >>> from derl_gym.runtime.presets import alfworld_tiny, gsm8k_lm_tiny, with_validation
+        >>> spec = alfworld_tiny()
+        >>> fresh = with_validation(spec, "fresh").validation_env.kwargs
+        >>> fresh["split"], fresh["generator"]["seed"] - spec.validation_env.kwargs["generator"]["seed"]
+        ('train', 1000)
+        >>> plans = with_validation(spec, "unseen-plans").validation_env.kwargs
+        >>> plans["split"], plans["level"], with_validation(spec) is spec
+        ('test', 'L1', True)
+        >>> with_validation(gsm8k_lm_tiny(), "fresh")
+        Traceback (most recent call last):
+        ...
+        ValueError: validation='fresh' needs an ALFWorld preset with generated games; 'gsm8k-lm-tiny' has validation env 'derl_gym/GSM8K-v0'; use validation='paper'
+    """
     if kind not in VALIDATION_KINDS:
         raise ValueError(f"unknown validation kind {kind!r}; choose one of {', '.join(VALIDATION_KINDS)}")
     if kind == "paper":
@@ -227,7 +304,19 @@ SCIENCEWORLD_TINY_EXCLUDE = (
 
 
 def scienceworld_tiny() -> InnerLoopSpec:
-    """Return the ``scienceworld-tiny`` spec: lifespan-longest-lived, easy simplification, 8-step episodes."""
+    """Return the ``scienceworld-tiny`` spec: lifespan-longest-lived, easy simplification, 8-step episodes.
+
+    Returns:
+        A fresh :class:`~derl_gym.runtime.spec.InnerLoopSpec` (MaskablePPO, 2k env steps, test L0 and L1).
+
+    Example:
+        >>> from derl_gym.runtime.presets import scienceworld_tiny
+        >>> spec = scienceworld_tiny()
+        >>> spec.train_env.kwargs["task"], spec.train_env.kwargs["max_episode_steps"], spec.agent.total_timesteps
+        ('lifespan-longest-lived', 8, 2000)
+        >>> "teleport to kitchen" in spec.wrapper_kwargs["exclude"], "teleport to outside" in spec.wrapper_kwargs["exclude"]
+        (True, False)
+    """
     def env(split: str, level: str = "L0") -> EnvSpec:
         return EnvSpec(SCIENCEWORLD_ID, {"task": SCIENCEWORLD_TINY_TASK, "split": split, "level": level,
                                          "simplification": "easy", "max_episode_steps": 8,
@@ -282,7 +371,17 @@ def _gsm8k_env(split: str, max_problems: int | None) -> EnvSpec:
 
 
 def gsm8k_lm_tiny() -> InnerLoopSpec:
-    """Return ``gsm8k-lm-tiny``: the tiny offline Qwen2 model, 16 GRPO steps on 64 GSM8K problems."""
+    """Return ``gsm8k-lm-tiny``: the tiny offline Qwen2 model, 16 GRPO steps on 64 GSM8K problems.
+
+    Returns:
+        A fresh :class:`~derl_gym.runtime.spec.InnerLoopSpec` (GRPO with ``model="tiny"``, 128 completions in all).
+
+    Example:
+        >>> from derl_gym.runtime.presets import gsm8k_lm_tiny
+        >>> spec = gsm8k_lm_tiny()
+        >>> spec.agent.algorithm, spec.agent.algo_kwargs["model"], spec.train_env.kwargs["max_problems"]
+        ('grpo', 'tiny', 64)
+    """
     return InnerLoopSpec(
         name="gsm8k-lm-tiny",
         train_env=_gsm8k_env("train", 64),
@@ -300,7 +399,17 @@ def gsm8k_lm_tiny() -> InnerLoopSpec:
 
 
 def math_lm_tiny() -> InnerLoopSpec:
-    """Return ``math-lm-tiny``: the tiny model on MATH-500 (train/validation carved from the test file)."""
+    """Return ``math-lm-tiny``: the tiny model on MATH-500 (train/validation carved from the test file).
+
+    Returns:
+        A fresh :class:`~derl_gym.runtime.spec.InnerLoopSpec` without test splits (MATH-500 is the holdout's source).
+
+    Example:
+        >>> from derl_gym.runtime.presets import gsm8k_lm_tiny, math_lm_tiny
+        >>> spec = math_lm_tiny()
+        >>> spec.train_env.env_id, spec.train_env.kwargs["holdout_from"], spec.test_envs, spec.agent == gsm8k_lm_tiny().agent
+        ('derl_gym/MATH-v0', 'test', {}, True)
+    """
     def env(split: str, n: int) -> EnvSpec:
         return EnvSpec(MATH_ID, {"split": split, "holdout_from": "test", "max_problems": n, **_math_data_dir()})
 
@@ -317,7 +426,17 @@ def _paper_lm_agent(model: str, total: int, **kwargs: Any) -> AgentSpec:
 
 
 def gsm8k_lm() -> InnerLoopSpec:
-    """Return ``gsm8k-lm``: a real model (``$DERL_GYM_MODEL`` or ``model=``) on full GSM8K, paper-shaped budget."""
+    """Return ``gsm8k-lm``: a real model (``$DERL_GYM_MODEL`` or ``model=``) on full GSM8K, paper-shaped budget.
+
+    Returns:
+        A fresh :class:`~derl_gym.runtime.spec.InnerLoopSpec` (GRPO, 200 steps x 16 prompts x 8 completions).
+
+    Example:
+        >>> from derl_gym.runtime.presets import gsm8k_lm
+        >>> spec = gsm8k_lm()
+        >>> spec.agent.total_timesteps, spec.agent.algo_kwargs["max_completion_length"], spec.eval_episodes
+        (25600, 1024, 500)
+    """
     return InnerLoopSpec(
         name="gsm8k-lm", train_env=_gsm8k_env("train", None), validation_env=_gsm8k_env("validation", None),
         test_envs={"L0": _gsm8k_env("test", None)}, primitives=MATH_PRIMITIVES,
@@ -329,7 +448,17 @@ def gsm8k_lm() -> InnerLoopSpec:
 
 
 def math_lm() -> InnerLoopSpec:
-    """Return ``math-lm``: a real model on MATH (``math/train.jsonl`` for training, MATH-500 for test)."""
+    """Return ``math-lm``: a real model on MATH (``math/train.jsonl`` for training, MATH-500 for test).
+
+    Returns:
+        A fresh :class:`~derl_gym.runtime.spec.InnerLoopSpec` (as ``gsm8k-lm`` with 2048-token completions).
+
+    Example:
+        >>> from derl_gym.runtime.presets import math_lm
+        >>> spec = math_lm()
+        >>> spec.train_env.env_id, spec.train_env.kwargs["split"], spec.agent.algo_kwargs["max_completion_length"]
+        ('derl_gym/MATH-v0', 'train', 2048)
+    """
     def env(split: str) -> EnvSpec:
         return EnvSpec(MATH_ID, {"split": split, **_math_data_dir()})
 
@@ -350,7 +479,19 @@ ALFWORLD_LM_TINY_STEPS = 6
 
 
 def alfworld_lm_tiny() -> InnerLoopSpec:
-    """Return ``alfworld-lm-tiny``: the tiny model on alfworld-tiny's games, 6-turn conversations, RLVMR tags."""
+    """Return ``alfworld-lm-tiny``: the tiny model on alfworld-tiny's games, 6-turn conversations, RLVMR tags.
+
+    Returns:
+        A fresh :class:`~derl_gym.runtime.spec.InnerLoopSpec` (GRPO with ``model="tiny"``, step scorer ``tags``).
+
+    Example:
+        >>> from derl_gym.runtime.presets import alfworld_lm_tiny, alfworld_tiny
+        >>> spec = alfworld_lm_tiny()
+        >>> spec.agent.algorithm, spec.primitives.kwargs, spec.train_env.kwargs["max_episode_steps"]
+        ('grpo', {'step_scorer': 'tags'}, 6)
+        >>> spec.train_env.kwargs["generator"] == alfworld_tiny().train_env.kwargs["generator"]   # the same games
+        True
+    """
     return InnerLoopSpec(
         name="alfworld-lm-tiny",
         **_alfworld_splits(TINY_TASKS, TINY_GENERATOR, ALFWORLD_LM_TINY_STEPS),
@@ -372,7 +513,17 @@ def _paper_text_agent(total: int) -> AgentSpec:
 
 
 def alfworld_lm() -> InnerLoopSpec:
-    """Return ``alfworld-lm``: a real model (``$DERL_GYM_MODEL`` or ``model=``) on all six ALFWorld task types."""
+    """Return ``alfworld-lm``: a real model (``$DERL_GYM_MODEL`` or ``model=``) on all six ALFWorld task types.
+
+    Returns:
+        A fresh :class:`~derl_gym.runtime.spec.InnerLoopSpec` (GRPO, 150 steps x 16 games x 8 episodes).
+
+    Example:
+        >>> from derl_gym.runtime.presets import alfworld_lm
+        >>> spec = alfworld_lm()
+        >>> len(spec.train_env.kwargs["task_types"]), spec.train_env.kwargs["max_episode_steps"], spec.agent.total_timesteps
+        (6, 50, 19200)
+    """
     return InnerLoopSpec(
         name="alfworld-lm", **_alfworld_splits(SMALL_TASKS, SMALL_GENERATOR, 50), primitives=ALFWORLD_LM_PRIMITIVES,
         agent=_paper_text_agent(150 * 8 * 16), eval_episodes=100,
@@ -383,7 +534,17 @@ def alfworld_lm() -> InnerLoopSpec:
 
 
 def scienceworld_lm() -> InnerLoopSpec:
-    """Return ``scienceworld-lm``: a real model on ScienceWorld's lifespan task (as scienceworld-tiny's env)."""
+    """Return ``scienceworld-lm``: a real model on ScienceWorld's lifespan task (as scienceworld-tiny's env).
+
+    Returns:
+        A fresh :class:`~derl_gym.runtime.spec.InnerLoopSpec` (30-turn conversations, budget as ``alfworld-lm``).
+
+    Example:
+        >>> from derl_gym.runtime.presets import alfworld_lm, scienceworld_lm
+        >>> spec = scienceworld_lm()
+        >>> spec.train_env.kwargs["max_episode_steps"], spec.agent.total_timesteps == alfworld_lm().agent.total_timesteps
+        (30, True)
+    """
     def env(split: str, level: str = "L0") -> EnvSpec:
         return EnvSpec(SCIENCEWORLD_ID, {"task": SCIENCEWORLD_TINY_TASK, "split": split, "level": level,
                                          "simplification": "easy", "max_episode_steps": 30, "max_admissible": 64})
@@ -428,7 +589,14 @@ PRESETS: dict[str, PresetInfo] = {
 
 
 def preset_names() -> list[str]:
-    """Return the registered preset names, sorted."""
+    """Return the registered preset names (the keys of :data:`PRESETS`), sorted.
+
+    Example:
+        >>> from derl_gym.runtime.presets import preset_names
+        >>> names = preset_names()
+        >>> names == sorted(names), "alfworld-tiny" in names, "standin" in names   # the CLI adds the stand-in
+        (True, True, False)
+    """
     return sorted(PRESETS)
 
 
@@ -437,8 +605,30 @@ def get_preset(name: str, **overrides: Any) -> InnerLoopSpec:
 
     ``overrides`` may name spec fields (``seed``, ``eval_episodes``, ``wrapper_kwargs`` ...) or agent
     fields (``total_timesteps``, ``n_envs``, ``algorithm``, ``device``, ``algo_kwargs``,
-    ``policy_kwargs``). Raises ``KeyError`` listing the known names for an unknown preset and
-    ``TypeError`` for an unknown override.
+    ``policy_kwargs``), or ``model`` (merged into ``agent.algo_kwargs``: the LM presets' model folder).
+
+    Args:
+        name: a preset name of :func:`preset_names`.
+        **overrides: the fields to replace.
+
+    Returns:
+        A new spec (the preset's factory is called each time: changing it never changes the preset).
+
+    Raises:
+        KeyError: for an unknown preset (the message lists the known names).
+        TypeError: for an unknown override (the message lists the accepted fields).
+
+    Example:
+        >>> from derl_gym.runtime.presets import get_preset
+        >>> spec = get_preset("alfworld-tiny", seed=3, total_timesteps=2000, eval_episodes=5)
+        >>> spec.seed, spec.agent.total_timesteps, spec.eval_episodes, spec.agent.algorithm
+        (3, 2000, 5, 'maskable_ppo')
+        >>> get_preset("gsm8k-lm-tiny", model="/models/qwen").agent.algo_kwargs["model"]
+        '/models/qwen'
+        >>> get_preset("alfworld-tiny", steps=1)
+        Traceback (most recent call last):
+        ...
+        TypeError: unknown override(s) ['steps'] for preset 'alfworld-tiny'; use InnerLoopSpec fields ...
     """
     if name not in PRESETS:
         raise KeyError(f"unknown preset {name!r}; known presets: {', '.join(preset_names())}")
@@ -459,7 +649,20 @@ def get_preset(name: str, **overrides: Any) -> InnerLoopSpec:
 
 
 def describe_presets() -> str:
-    """Return a text table: one block per preset with its description, budget and split envs."""
+    """Return a text table of the presets (what ``derl-gym list`` prints).
+
+    Returns:
+        Three lines per preset, in name order: ``<name>: <description>``, its budget (env steps, algorithm,
+        eval episodes, wall time) and its splits.
+
+    Example:
+        >>> from derl_gym.runtime.presets import describe_presets, preset_names
+        >>> lines = describe_presets().splitlines()
+        >>> len(lines) == 3 * len(preset_names()), lines[0].split(":")[0]
+        (True, 'alfworld-l2')
+        >>> lines[1].split(";")[0]
+        '  budget: 50,000 env steps (maskable_ppo, 1 env), eval_episodes=40'
+    """
     lines = []
     for name in preset_names():
         info = PRESETS[name]

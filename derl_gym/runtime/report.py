@@ -50,11 +50,29 @@ def _shape(formula: str) -> tuple[int, frozenset[str]] | None:
 
 
 def classify_formula(formula: str, status: str = "ok", score: float | None = None) -> str:
-    """Return the structure of a formula: ``"additive"``, ``"multiplicative"``, ``"single"`` or
-    ``"degenerate"`` (constant, unparsable, or ``status`` not ``"ok"``).
+    """Return the structure of a formula, one of :data:`STRUCTURES`.
 
-    ``score`` is accepted for symmetry with stored rows; a valid formula with score 0 is still
-    classified by its shape (the inner agent may simply have failed to learn)."""
+    A valid formula with score 0 is still classified by its shape (the inner agent may simply have
+    failed to learn); a run stopped early by the multi-fidelity scheduler (``"stopped"``) too.
+
+    Args:
+        formula: a Meta-Reward formula (``"g1 + 0.5*g4"``); read with the parser, never evaluated.
+        status: the inner run's status; any status but ``"ok"``/``"stopped"`` (a failed or timed-out run)
+            makes the formula ``"degenerate"``.
+        score: accepted for symmetry with stored rows; not used.
+
+    Returns:
+        ``"additive"`` (a sum of two or more primitives), ``"multiplicative"`` (primitives multiplied or
+        divided by each other), ``"single"`` (one primitive, possibly scaled or shifted) or
+        ``"degenerate"`` (constant, unparsable, or a failed run).
+
+    Example:
+        >>> from derl_gym.runtime.report import classify_formula
+        >>> [classify_formula(f) for f in ("g1 + 0.5*g4", "g1*g2", "2*g3 - 1", "0.5", "g1 +")]
+        ['additive', 'multiplicative', 'single', 'degenerate', 'degenerate']
+        >>> classify_formula("g1 + g2", status="failed"), classify_formula("g1 + g2", status="stopped")
+        ('degenerate', 'additive')
+    """
     shape = _shape(formula) if status in (STATUS_OK, STATUS_STOPPED) and formula else None
     if shape is None or not shape[1]:
         return "degenerate"
@@ -65,7 +83,20 @@ def classify_formula(formula: str, status: str = "ok", score: float | None = Non
 
 
 def structure_shares(formulas: Sequence[str], statuses: Sequence[str] | None = None) -> dict[str, float]:
-    """Return the share (0..1) of each structure in :data:`STRUCTURES` among ``formulas``."""
+    """Return the share of each structure in :data:`STRUCTURES` among ``formulas``.
+
+    Args:
+        formulas: the formulas (canonical forms when available).
+        statuses: their inner runs' statuses, aligned with ``formulas`` (default: all ``"ok"``).
+
+    Returns:
+        ``{structure: share in [0, 1]}`` for every structure of :data:`STRUCTURES` (all 0.0 when empty).
+
+    Example:
+        >>> from derl_gym.runtime.report import structure_shares
+        >>> structure_shares(["g1 + g2", "g1*g2", "g1", "g1 + g3"], ["ok", "ok", "ok", "failed"])
+        {'additive': 0.25, 'multiplicative': 0.25, 'single': 0.25, 'degenerate': 0.25}
+    """
     statuses = list(statuses) if statuses is not None else ["ok"] * len(formulas)
     counts = {s: 0 for s in STRUCTURES}
     for formula, status in zip(formulas, statuses):
@@ -75,14 +106,37 @@ def structure_shares(formulas: Sequence[str], statuses: Sequence[str] | None = N
 
 
 def formula_variables(formula: str) -> frozenset[str]:
-    """Return the variable names (``g1``, ``g2`` ...) a formula uses (empty when it does not parse)."""
+    """Return the variable names a formula uses.
+
+    Args:
+        formula: a Meta-Reward formula (read with the parser, never evaluated).
+
+    Returns:
+        The names (``g1``, ``g2`` ...) as a frozenset; empty when the formula does not parse.
+
+    Example:
+        >>> from derl_gym.runtime.report import formula_variables
+        >>> sorted(formula_variables("g3*g1 + 2")), formula_variables("g1 + foo")
+        (['g1', 'g3'], frozenset())
+    """
     shape = _shape(formula)
     return shape[1] if shape is not None else frozenset()
 
 
 def primitive_shares(formulas: Sequence[str]) -> dict[str, float]:
-    """Return, per variable name appearing in ``formulas``, the share (0..1) of formulas that use it
-    (sorted by name, ``g1`` first)."""
+    """Return how often each primitive is used among ``formulas``.
+
+    Args:
+        formulas: the formulas; one that does not parse uses nothing (but still counts in the total).
+
+    Returns:
+        ``{variable name: share in [0, 1] of formulas using it}``, in variable order (``g2`` before ``g10``).
+
+    Example:
+        >>> from derl_gym.runtime.report import primitive_shares
+        >>> primitive_shares(["g1", "g1 +", "g2/g1", "g10"])
+        {'g1': 0.5, 'g2': 0.25, 'g10': 0.25}
+    """
     counts: dict[str, int] = {}
     for formula in formulas:
         for name in formula_variables(formula):
@@ -94,15 +148,34 @@ def primitive_shares(formulas: Sequence[str]) -> dict[str, float]:
 
 @dataclass
 class Report:
-    """Paths written by :func:`write_report`: the markdown file and the PNG plots."""
+    """Paths written by :func:`write_report`: ``markdown`` (``report.md``) and ``plots`` (the PNG files).
+
+    Example:
+        >>> from pathlib import Path
+        >>> from derl_gym.runtime.report import Report
+        >>> report = Report(markdown=Path("runs/demo/report.md"), plots=[Path("runs/demo/validation.png")])
+        >>> report.markdown.name, [p.name for p in report.plots]
+        ('report.md', ['validation.png'])
+    """
 
     markdown: Path
     plots: list[Path]
 
 
 def method_of(label: str) -> str:
-    """Return the method of a checkpoint label: ``"derl/seed1"`` -> ``"derl"`` (compare runs one
-    label per method and seed); other labels are returned unchanged."""
+    """Return the method of a checkpoint label (``compare`` stores one label per method and seed).
+
+    Args:
+        label: a checkpoint label such as ``"derl"`` or ``"derl/seed1"``.
+
+    Returns:
+        The label without its ``/seed<k>`` suffix; other labels unchanged.
+
+    Example:
+        >>> from derl_gym.runtime.report import method_of
+        >>> method_of("derl/seed1"), method_of("random/seed-3"), method_of("outcome")
+        ('derl', 'random', 'outcome')
+    """
     return re.sub(r"/seed-?\d+$", "", label)
 
 
@@ -156,8 +229,26 @@ def _method_series(store: ResultStore) -> dict[str, list[dict[str, Any]]]:
 
 
 def plot_validation(series: dict[str, list[dict[str, Any]]], path: Path) -> Path:
-    """Plot best (solid) and mean (dashed) validation score per iteration per method (averaged over
-    seeds when a method ran with several); returns ``path``."""
+    """Plot best (solid) and mean (dashed) validation score per iteration, one colour per method.
+
+    Args:
+        series: per method one row per iteration with ``iteration``, ``best`` and ``mean`` (as
+            :func:`write_report` builds them: averaged over seeds when a method ran with several).
+        path: the PNG file to write.
+
+    Returns:
+        ``path``, after the figure was saved there.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from derl_gym.runtime.report import plot_validation
+        >>> series = {"derl": [{"iteration": 1, "best": 0.4, "mean": 0.2}, {"iteration": 2, "best": 0.7, "mean": 0.5}]}
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     png = plot_validation(series, Path(tmp) / "validation.png")
+        ...     png.name, png.read_bytes()[:4]
+        ('validation.png', b'\\x89PNG')
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -220,7 +311,26 @@ def _plot_panels(series: dict[str, list[dict[str, Any]]], path: Path,
 
 
 def plot_structure(series: dict[str, list[dict[str, Any]]], path: Path) -> Path:
-    """Plot stacked shares of formula structures per iteration, one panel per method; returns ``path``."""
+    """Plot the stacked shares of formula structures per iteration, one panel per method.
+
+    Args:
+        series: per method one row per iteration with ``iteration`` and ``shares`` (a
+            :func:`structure_shares` dict).
+        path: the PNG file to write.
+
+    Returns:
+        ``path``, after the figure was saved there.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from derl_gym.runtime.report import plot_structure, structure_shares
+        >>> series = {"derl": [{"iteration": 1, "shares": structure_shares(["g1", "g1 + g2"])}]}
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     png = plot_structure(series, Path(tmp) / "structure.png")
+        ...     png.stat().st_size > 1000
+        True
+    """
     colors = {"additive": "#4c72b0", "multiplicative": "#dd8452", "single": "#55a868", "degenerate": "#8c8c8c"}
 
     def draw(ax: Any, rows: list[dict[str, Any]]) -> None:
@@ -235,7 +345,26 @@ def plot_structure(series: dict[str, list[dict[str, Any]]], path: Path) -> Path:
 
 
 def plot_primitives(series: dict[str, list[dict[str, Any]]], path: Path) -> Path:
-    """Plot, per method, the share of proposed formulas using each primitive per iteration; returns ``path``."""
+    """Plot, one panel per method, the share of proposed formulas using each primitive per iteration.
+
+    Args:
+        series: per method one row per iteration with ``iteration`` and ``primitives`` (a
+            :func:`primitive_shares` dict); a primitive missing from a row counts as 0.
+        path: the PNG file to write.
+
+    Returns:
+        ``path``, after the figure was saved there.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from derl_gym.runtime.report import plot_primitives, primitive_shares
+        >>> series = {"derl": [{"iteration": 1, "primitives": primitive_shares(["g1", "g1 + g4"])}]}
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     png = plot_primitives(series, Path(tmp) / "primitives.png")
+        ...     png.stat().st_size > 1000
+        True
+    """
     names = sorted({n for rows in series.values() for r in rows for n in r.get("primitives", {})},
                    key=lambda n: (len(n), n))
 
@@ -249,8 +378,44 @@ def plot_primitives(series: dict[str, list[dict[str, Any]]], path: Path) -> Path
 
 
 def write_report(run_dir: str | Path, store: ResultStore | None = None) -> Report:
-    """Write ``report.md``, ``validation.png`` and ``structure.png`` into ``run_dir``; returns their
-    paths. Raises ``FileNotFoundError`` when the directory has no ``store.sqlite``."""
+    """Write ``report.md``, ``validation.png``, ``structure.png`` and ``primitives.png`` into ``run_dir``.
+
+    Per method (the seeds of a ``compare`` run pooled) and iteration the report shows the best and mean
+    validation score over the scored formulas, how many runs were trained, cached, failed (or timed out)
+    and, for multi-fidelity runs, stopped early, the formula structures and the primitives used.
+
+    Args:
+        run_dir: the run directory of ``derl-gym evolve`` or ``compare``.
+        store: an open store of that directory (default: open ``<run_dir>/store.sqlite`` and close it again).
+
+    Returns:
+        A :class:`Report` with the paths written.
+
+    Raises:
+        FileNotFoundError: when ``store`` is None and ``run_dir`` has no ``store.sqlite``.
+
+    Example:
+        >>> import tempfile
+        >>> from derl_gym.agents.meta import make_optimizer
+        >>> from derl_gym.runtime.evolve import run_evolution
+        >>> from derl_gym.runtime.report import write_report
+        >>> from derl_gym.runtime.runners import InlineRunner
+        >>> from derl_gym.runtime.standin import standin_inner, standin_spec
+        >>> from derl_gym.runtime.store import ResultStore
+        >>> with tempfile.TemporaryDirectory() as run_dir:
+        ...     with ResultStore(run_dir) as store:
+        ...         _ = run_evolution(standin_spec(), make_optimizer("random", 4, seed=0),
+        ...                           InlineRunner(job_fn=standin_inner), store, iterations=2, group_size=2,
+        ...                           report_to="none")
+        ...     report = write_report(run_dir)
+        ...     text = report.markdown.read_text()
+        ...     "## random" in text, [p.name for p in report.plots]
+        (True, ['validation.png', 'structure.png', 'primitives.png'])
+        >>> write_report("no/such/run")
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: no/such/run has no store.sqlite; pass the --run-dir of an evolve or compare run
+    """
     run_dir = Path(run_dir)
     own = store is None
     if own:
@@ -273,7 +438,22 @@ def write_report(run_dir: str | Path, store: ResultStore | None = None) -> Repor
 
 # ------------------------------------------------------------------------------ statistics
 def t_critical_95(df: int) -> float:
-    """Return the two-sided 95% Student-t critical value for ``df`` degrees of freedom (>= 1)."""
+    """Return the two-sided 95% Student-t critical value (``scipy.stats.t.ppf(0.975, df)``).
+
+    Args:
+        df: degrees of freedom, at least 1 (``n - 1`` for ``n`` values).
+
+    Returns:
+        The critical value (12.706 for df 1, tending to 1.96 for large df).
+
+    Raises:
+        ValueError: when ``df < 1``.
+
+    Example:
+        >>> from derl_gym.runtime.report import t_critical_95
+        >>> round(t_critical_95(1), 3), round(t_critical_95(4), 3), round(t_critical_95(10_000), 2)
+        (12.706, 2.776, 1.96)
+    """
     from scipy import stats
 
     if df < 1:
@@ -282,8 +462,23 @@ def t_critical_95(df: int) -> float:
 
 
 def t_interval(values: Sequence[float]) -> tuple[float, float]:
-    """Return ``(mean, half_width)`` of the 95% t-interval of the mean of ``values`` (half width
-    NaN for fewer than two values)."""
+    """Return the 95% t-interval of the mean of ``values``.
+
+    Args:
+        values: the numbers (e.g. one test score per seed).
+
+    Returns:
+        ``(mean, half_width)``: the interval is ``mean ± half_width``; the half width is NaN for fewer
+        than two values, both are NaN for none.
+
+    Example:
+        >>> from derl_gym.runtime.report import t_interval
+        >>> mean, half = t_interval([0.5, 0.7, 0.6])
+        >>> round(mean, 3), round(half, 3)         # 4.303 * 0.1 / sqrt(3)
+        (0.6, 0.248)
+        >>> t_interval([0.5])
+        (0.5, nan)
+    """
     values = [float(v) for v in values]
     if not values:
         return float("nan"), float("nan")
@@ -294,8 +489,25 @@ def t_interval(values: Sequence[float]) -> tuple[float, float]:
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Return Spearman's rank correlation of ``x`` and ``y`` (``scipy.stats.spearmanr``; ties share
-    their mean rank; NaN when fewer than three pairs or when one side is constant)."""
+    """Return Spearman's rank correlation of ``x`` and ``y`` (``scipy.stats.spearmanr``; ties share their mean rank).
+
+    Args:
+        x: the first values (e.g. validation scores of formulas).
+        y: the second values, aligned with ``x`` (e.g. their test scores).
+
+    Returns:
+        The correlation in [-1, 1]; NaN for fewer than three pairs or when one side is constant.
+
+    Raises:
+        ValueError: when ``x`` and ``y`` differ in length.
+
+    Example:
+        >>> from derl_gym.runtime.report import spearman
+        >>> spearman([0.1, 0.4, 0.3, 0.9], [1, 3, 2, 10]), spearman([1, 2, 3], [3, 2, 1])
+        (1.0, -1.0)
+        >>> spearman([1, 2], [1, 2])
+        nan
+    """
     from scipy import stats
 
     if len(x) != len(y):
@@ -318,7 +530,25 @@ def variance_components(table: Sequence[Sequence[float]]) -> dict[str, float]:
     - ``snr``: ``sqrt(formula_var / within_var)`` (signal std over one run's noise std);
     - ``n_formulas``, ``n_seeds``, ``grand_mean``.
 
-    Raises ``ValueError`` unless there are >= 2 formulas and >= 2 seeds with no missing cell."""
+    Args:
+        table: ``table[formula][seed]``, every formula scored on the same seeds.
+
+    Returns:
+        The dict described above (floats, plus the two counts as ints).
+
+    Raises:
+        ValueError: unless there are >= 2 formulas and >= 2 seeds with no missing cell.
+
+    Example:
+        >>> from derl_gym.runtime.report import variance_components
+        >>> parts = variance_components([[0.2, 0.4, 0.3], [0.6, 0.8, 0.7]])   # formula 2 is better on every seed
+        >>> round(parts["formula_var"], 3), round(parts["residual_var"], 3), parts["n_formulas"], parts["n_seeds"]
+        (0.08, 0.0, 2, 3)
+        >>> variance_components([[0.2, 0.4]])
+        Traceback (most recent call last):
+        ...
+        ValueError: variance_components needs a complete table of >= 2 formulas x >= 2 seeds, got [2]; run every formula on the same seeds
+    """
     rows = [[float(v) for v in row] for row in table]
     nf = len(rows)
     ns = len(rows[0]) if rows else 0
