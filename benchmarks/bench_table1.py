@@ -40,6 +40,7 @@ from derl_gym.runtime.report import (  # noqa: E402
 from benchmarks._common import add_run_flags, inner_loop, int_list, parse_args  # noqa: E402
 from benchmarks.results_io import write_results  # noqa: E402
 from derl_gym.runtime.runners import make_runner  # noqa: E402
+from derl_gym.runtime.selection import SELECTION_SCORES, curve_tail  # noqa: E402
 from derl_gym.runtime.store import ResultStore  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -69,8 +70,10 @@ def searched_runs(store: ResultStore, methods: list[str]) -> list[dict]:
         test = (row.get("extra") or {}).get("test")
         if not isinstance(test, dict):
             continue
+        tail = curve_tail(row.get("curve") or [])
         out.append({"method": method_of(label), "formula": row["canonical"], "seed": int(row["seed"]),
-                    "validation": float(row["score"]), "test": {k: float(v) for k, v in test.items()}})
+                    "validation": float(row["score"]), "curve_tail": float("nan") if tail is None else tail,
+                    "test": {k: float(v) for k, v in test.items()}})
     return out
 
 
@@ -111,6 +114,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds-per-formula", type=int, default=1, help="inner seeds per searched formula (CRN)")
     parser.add_argument("--eval-episodes", type=int, default=None)
     parser.add_argument("--validation", default="paper", help="selection split: paper, fresh or unseen-plans")
+    parser.add_argument("--selection-score", default="validation", choices=SELECTION_SCORES,
+                        help="what the searches learn from and select by (derl_gym.runtime.selection)")
     parser.add_argument("--total-timesteps", type=int, default=None, help="override the preset's budget")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--backend", default="process", choices=("process", "ray", "inline"))
@@ -141,6 +146,8 @@ def main(argv=None) -> int:
     store = ResultStore(run_dir)
     key = {"spec_hash": spec.spec_hash(include_versions=False), "budget": budget, "group_size": group,
            "seeds_per_formula": args.seeds_per_formula, "test_seeds": dict(zip(map(str, seeds), test_seeds))}
+    if args.selection_score != "validation":  # the default adds nothing: older stores still resume
+        key["selection_score"] = args.selection_score
     previous = store.get_meta("table1_key")
     if previous is not None and previous != key:
         store.close()
@@ -159,7 +166,8 @@ def main(argv=None) -> int:
     try:
         result = compare(spec, methods, budget, seeds, runner, store, group_size=group,
                          progress=progress, seeds_per_formula=args.seeds_per_formula, score_test_splits=True,
-                         test_seeds=test_seeds, reuse_across_versions=args.reuse_across_versions)
+                         test_seeds=test_seeds, reuse_across_versions=args.reuse_across_versions,
+                         selection_score=args.selection_score)
     finally:
         runner.close()
     wall = time.perf_counter() - start
@@ -195,6 +203,8 @@ def main(argv=None) -> int:
     fval = [statistics.fmean(x["validation"] for x in v) for v in by_formula.values()]
     fl2 = [statistics.fmean(x["test"].get("L2", 0.0) for x in v) for v in by_formula.values()]
     corr_formula_l2 = spearman(fval, fl2)
+    corr_tail = {s: spearman([r["curve_tail"] for r in runs_all], [r["test"].get(s, float("nan")) for r in runs_all])
+                 for s in SPLITS}
 
     series = _method_series(store)
     report = write_report(run_dir, store)
@@ -237,6 +247,7 @@ def main(argv=None) -> int:
                "eval_episodes": spec.eval_episodes, "validation": args.validation if not args.quick else "standin",
                "total_timesteps": spec.agent.total_timesteps, "workers": args.workers, "rows": payload_rows,
                "spearman_validation_vs_test_runs": corr, "spearman_validation_vs_L2_formulas": corr_formula_l2,
+               "spearman_curve_tail_vs_test_runs": corr_tail, "selection_score": args.selection_score,
                "searched_runs": len(runs_all), "distinct_formulas": len(by_formula), "trajectory": shares_rows,
                "goal": goal, "wall_seconds_this_sitting": wall, "compare_total_wall_seconds": result.total_wall_seconds,
                "final_test_wall_seconds": result.test.wall_seconds, "plots": plots,
@@ -256,7 +267,10 @@ def main(argv=None) -> int:
              f"Search signal vs test (Spearman over all {len(runs_all)} searched runs, each formula x inner seed, "
              f"test scores recorded but never used by the search): validation vs L0 {corr['L0']:.2f}, vs L1 "
              f"{corr['L1']:.2f}, vs L2 **{corr['L2']:.2f}**; over {len(by_formula)} distinct formulas (mean over their "
-             f"runs), validation vs L2 {corr_formula_l2:.2f}.", "",
+             f"runs), validation vs L2 {corr_formula_l2:.2f}. The learning curve's tail (mean training success over "
+             f"its last quarter, `--selection-score curve-tail`) vs L0 {corr_tail['L0']:.2f}, vs L1 "
+             f"{corr_tail['L1']:.2f}, vs L2 **{corr_tail['L2']:.2f}**. This table's searches selected by "
+             f"`{args.selection_score}`.", "",
              "## Goal check", ""]
     lines += [f"- {k}: {v if not isinstance(v, float) else f'{v:.2f}'}" for k, v in goal.items()] or ["- (needs derl and outcome)"]
     lines += ["", "## What the searches proposed (per iteration, pooled over seeds)", "",

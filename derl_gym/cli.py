@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from derl_gym.agents.meta import ALL_METHODS, COLD_START_METHODS  # the one list of methods (with --no-cold-start)
+from derl_gym.runtime.selection import SELECTION_SCORES
 
 #: Defaults of ``derl-gym evolve`` (``make demo`` uses them): at most 4 x 4 = 16 inner trainings plus 3
 #: for the final test; an alfworld-tiny inner run takes 25-60 s on one core, so the demo takes about
@@ -204,6 +205,8 @@ def _signal_key(args: argparse.Namespace) -> dict[str, Any]:
         key["seeds_per_formula"] = args.seeds_per_formula
     if getattr(args, "multi_fidelity", False):
         key["multi_fidelity"] = True
+    if getattr(args, "selection_score", "validation") != "validation":
+        key["selection_score"] = args.selection_score
     return key
 
 
@@ -307,7 +310,8 @@ def cmd_evolve(args: argparse.Namespace) -> int:
                                method=args.method, progress=progress.on_iteration, on_result=progress.on_result,
                                reuse_across_versions=args.reuse_across_versions,
                                seeds_per_formula=args.seeds_per_formula, score_test_splits=args.score_test_splits,
-                               report_to=report_to, multi_fidelity=True if args.multi_fidelity else None)
+                               report_to=report_to, multi_fidelity=True if args.multi_fidelity else None,
+                               selection_score=args.selection_score)
         progress.close()
         if result.best_expression is None:
             failed = sum(r.failed for r in result.records)
@@ -377,7 +381,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                          reuse_across_versions=args.reuse_across_versions,
                          seeds_per_formula=args.seeds_per_formula, score_test_splits=args.score_test_splits,
                          test_seeds=test_seeds, report_to=report_to,
-                         multi_fidelity=True if args.multi_fidelity else None)
+                         multi_fidelity=True if args.multi_fidelity else None,
+                         selection_score=args.selection_score)
     finally:
         progress.close()
         runner.close()
@@ -557,6 +562,10 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="asynchronous successive halving: an inner run whose training-success curve at 1/3 of the "
                         "budget is behind the top third of the search's runs stops there (status 'stopped', scored "
                         "at lower fidelity, never the best formula, censored score in the update); default off")
+    p.add_argument("--selection-score", choices=SELECTION_SCORES, default="validation",
+                   help="what the search learns from and selects by: validation (the paper's, default), curve-tail "
+                        "(mean training success over the learning curve's last quarter: no extra training, and on "
+                        "alfworld-l2-fast less seed noise) or validation+curve-tail (their mean); never a test split")
     p.add_argument("--score-test-splits", action="store_true",
                    help="also score the test splits of every searched formula (stored for analysis such as the "
                         "validation/test rank correlation; never seen by the search)")

@@ -48,6 +48,7 @@ from typing import Any, Callable, Sequence
 
 from derl_gym.runtime.multi_fidelity import (MultiFidelity, MultiFidelityScheduler, resolve_multi_fidelity,
                                              stopped_spec_hash)
+from derl_gym.runtime.selection import check_selection_score, rescore
 from derl_gym.runtime.spec import STATUS_OK, STATUS_STOPPED, InnerLoopSpec, InnerResult
 from derl_gym.runtime.store import ResultStore
 
@@ -138,14 +139,18 @@ class Evaluator:
     :class:`~derl_gym.runtime.multi_fidelity.MultiFidelity`; or settings) lets jobs stop early at rungs (module
     doc). Counters ``trained`` and ``cache_hits`` count jobs run and (formula, seed) pairs answered without
     training; ``env_steps`` sums the trained jobs' env steps; ``stopped`` counts trained jobs stopped early.
+    ``selection_score`` picks the score the returned results carry (:mod:`derl_gym.runtime.selection`:
+    ``"validation"``, the paper's, or the learning curve's tail); the store keeps the validation score.
     """
 
     def __init__(self, spec: InnerLoopSpec, runner: Any, store: ResultStore, method: str | None = None, *,
                  model_dir: str | Path | None = None, eval_splits: Sequence[str] = (),
                  canonicalize: Callable[[str], str] | None = None, on_result: ResultCallback | None = None,
                  reuse_across_versions: bool = False, seeds_per_formula: int = 1,
-                 multi_fidelity: MultiFidelity | bool | dict | None = None) -> None:
+                 multi_fidelity: MultiFidelity | bool | dict | None = None,
+                 selection_score: str = "validation") -> None:
         self.spec = spec
+        self.selection_score = check_selection_score(selection_score)
         self.seeds_per_formula = int(seeds_per_formula)
         inner_seeds(0, self.seeds_per_formula)  # validates
         self.multi_fidelity = resolve_multi_fidelity(multi_fidelity)
@@ -390,9 +395,8 @@ class Evaluator:
             except Exception:  # noqa: BLE001 - a progress callback never breaks evaluation
                 logger.exception("on_result callback failed")
 
-    @staticmethod
-    def _as(result: InnerResult, text: str) -> InnerResult:
-        """Return a copy of ``result`` carrying the input formula text."""
+    def _as(self, result: InnerResult, text: str) -> InnerResult:
+        """Return a copy of ``result`` carrying the input formula text and the search score."""
         copy = dataclasses.replace(result, expression=str(text), curve=list(result.curve),
                                    extra=dict(result.extra or {}))
-        return copy
+        return rescore(copy, self.selection_score)

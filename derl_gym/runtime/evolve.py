@@ -29,6 +29,8 @@ method's best formula. Their tables are rendered by :mod:`derl_gym.runtime.repor
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import math
 import re
@@ -44,6 +46,7 @@ from derl_gym.agents.meta import ALL_METHODS, FIXED_METHODS  # noqa: F401 - the 
 from derl_gym.runtime.evaluator import Evaluator, ResultCallback
 from derl_gym.runtime.multi_fidelity import update_scores
 from derl_gym.runtime.report_markdown import NO_SCORED_FORMULA, compare_markdown, final_test_markdown
+from derl_gym.runtime.selection import check_selection_score
 from derl_gym.runtime.spec import InnerLoopSpec, InnerResult
 from derl_gym.runtime.store import ResultStore
 from derl_gym.runtime.tracking import make_tracker
@@ -130,13 +133,37 @@ def _safe_label(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "run"
 
 
+def _closes_own_tracker(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap :func:`run_evolution` / :func:`compare`: turn their ``report_to`` into a
+    :class:`~derl_gym.runtime.tracking.RunTracker` for ``<store dir>`` before the call (``make_tracker``), and
+    close a tracker made here however the call ends, so a run that raises midway leaves no writer open
+    (a tracker passed in is the caller's to close). Returns the wrapped function."""
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        report_to = bound.arguments.get("report_to", signature.parameters["report_to"].default)
+        tracker, owned = make_tracker(report_to, Path(bound.arguments["store"].path).parent)
+        bound.arguments["report_to"] = tracker
+        try:
+            return fn(*bound.args, **bound.kwargs)
+        finally:
+            if owned:
+                tracker.close()
+
+    return wrapper
+
+
+@_closes_own_tracker
+
 def run_evolution(spec: InnerLoopSpec, optimizer: Any, runner: Any, store: ResultStore, iterations: int,
                   group_size: int, seed: int = 0, *, method: str | None = None,
                   progress: Callable[[IterationRecord], None] | None = None,
                   on_result: ResultCallback | None = None, model_dir: str | Path | None = None,
                   reuse_across_versions: bool = False, seeds_per_formula: int = 1,
                   score_test_splits: bool = False, report_to: Any = "auto",
-                  multi_fidelity: Any = None) -> EvolutionResult:
+                  multi_fidelity: Any = None, selection_score: str = "validation") -> EvolutionResult:
     """Run (or resume) ``iterations`` meta iterations of ``optimizer`` with groups of ``group_size``
     formulas; returns an :class:`EvolutionResult`.
 
@@ -164,6 +191,11 @@ def run_evolution(spec: InnerLoopSpec, optimizer: Any, runner: Any, store: Resul
     primitive means and inner learning curves under ``<store dir>/tensorboard/<method>`` (see
     :mod:`derl_gym.runtime.tracking`); ``ImportError`` when the backend asked for is not installed.
 
+    ``selection_score`` is the score the optimizer learns from and the best formula is picked by:
+    ``"validation"`` (the paper's, the default), ``"curve-tail"`` (mean training success over the learning
+    curve's last quarter) or ``"validation+curve-tail"`` (their mean); see :mod:`derl_gym.runtime.selection`.
+    The store keeps validation scores either way; resuming with another choice raises ``ValueError``.
+
     Raises ``ValueError`` when the store holds checkpoints of ``method`` written under another
     spec (their spec hash is not ``spec.spec_hash(include_versions=False)``) or a checkpoint whose
     state is not in the safe format. The store's ``meta`` records the code and library versions;
@@ -179,10 +211,11 @@ def run_evolution(spec: InnerLoopSpec, optimizer: Any, runner: Any, store: Resul
     evaluator = Evaluator(spec, runner, store, method=label, model_dir=model_dir if warm else None,
                           on_result=on_result, reuse_across_versions=reuse_across_versions,
                           seeds_per_formula=seeds_per_formula, multi_fidelity=multi_fidelity,
-                          eval_splits=list(spec.test_envs) if score_test_splits else ())
+                          eval_splits=list(spec.test_envs) if score_test_splits else (),
+                          selection_score=selection_score)
     spec_hash = spec.spec_hash(include_versions=False)
     record_versions(store, spec.agent.algorithm, reuse_across_versions=reuse_across_versions)
-    tracker, own_tracker = make_tracker(report_to, Path(store.path).parent)
+    tracker, _ = make_tracker(report_to, Path(store.path).parent)  # a RunTracker: @_closes_own_tracker closes it
     start = time.perf_counter()
     records: list[IterationRecord] = []
     latest = store.latest_checkpoint(label)
@@ -190,6 +223,7 @@ def run_evolution(spec: InnerLoopSpec, optimizer: Any, runner: Any, store: Resul
         checkpoints = store.checkpoints(label)
         _check_checkpoint_spec(checkpoints, label, spec_hash, store)
         _check_checkpoint_seeds(checkpoints, label, int(seeds_per_formula), store)
+        _check_checkpoint_selection(checkpoints, label, selection_score, store)
         try:
             optimizer.load_state_dict(latest["state"])
         except ValueError as exc:
@@ -242,13 +276,12 @@ def run_evolution(spec: InnerLoopSpec, optimizer: Any, runner: Any, store: Resul
                                      "_trained": record.trained, "_best_model_path": best_model,
                                      "_env_steps": record.env_steps,
                                      "_spec_hash": spec_hash, "_cache_hash": spec.spec_hash(),
-                                     "_seeds_per_formula": int(seeds_per_formula)})
+                                     "_seeds_per_formula": int(seeds_per_formula),
+                                     "_selection_score": selection_score})
         records.append(record)
         tracker.log_iteration(record, results)
         if progress is not None:
             progress(record)
-    if own_tracker:
-        tracker.close()
     records = [r for r in records if r.iteration <= iterations]
     best_record, best_index = None, -1
     for record in records:
@@ -292,6 +325,18 @@ def _check_checkpoint_seeds(checkpoints: Sequence[Mapping[str, Any]], label: str
         raise ValueError(f"{store.path} holds checkpoints of {label!r} scored with seeds_per_formula={other}, but this "
                          f"run asks for seeds_per_formula={seeds_per_formula}; resume with the same value, or use a new "
                          "run directory (or another method label)")
+
+
+def _check_checkpoint_selection(checkpoints: Sequence[Mapping[str, Any]], label: str, selection_score: str,
+                                store: ResultStore) -> None:
+    """Raise ``ValueError`` when a checkpoint of ``label`` was scored by another selection score
+    (checkpoints without the field were scored by validation)."""
+    written = sorted({str((c.get("stats") or {}).get("_selection_score", "validation")) for c in checkpoints})
+    other = [name for name in written if name != selection_score]
+    if other:
+        raise ValueError(f"{store.path} holds checkpoints of {label!r} scored by selection_score={other}, but this run "
+                         f"asks for selection_score={selection_score!r}; resume with the same value, or use a new run "
+                         "directory (or another method label)")
 
 
 def _jsonable(value: Any) -> Any:
@@ -481,12 +526,14 @@ class CompareResult:
                 "runs": {m: {str(s): r.to_dict() for s, r in runs.items()} for m, runs in self.runs.items()}}
 
 
+@_closes_own_tracker
 def compare(spec: InnerLoopSpec, methods: Sequence[str], budget: int, seeds: Sequence[int], runner: Any,
             store: ResultStore, *, group_size: int = 4, optimizer_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
             progress: Callable[[IterationRecord], None] | None = None,
             on_result: ResultCallback | None = None, parallel_seeds: bool = True,
             reuse_across_versions: bool = False, seeds_per_formula: int = 1, score_test_splits: bool = False,
-            test_seeds: Sequence[int] | None = None, report_to: Any = "auto", multi_fidelity: Any = None) -> CompareResult:
+            test_seeds: Sequence[int] | None = None, report_to: Any = "auto", multi_fidelity: Any = None,
+            selection_score: str = "validation") -> CompareResult:
     """Run every method on ``budget`` inner trainings per seed (``budget // group_size`` iterations
     of ``group_size`` formulas; fixed formulas hit the cache after their first training), then
     retrain each method's best formula per seed and test it; returns a :class:`CompareResult`.
@@ -503,7 +550,8 @@ def compare(spec: InnerLoopSpec, methods: Sequence[str], budget: int, seeds: Seq
     searched formula (for analysis only, never seen by the search). ``test_seeds`` (default ``seeds``, one
     per search seed, in order) are the seeds the best formula of search seed ``seeds[k]`` is retrained on:
     seeds disjoint from the search's inner seeds avoid re-testing the very run the search selected.
-    ``multi_fidelity`` is passed to :func:`run_evolution` (the final test always trains the full budget).
+    ``multi_fidelity`` is passed to :func:`run_evolution` (the final test always trains the full budget), and so
+    is ``selection_score`` (the final test's table always reports validation and test success).
     ``report_to`` is :func:`run_evolution`'s (one tracker for all methods: TensorBoard runs ``<method>/seed<k>``
     under ``<store dir>/tensorboard``, plus the comparison table as text under ``compare``).
     """
@@ -515,6 +563,7 @@ def compare(spec: InnerLoopSpec, methods: Sequence[str], budget: int, seeds: Seq
         raise ValueError(f"unknown methods {unknown}; choose from {', '.join(ALL_METHODS)}")
     if budget < 1:
         raise ValueError(f"budget must be >= 1 inner training, got {budget!r}")
+    check_selection_score(selection_score)
     seeds = [int(s) for s in seeds]
     test_seeds = seeds if test_seeds is None else [int(s) for s in test_seeds]
     if len(test_seeds) != len(seeds):
@@ -527,7 +576,7 @@ def compare(spec: InnerLoopSpec, methods: Sequence[str], budget: int, seeds: Seq
     start = time.perf_counter()
     # once here, before the seeds' threads (each run_evolution then finds the versions recorded)
     record_versions(store, spec.agent.algorithm, reuse_across_versions=reuse_across_versions)
-    tracker, own_tracker = make_tracker(report_to, Path(store.path).parent)
+    tracker, _ = make_tracker(report_to, Path(store.path).parent)  # a RunTracker: @_closes_own_tracker closes it
     runs: dict[str, dict[int, EvolutionResult]] = {}
     walls: dict[str, float] = {}
     for name in methods:
@@ -542,7 +591,7 @@ def compare(spec: InnerLoopSpec, methods: Sequence[str], budget: int, seeds: Seq
                                  method=f"{name}/seed{seed}", progress=progress, on_result=on_result,
                                  reuse_across_versions=reuse_across_versions, seeds_per_formula=seeds_per_formula,
                                  score_test_splits=score_test_splits, report_to=tracker,
-                                 multi_fidelity=multi_fidelity)
+                                 multi_fidelity=multi_fidelity, selection_score=selection_score)
 
         # seeds run side by side (their jobs share the runner's workers): a method whose groups are
         # smaller than the worker count (fixed formulas: one training) does not leave workers idle
@@ -560,6 +609,4 @@ def compare(spec: InnerLoopSpec, methods: Sequence[str], budget: int, seeds: Seq
     store.set_meta("compare", result.to_dict())
     store.set_meta("compare_markdown", result.to_markdown())
     tracker.log_text("compare", "results", result.to_markdown(), 0)
-    if own_tracker:
-        tracker.close()
     return result
