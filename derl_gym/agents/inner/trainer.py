@@ -79,8 +79,52 @@ DEFAULT_ALGO_KWARGS: dict[str, dict[str, Any]] = {
 TRAINER_KEYS = ("vec_env",)
 
 
+def _example_env() -> gym.Env:
+    """Return the one-step text world of this module's examples, wrapped by TextActionWrapper.
+
+    Two candidate commands: ``"open door"`` wins (task reward 1), ``"open trapdoor"`` loses; either ends
+    the episode. A uniform-random policy wins half the time, a trained one always.
+    """
+    from gymnasium import spaces
+
+    from derl_gym.wrappers import TextActionWrapper
+
+    class Doors(gym.Env):
+        observation_space = action_space = spaces.Text(64)
+
+        def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[str, dict]:
+            super().reset(seed=seed)
+            return "A door and a trapdoor.", {"admissible_commands": ["open door", "open trapdoor"]}
+
+        def step(self, action: str) -> tuple[str, float, bool, bool, dict]:
+            won = action == "open door"
+            return ("You are out." if won else "You fell."), float(won), True, False, {"won": won,
+                                                                                        "admissible_commands": []}
+
+    return TextActionWrapper(Doors(), max_actions=4, dim=32)
+
+
 def get_algorithm(name: str) -> type[BaseAlgorithm]:
-    """Return the algorithm class registered as ``name`` (see :data:`ALGORITHMS`)."""
+    """Return the algorithm class registered as ``name``.
+
+    Args:
+        name: a key of :data:`ALGORITHMS` (``"maskable_ppo"``, ``"ppo"``, ``"a2c"``).
+
+    Returns:
+        The class (imported on first use).
+
+    Raises:
+        ValueError: for an unknown name (the message lists the known ones).
+
+    Example:
+        >>> from derl_gym.agents.inner.trainer import get_algorithm
+        >>> get_algorithm("maskable_ppo").__name__, get_algorithm("a2c").__name__
+        ('MaskablePPO', 'A2C')
+        >>> get_algorithm("dqn")
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown algorithm 'dqn'; choose one of ['a2c', 'maskable_ppo', 'ppo']
+    """
     try:
         return ALGORITHMS[name]()
     except KeyError:
@@ -88,14 +132,45 @@ def get_algorithm(name: str) -> type[BaseAlgorithm]:
 
 
 def is_maskable(model: BaseAlgorithm) -> bool:
-    """Return True when ``model.predict`` accepts ``action_masks`` (sb3-contrib MaskablePPO)."""
+    """Return True when ``model.predict`` accepts ``action_masks`` (an sb3-contrib ``MaskablePPO``).
+
+    Example:
+        >>> from derl_gym.agents.inner.trainer import _example_env, build_model, is_maskable, make_vec_env
+        >>> from derl_gym.runtime.spec import AgentSpec
+        >>> env = make_vec_env([_example_env])
+        >>> [is_maskable(build_model(AgentSpec(algorithm=name), env)) for name in ("maskable_ppo", "ppo")]
+        [True, False]
+    """
     from sb3_contrib import MaskablePPO
 
     return isinstance(model, MaskablePPO)
 
 
 def make_vec_env(env_fns: Sequence[Callable[[], gym.Env]], kind: str = "dummy") -> VecEnv:
-    """Return a ``DummyVecEnv`` (``kind="dummy"``) or a spawn ``SubprocVecEnv`` (``"subproc"``)."""
+    """Return the vectorised env of ``env_fns``.
+
+    Args:
+        env_fns: zero-argument env factories, one per parallel env.
+        kind: ``"dummy"`` (all envs in this process) or ``"subproc"`` (one spawned process per env; a
+            single env always runs in this process).
+
+    Returns:
+        A ``DummyVecEnv`` or a ``SubprocVecEnv``.
+
+    Raises:
+        ValueError: for another ``kind``.
+
+    Example:
+        >>> from derl_gym.agents.inner.trainer import _example_env, make_vec_env
+        >>> vec = make_vec_env([_example_env, _example_env])
+        >>> _ = vec.reset()
+        >>> type(vec).__name__, vec.num_envs, vec.env_method("action_masks")[0].tolist()
+        ('DummyVecEnv', 2, [True, True, False, False])
+        >>> make_vec_env([_example_env, _example_env], kind="threads")
+        Traceback (most recent call last):
+        ...
+        ValueError: vec_env must be 'dummy' or 'subproc', got 'threads'
+    """
     if kind == "dummy" or len(env_fns) == 1:
         return DummyVecEnv(list(env_fns))
     if kind == "subproc":
@@ -109,6 +184,26 @@ def build_model(agent: Any, env: VecEnv, seed: int | None = None) -> BaseAlgorit
     ``agent.algo_kwargs`` override :data:`DEFAULT_ALGO_KWARGS`; ``agent.policy_kwargs`` go to the
     policy (``policy`` may be given inside ``policy_kwargs`` to replace ActionScoringPolicy).
     ``n_steps`` is per env; ``batch_size`` is clipped to ``n_steps * n_envs``.
+
+    Args:
+        agent: an :class:`~derl_gym.runtime.spec.AgentSpec` (``algorithm``, ``algo_kwargs``,
+            ``policy_kwargs``, ``device``).
+        env: the vectorised training env (see :func:`make_vec_env`).
+        seed: the algorithm's seed (None: unseeded).
+
+    Returns:
+        The untrained algorithm instance (``verbose=0``).
+
+    Raises:
+        ValueError: for an unknown ``agent.algorithm``.
+
+    Example:
+        >>> from derl_gym.agents.inner.trainer import _example_env, build_model, make_vec_env
+        >>> from derl_gym.runtime.spec import AgentSpec
+        >>> agent = AgentSpec(algorithm="maskable_ppo", algo_kwargs={"n_steps": 16})
+        >>> model = build_model(agent, make_vec_env([_example_env, _example_env]), seed=0)
+        >>> type(model).__name__, type(model.policy).__name__, model.n_steps, model.batch_size   # 64 -> 16 * 2
+        ('MaskablePPO', 'ActionScoringPolicy', 16, 32)
     """
     algo_cls = get_algorithm(agent.algorithm)
     kwargs = {**DEFAULT_ALGO_KWARGS.get(agent.algorithm, {}), **dict(agent.algo_kwargs)}
@@ -122,7 +217,23 @@ def build_model(agent: Any, env: VecEnv, seed: int | None = None) -> BaseAlgorit
 
 
 def episode_success(info: dict[str, Any], reward: float | None = None) -> bool:
-    """Return True when a finished episode's ``info`` says it was won (or its task reward reached 1)."""
+    """Return True when a finished episode was won.
+
+    Args:
+        info: the last step's ``info``: ``won``, else ``task_reward`` (the env's own reward, before a
+            Meta-Reward replaced it) decides.
+        reward: the last reward, used when ``info`` has neither.
+
+    Returns:
+        True when ``info["won"]`` is true or the task reward is at least 1.
+
+    Example:
+        >>> from derl_gym.agents.inner.trainer import episode_success
+        >>> episode_success({"won": True}), episode_success({"task_reward": 1.0}, reward=0.2)
+        (True, True)
+        >>> episode_success({"task_reward": 0.0}, reward=1.0), episode_success({}, reward=1.0), episode_success({})
+        (False, True, False)
+    """
     if bool(info.get("won", False)):
         return True
     task_reward = info.get("task_reward", reward)
@@ -135,6 +246,21 @@ class SuccessCurveCallback(BaseCallback):
     ``curve`` holds the points (rollouts that finished no episode add none); ``successes`` every
     finished episode's 0/1 outcome in order; :attr:`primitive_means` the mean of the finished episodes'
     ``info["primitive_values"]`` (what :class:`~derl_gym.wrappers.MetaRewardWrapper` adds at the terminal step).
+
+    Example:
+        >>> from derl_gym.agents.inner.trainer import SuccessCurveCallback, _example_env, build_model, make_vec_env
+        >>> from derl_gym.runtime.spec import AgentSpec
+        >>> agent = AgentSpec(algorithm="maskable_ppo", algo_kwargs={"n_steps": 32, "batch_size": 32,
+        ...                                                        "learning_rate": 3e-3})
+        >>> model = build_model(agent, make_vec_env([_example_env, _example_env]), seed=0)
+        >>> curve = SuccessCurveCallback()
+        >>> _ = model.learn(512, callback=curve)
+        >>> [steps for steps, _ in curve.curve]         # one point per rollout of 32 steps x 2 envs
+        [64, 128, 192, 256, 320, 384, 448, 512]
+        >>> len(curve.successes), curve.curve[0][1] < 0.8 < curve.curve[-1][1]   # it learns to open the door
+        (512, True)
+        >>> curve.primitive_means                       # no MetaRewardWrapper here: no primitive values
+        []
     """
 
     def __init__(self) -> None:
@@ -180,7 +306,15 @@ class SuccessCurveCallback(BaseCallback):
 
 @dataclass
 class EvalResult:
-    """Evaluation outcome: ``success_rate`` in [0, 1], per-episode successes, returns and lengths."""
+    """Evaluation outcome: ``success_rate`` in [0, 1], per-episode ``successes`` (0/1), task ``returns`` and
+    ``lengths``, and ``env_steps`` (their sum).
+
+    Example:
+        >>> from derl_gym.agents.inner.trainer import EvalResult
+        >>> result = EvalResult(0.5, successes=[1, 0], returns=[1.0, 0.0], lengths=[3, 20], env_steps=23)
+        >>> result.success_rate == sum(result.successes) / len(result.successes), EvalResult(0.0).lengths
+        (True, [])
+    """
 
     success_rate: float
     successes: list[int] = field(default_factory=list)
@@ -211,7 +345,29 @@ def evaluate_policy(model: BaseAlgorithm, env: gym.Env, episodes: int, seed: int
     """Run ``episodes`` episodes of ``model`` on ``env`` (a TextActionWrapper env, task reward).
 
     The first reset uses ``seed``; actions are masked (MaskablePPO) and deterministic by default.
-    ``max_steps`` caps an episode in case the env never truncates. Returns an :class:`EvalResult`.
+    ``max_steps`` caps an episode in case the env never truncates.
+
+    Args:
+        model: a trained algorithm (see :func:`build_model`).
+        env: one TextActionWrapper env (not vectorised).
+        episodes: how many episodes to play.
+        seed: the seed of the first reset.
+        deterministic: pick the most likely action (default) instead of sampling.
+        max_steps: the longest an episode may run.
+
+    Returns:
+        An :class:`EvalResult` over the episodes.
+
+    Example:
+        >>> from derl_gym.agents.inner.trainer import _example_env, build_model, evaluate_policy, make_vec_env
+        >>> from derl_gym.runtime.spec import AgentSpec
+        >>> agent = AgentSpec(algorithm="maskable_ppo", algo_kwargs={"n_steps": 16, "batch_size": 32,
+        ...                                                        "learning_rate": 3e-3})
+        >>> model = build_model(agent, make_vec_env([_example_env, _example_env]), seed=1)
+        >>> _ = model.learn(256)
+        >>> result = evaluate_policy(model, _example_env(), episodes=10, seed=0)
+        >>> result.success_rate, result.lengths == [1] * 10, result.env_steps   # it always opens the door
+        (1.0, True, 10)
     """
     maskable = is_maskable(model)
 
@@ -226,7 +382,25 @@ def evaluate_policy(model: BaseAlgorithm, env: gym.Env, episodes: int, seed: int
 
 
 def evaluate_random(env: gym.Env, episodes: int, seed: int | None = None, max_steps: int = 10_000) -> EvalResult:
-    """Run ``episodes`` episodes of the masked uniform-random policy; returns an :class:`EvalResult`."""
+    """Run ``episodes`` episodes of the masked uniform-random policy (the baseline a trained agent must beat).
+
+    Args:
+        env: one TextActionWrapper env.
+        episodes: how many episodes to play.
+        seed: seeds both the first reset and the policy's choices.
+        max_steps: the longest an episode may run.
+
+    Returns:
+        An :class:`EvalResult` over the episodes.
+
+    Example:
+        >>> from derl_gym.agents.inner.trainer import _example_env, evaluate_random
+        >>> result = evaluate_random(_example_env(), episodes=40, seed=0)
+        >>> 0.2 < result.success_rate < 0.8, len(result.successes)   # one door of two: about half
+        (True, 40)
+        >>> evaluate_random(_example_env(), episodes=40, seed=0) == result   # the seed fixes the choices
+        True
+    """
     rng = np.random.default_rng(seed)
 
     def choose(obs: Any, masks: np.ndarray) -> int:
