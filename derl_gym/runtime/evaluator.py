@@ -59,9 +59,31 @@ ResultCallback = Callable[[InnerResult, bool], None]
 
 def effective_spec_hash(spec: InnerLoopSpec, init_model: str | None = None, eval_splits: Sequence[str] = (), *,
                         include_versions: bool = True) -> str:
-    """Return the cache key's spec part: ``spec.spec_hash(include_versions)``, extended by the
-    warm-start model and the test splits when given (a warm-started or test-scored run is a
-    different experiment). ``include_versions=False`` gives the version-free key."""
+    """Return the cache key's spec part for one kind of evaluation.
+
+    A warm-started or test-scored run is a different experiment from a plain one, so the warm-start
+    model and the test splits (with the test envs' settings) extend the spec hash when given.
+
+    Args:
+        spec: the inner-loop spec.
+        init_model: the warm-start model path, if any.
+        eval_splits: the test splits scored, if any.
+        include_versions: False gives the version-free key (``reuse_across_versions``).
+
+    Returns:
+        ``spec.spec_hash(include_versions)`` when neither ``init_model`` nor ``eval_splits`` is given,
+        else a 16-hex-digit hash of all of them.
+
+    Example:
+        >>> from derl_gym.runtime.evaluator import effective_spec_hash
+        >>> from derl_gym.runtime.standin import standin_spec
+        >>> spec = standin_spec()
+        >>> effective_spec_hash(spec) == spec.spec_hash()
+        True
+        >>> tested = effective_spec_hash(spec, eval_splits=["L0"])
+        >>> len(tested), tested != spec.spec_hash(), tested != effective_spec_hash(spec, eval_splits=["L1"])
+        (16, True, True)
+    """
     base = spec.spec_hash(include_versions=include_versions)
     if not init_model and not eval_splits:
         return base
@@ -77,19 +99,61 @@ SEED_STRIDE = 1000
 
 
 def inner_seeds(seed: int, seeds_per_formula: int) -> list[int]:
-    """Return the inner seeds a formula is trained on: ``[seed, seed + 1000, seed + 2000, ...]``
-    (``seeds_per_formula`` of them; the same for every formula of a call: common random numbers)."""
+    """Return the inner seeds a formula is trained on (common random numbers across formulas).
+
+    Args:
+        seed: the call's seed (the first inner seed, so one-seed results are reused).
+        seeds_per_formula: how many seeds.
+
+    Returns:
+        ``[seed, seed + 1000, seed + 2000, ...]``, ``seeds_per_formula`` of them (:data:`SEED_STRIDE`
+        apart); the same for every formula of a call.
+
+    Raises:
+        ValueError: when ``seeds_per_formula < 1``.
+
+    Example:
+        >>> from derl_gym.runtime.evaluator import inner_seeds
+        >>> inner_seeds(0, 3), inner_seeds(7, 1)
+        ([0, 1000, 2000], [7])
+        >>> inner_seeds(0, 0)
+        Traceback (most recent call last):
+            ...
+        ValueError: seeds_per_formula must be >= 1, got 0
+    """
     if int(seeds_per_formula) < 1:
         raise ValueError(f"seeds_per_formula must be >= 1, got {seeds_per_formula!r}")
     return [int(seed) + SEED_STRIDE * k for k in range(int(seeds_per_formula))]
 
 
 def aggregate_seeds(results: Sequence[InnerResult], seeds: Sequence[int], text: str) -> InnerResult:
-    """Return one result for a formula trained on several inner seeds: ``score`` = mean over the seeds
-    whose run finished (status ``"ok"`` if any did, else the first failure), ``wall_seconds`` and
-    ``env_steps`` summed (the cost), ``curve``/``model_path`` of the first finished seed, and in ``extra``
-    ``seeds``, ``seed_scores`` (None for a failed seed), ``seed_statuses``, ``score_std``,
-    ``failed_seeds`` and, when scored, ``test`` (per split, mean over finished seeds) and ``test_per_seed``."""
+    """Return one result for a formula trained on several inner seeds.
+
+    Args:
+        results: one result per seed, in the order of ``seeds``.
+        seeds: the inner seeds (:func:`inner_seeds`).
+        text: the formula text the returned result carries as ``expression``.
+
+    Returns:
+        An :class:`InnerResult` whose ``score`` is the mean over the seeds whose run finished (status
+        ``"ok"`` if any did, else the first failure), with ``wall_seconds`` and ``env_steps`` summed (the
+        cost), ``curve``/``model_path`` of the first finished seed, and in ``extra``: ``seeds``,
+        ``seed_scores`` (None for a failed seed), ``seed_statuses``, ``score_std``, ``failed_seeds`` and,
+        when the runs scored test splits, ``test`` (per split, mean over finished seeds) and
+        ``test_per_seed``.
+
+    Example:
+        >>> from derl_gym.runtime.evaluator import aggregate_seeds
+        >>> from derl_gym.runtime.spec import InnerResult
+        >>> runs = [InnerResult("g1", "g1", score=0.6, seed=0, env_steps=100),
+        ...         InnerResult("g1", "g1", score=0.8, seed=1000, env_steps=100),
+        ...         InnerResult.failure("g1", "g1", "timeout", seed=2000)]
+        >>> result = aggregate_seeds(runs, [0, 1000, 2000], "g1")
+        >>> result.status, round(result.score, 3), result.env_steps, result.extra["seed_scores"]
+        ('ok', 0.7, 200, [0.6, 0.8, None])
+        >>> result.extra["failed_seeds"], round(result.extra["score_std"], 3)
+        ([2000], 0.1)
+    """
     import statistics
 
     ok = [r for r in results if r.ok]
@@ -119,28 +183,72 @@ def aggregate_seeds(results: Sequence[InnerResult], seeds: Sequence[int], text: 
 
 
 def model_filename(canonical: str, spec_hash: str, seed: int) -> str:
-    """Return a file-name stem for a trained inner agent of one evaluation."""
+    """Return the file-name stem under which one evaluation's trained inner agent is saved.
+
+    Args:
+        canonical: the formula's canonical form.
+        spec_hash: the evaluation's spec hash (:func:`effective_spec_hash`).
+        seed: the inner seed.
+
+    Returns:
+        ``"model_<16 hex digits>"``, a digest of the three, so each (formula, spec, seed) has its own file.
+
+    Example:
+        >>> from derl_gym.runtime.evaluator import model_filename
+        >>> model_filename("g1", "abc", 0)
+        'model_7aec7291e982e455'
+        >>> model_filename("g1", "abc", 1) != model_filename("g1", "abc", 0)
+        True
+    """
     digest = hashlib.sha256(f"{canonical}|{spec_hash}|{seed}".encode()).hexdigest()[:16]
     return f"model_{digest}"
 
 
 class Evaluator:
-    """Evaluate formulas with ``runner`` and cache them in ``store``.
+    """Evaluate formulas with ``runner`` and cache their results in ``store`` (see the module doc).
 
-    ``method`` labels stored rows; ``model_dir`` (when set) asks each job to save its trained agent
-    there (DERL-pop warm starts from it); ``eval_splits`` asks each job to score those test splits
-    (final testing); ``canonicalize`` overrides how a formula is canonicalised (default:
-    ``MetaReward(text, primitive_set).canonical``; it must raise ``ValueError`` for an invalid
-    formula); ``on_result(result, from_cache)`` is called for every result as it arrives;
-    ``reuse_across_versions=True`` lets a result trained under other code/library versions of the
-    same spec answer a look-up (the key normally includes the versions, so an upgrade retrains).
-    ``seeds_per_formula=N`` trains every formula on N inner seeds (common random numbers, see the
-    module doc) and scores the mean. ``multi_fidelity`` (None: off; True: the default
-    :class:`~derl_gym.runtime.multi_fidelity.MultiFidelity`; or settings) lets jobs stop early at rungs (module
-    doc). Counters ``trained`` and ``cache_hits`` count jobs run and (formula, seed) pairs answered without
-    training; ``env_steps`` sums the trained jobs' env steps; ``stopped`` counts trained jobs stopped early.
-    ``selection_score`` picks the score the returned results carry (:mod:`derl_gym.runtime.selection`:
-    ``"validation"``, the paper's, or the learning curve's tail); the store keeps the validation score.
+    Counters: ``trained`` counts jobs run, ``cache_hits`` the (formula, seed) pairs answered without
+    training, ``env_steps`` sums the trained jobs' env steps and ``stopped`` counts trained jobs stopped
+    early.
+
+    Args:
+        spec: the inner-loop spec every formula is trained under.
+        runner: a runner (:func:`~derl_gym.runtime.runners.make_runner`) whose ``submit`` runs the jobs.
+        store: the :class:`~derl_gym.runtime.store.ResultStore` that caches results.
+        method: the label of the stored rows (and of the multi-fidelity history).
+        model_dir: when set, each job saves its trained agent there (DERL-pop warm starts from it).
+        eval_splits: test splits each job scores (final testing); keys of ``spec.test_envs``.
+        canonicalize: overrides how a formula is canonicalised (default
+            ``MetaReward(text, primitive_set).canonical``); it must raise ``ValueError`` for an invalid
+            formula.
+        on_result: ``on_result(result, from_cache)`` is called for every result as it arrives.
+        reuse_across_versions: lets a result trained under other code/library versions of the same spec
+            answer a look-up (the key normally includes the versions, so an upgrade retrains).
+        seeds_per_formula: trains every formula on N inner seeds (common random numbers, see the module
+            doc) and scores the mean.
+        multi_fidelity: None (off), True (the default
+            :class:`~derl_gym.runtime.multi_fidelity.MultiFidelity`) or settings: jobs may stop early at rungs.
+        selection_score: which score the returned results carry (:mod:`derl_gym.runtime.selection`:
+            ``"validation"``, the paper's, or the learning curve's tail); the store keeps the validation score.
+
+    Raises:
+        ValueError: for ``seeds_per_formula < 1``, multi-fidelity with several seeds, an unknown
+            ``selection_score`` or ``eval_splits`` that are not test splits of ``spec``.
+
+    Example:
+        >>> import tempfile
+        >>> from derl_gym.runtime.evaluator import Evaluator
+        >>> from derl_gym.runtime.runners import InlineRunner
+        >>> from derl_gym.runtime.standin import standin_inner, standin_spec
+        >>> from derl_gym.runtime.store import ResultStore
+        >>> with tempfile.TemporaryDirectory() as run_dir, ResultStore(run_dir) as store:
+        ...     evaluator = Evaluator(standin_spec(), InlineRunner(job_fn=standin_inner), store, method="demo")
+        ...     first = evaluator.evaluate(["g1 + 0.5*g4", "0.5*g4 + g1", "g1 +* g2"], seed=0)
+        ...     again = evaluator.evaluate(["g1 + 0.5*g4"], seed=0)
+        >>> [(round(result.score, 3), result.status, from_cache) for result, from_cache in first]
+        [(0.901, 'ok', False), (0.901, 'ok', True), (0.0, 'failed', True)]
+        >>> again[0][1], evaluator.trained, evaluator.cache_hits   # one training for two equal formulas
+        (True, 1, 2)
     """
 
     def __init__(self, spec: InnerLoopSpec, runner: Any, store: ResultStore, method: str | None = None, *,

@@ -39,9 +39,25 @@ DATA_SEED = 1234
 
 
 def standin_primitives(num_variables: int = 4):
-    """Return the paper's agent primitive set (g1 success, g2..g4 progress thirds) when
-    ``num_variables == 4``, else the first ``num_variables`` primitives padded with extra
-    progress segments. Used as the stand-in spec's primitive factory."""
+    """Return the stand-in's primitive set: the paper's agent primitives, padded when asked for more.
+
+    Used as the stand-in spec's primitive factory (``PrimitiveSpec("derl_gym.runtime.standin:standin_primitives")``).
+
+    Args:
+        num_variables: how many primitives (formula variables ``g1..gK``) the set has.
+
+    Returns:
+        For ``num_variables == 4`` the agent primitive set (``g1`` success, ``g2..g4`` progress over the
+        first, middle and last third); otherwise its first ``num_variables`` primitives, padded with
+        ``extra_<k>`` step primitives that always score 0.
+
+    Example:
+        >>> from derl_gym.runtime.standin import standin_primitives
+        >>> [p.name for p in standin_primitives()]
+        ['success', 'progress_first', 'progress_middle', 'progress_last']
+        >>> [p.name for p in standin_primitives(2)], [p.name for p in standin_primitives(5)][-1]
+        (['success', 'progress_first'], 'extra_5')
+    """
     from derl_gym.rewards.primitives import PrimitiveSet, Primitive, agent_primitives
 
     base = agent_primitives("progress")
@@ -60,6 +76,21 @@ def standin_spec(num_variables: int = 4, name: str = "standin") -> InnerLoopSpec
 
     The env ids are placeholders that the stand-in never builds; only the primitive factory
     (how many variables a formula may use) and the spec hash matter.
+
+    Args:
+        num_variables: the number of primitives (``g1..gK``) formulas may use.
+        name: the spec's name (part of its hash).
+
+    Returns:
+        A spec with ``agent.algorithm == "standin"``, 1000 "training" steps and 256 evaluation samples.
+
+    Example:
+        >>> from derl_gym.runtime.standin import standin_spec
+        >>> spec = standin_spec()
+        >>> spec.agent.algorithm, sorted(spec.test_envs), len(spec.primitives.build())
+        ('standin', ['L0', 'L1', 'L2'], 4)
+        >>> standin_spec(num_variables=2).spec_hash() != spec.spec_hash()   # a different experiment
+        True
     """
     env = EnvSpec("derl_gym/ALFWorld-v0", {"split": "train", "level": "L0"})
     return InnerLoopSpec(
@@ -76,7 +107,24 @@ def standin_spec(num_variables: int = 4, name: str = "standin") -> InnerLoopSpec
 
 
 def synthetic_data(num_variables: int) -> tuple[np.ndarray, np.ndarray]:
-    """Return ``(values[N, K], target[N])``: synthetic primitive values and the hidden target reward."""
+    """Return the fixed synthetic data the stand-in objective is measured on.
+
+    Args:
+        num_variables: the number of primitive columns.
+
+    Returns:
+        ``(values, target)``: ``values[N, K]`` primitive values in [0, 1] (column 0, ``g1``, is a binary
+        success flag) and ``target[N]`` the hidden target reward, ``N`` = :data:`NUM_SAMPLES`. Always the
+        same arrays (seeded by :data:`DATA_SEED`).
+
+    Example:
+        >>> from derl_gym.runtime.standin import synthetic_data
+        >>> values, target = synthetic_data(4)
+        >>> values.shape, target.shape, sorted(set(values[:, 0].tolist()))
+        ((256, 4), (256,), [0.0, 1.0])
+        >>> bool((synthetic_data(4)[0] == values).all())   # deterministic
+        True
+    """
     rng = np.random.default_rng(DATA_SEED)
     values = rng.uniform(0.0, 1.0, size=(NUM_SAMPLES, num_variables))
     values[:, 0] = (rng.uniform(size=NUM_SAMPLES) < 0.3).astype(float)  # g1: binary success
@@ -95,7 +143,28 @@ def _noise(canonical: str, seed: int, label: str = "") -> float:
 
 
 def standin_score(expression: str, num_variables: int = 4) -> tuple[str, float]:
-    """Return ``(canonical, objective)`` of a formula, without noise; raises ``InvalidExpression``."""
+    """Return a formula's canonical form and its noise-free stand-in objective.
+
+    Args:
+        expression: a formula over ``g1..g<num_variables>``.
+        num_variables: the number of variables the formula may use.
+
+    Returns:
+        ``(canonical, objective)``: the canonical form and the Pearson correlation, clipped to [0, 1],
+        between the formula's values and the hidden target on :func:`synthetic_data` (0.0 for a
+        constant formula).
+
+    Raises:
+        InvalidExpression: (a ``ValueError``) when ``expression`` is not a valid formula.
+
+    Example:
+        >>> from derl_gym.runtime.standin import standin_score
+        >>> canonical, objective = standin_score("0.5*g4 + g1")
+        >>> canonical, round(objective, 3)
+        ('g1 + 0.5*g4', 0.882)
+        >>> objective > standin_score("g1")[1] > standin_score("3")[1] == 0.0
+        True
+    """
     from derl_gym.rewards.expression import MetaReward
 
     reward = MetaReward(expression, num_variables)
@@ -141,18 +210,49 @@ def _log_execution(canonical: str, seed: int | None) -> None:
 def standin_inner(spec: InnerLoopSpec, expression: str, *, seed: int | None = None,
                   init_model: str | None = None, save_model: str | None = None,
                   eval_splits: Sequence[str] = (), stop_rule: dict | None = None) -> InnerResult:
-    """Return an :class:`InnerResult` whose score is the formula's correlation with the hidden
-    target (plus seed noise of at most 0.02), in milliseconds. Never raises: an invalid formula
-    gives a failed result. ``save_model`` writes a small JSON "model"; ``init_model`` adds a
-    bonus of 0.01 (a warm start helps a little); ``eval_splits`` fill ``extra["test"]``.
+    """Score a formula like a trained inner run would, in milliseconds (``run_inner``'s signature).
 
-    The "training" advances in four chunks of ``total_timesteps / 4`` env steps, recording one curve
-    point ``(steps, score * k / 4)`` after chunk k. ``stop_rule`` (a multi-fidelity
-    :class:`~derl_gym.runtime.multi_fidelity.StopRule` dict) is checked after each chunk, before its point
-    is recorded, as the SB3 callback does; a stopped run has status ``"stopped"``, ``env_steps`` = the
-    chunk end, the curve so far, a lower-fidelity score ``score * (0.5 + 0.5 * fraction trained)`` (no
-    test splits), ``extra["multi_fidelity"]``, and sleeps only that fraction of
-    ``DERL_GYM_STANDIN_SLEEP`` (a quarter of it before each check)."""
+    The score is the formula's correlation with the hidden target (:func:`standin_score`) plus a seed
+    noise of at most 0.02. The "training" advances in four chunks of ``total_timesteps / 4`` env steps,
+    recording one curve point ``(steps, score * k / 4)`` after chunk k.
+
+    Args:
+        spec: the inner-loop spec (:func:`standin_spec`); only its primitives, seed and
+            ``agent.total_timesteps`` are used.
+        expression: the formula to score.
+        seed: the inner seed (default ``spec.seed``).
+        init_model: a "warm start" path: adds a bonus of 0.01 and is echoed in ``extra["init_model"]``.
+        save_model: where to write a small JSON "model" (``.json`` is appended if missing).
+        eval_splits: test-split labels whose scores fill ``extra["test"]``.
+        stop_rule: a multi-fidelity :class:`~derl_gym.runtime.multi_fidelity.StopRule` dict, checked
+            after each chunk, before its point is recorded, as the SB3 callback does. A stopped run has
+            status ``"stopped"``, ``env_steps`` = the chunk end, the curve so far, a lower-fidelity score
+            ``score * (0.5 + 0.5 * fraction trained)`` (no test splits), ``extra["multi_fidelity"]``, and
+            sleeps only that fraction of ``DERL_GYM_STANDIN_SLEEP`` (a quarter of it before each check).
+
+    Returns:
+        An :class:`InnerResult`; ``extra`` holds ``standin``, ``primitive_means`` and the optional keys
+        above. Never raises: an invalid formula gives a failed result.
+
+    Example:
+        >>> import tempfile
+        >>> from derl_gym.runtime.standin import standin_inner, standin_spec
+        >>> spec = standin_spec()
+        >>> result = standin_inner(spec, "g1 + 0.5*g4", seed=0, eval_splits=["L0"])
+        >>> result.status, round(result.score, 3), result.env_steps, [steps for steps, _ in result.curve]
+        ('ok', 0.901, 1000, [250, 500, 750, 1000])
+        >>> result.score > standin_inner(spec, "g1", seed=0).score, sorted(result.extra["test"])
+        (True, ['L0'])
+        >>> standin_inner(spec, "g1", seed=0).score != standin_inner(spec, "g1", seed=1).score  # seeds differ
+        True
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     saved = standin_inner(spec, "g1", seed=0, save_model=f"{tmp}/agent")
+        ...     saved.model_path.endswith("agent.json")
+        True
+        >>> failed = standin_inner(spec, "g1 +* g2")
+        >>> failed.status, failed.error.split(":")[0]
+        ('failed', 'InvalidExpression')
+    """
     start = time.perf_counter()
     seed = spec.seed if seed is None else int(seed)
     try:
@@ -208,7 +308,23 @@ def standin_inner(spec: InnerLoopSpec, expression: str, *, seed: int | None = No
 def failing_inner(spec: InnerLoopSpec, expression: str, *, seed: int | None = None,
                   init_model: str | None = None, save_model: str | None = None,
                   eval_splits: Sequence[str] = ()) -> InnerResult:
-    """Raise ``RuntimeError`` (a job that crashes with an exception); never returns."""
+    """A job that crashes with an exception (for runner and evaluator failure tests).
+
+    Logs the call to ``DERL_GYM_STANDIN_LOG`` (when set) first, like :func:`standin_inner`.
+
+    Returns:
+        Never returns.
+
+    Raises:
+        RuntimeError: always, naming the formula.
+
+    Example:
+        >>> from derl_gym.runtime.standin import failing_inner, standin_spec
+        >>> failing_inner(standin_spec(), "g1 + g2", seed=0)
+        Traceback (most recent call last):
+            ...
+        RuntimeError: stand-in failure for 'g1 + g2'
+    """
     _log_execution(expression, seed)
     raise RuntimeError(f"stand-in failure for {expression!r}")
 
@@ -216,8 +332,27 @@ def failing_inner(spec: InnerLoopSpec, expression: str, *, seed: int | None = No
 def sleeping_inner(spec: InnerLoopSpec, expression: str, *, seed: int | None = None,
                    init_model: str | None = None, save_model: str | None = None,
                    eval_splits: Sequence[str] = ()) -> InnerResult:
-    """Sleep for ``DERL_GYM_STANDIN_SLEEP`` seconds (default 60: a hung job), then return
-    :func:`standin_inner`'s result."""
+    """A slow (or hung) job: sleep for ``DERL_GYM_STANDIN_SLEEP`` seconds, then score like :func:`standin_inner`.
+
+    The variable defaults to 60 (a hung job, for timeout tests). :func:`standin_inner` reads the same
+    variable, so the whole call takes about twice that.
+
+    Returns:
+        :func:`standin_inner`'s result for the same arguments.
+
+    Example:
+        >>> import os, time
+        >>> from derl_gym.runtime.standin import sleeping_inner, standin_inner, standin_spec
+        >>> os.environ["DERL_GYM_STANDIN_SLEEP"] = "0.05"
+        >>> try:
+        ...     start = time.perf_counter()
+        ...     result = sleeping_inner(standin_spec(), "g1", seed=0)
+        ...     elapsed = time.perf_counter() - start
+        ... finally:
+        ...     del os.environ["DERL_GYM_STANDIN_SLEEP"]
+        >>> elapsed >= 0.05, result.score == standin_inner(standin_spec(), "g1", seed=0).score
+        (True, True)
+    """
     time.sleep(float(os.environ.get("DERL_GYM_STANDIN_SLEEP", "60") or 60))
     return standin_inner(spec, expression, seed=seed, init_model=init_model, save_model=save_model,
                          eval_splits=eval_splits)
@@ -226,7 +361,26 @@ def sleeping_inner(spec: InnerLoopSpec, expression: str, *, seed: int | None = N
 def crashing_inner(spec: InnerLoopSpec, expression: str, *, seed: int | None = None,
                    init_model: str | None = None, save_model: str | None = None,
                    eval_splits: Sequence[str] = ()) -> InnerResult:
-    """Kill the worker process with ``os._exit(3)`` (as an OOM kill or a segfault would); never returns."""
+    """A job that kills its worker process with ``os._exit(3)`` (as an OOM kill or a segfault would).
+
+    Logs the call to ``DERL_GYM_STANDIN_LOG`` (when set) first, so a test can count the attempts.
+
+    Returns:
+        Never returns: the process exits with code 3.
+
+    Example:
+        Run it in a separate process (it would end this one):
+
+        >>> import os, subprocess, sys, tempfile
+        >>> code = ("from derl_gym.runtime.standin import crashing_inner, standin_spec; "
+        ...         "crashing_inner(standin_spec(), 'g1', seed=4)")
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     log = os.path.join(tmp, "jobs.log")
+        ...     done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "DERL_GYM_STANDIN_LOG": log})
+        ...     logged = open(log).read().split()[:2]
+        >>> done.returncode, logged
+        (3, ['g1', '4'])
+    """
     _log_execution(expression, seed)
     os._exit(3)
 
@@ -234,9 +388,28 @@ def crashing_inner(spec: InnerLoopSpec, expression: str, *, seed: int | None = N
 def selective_inner(spec: InnerLoopSpec, expression: str, *, seed: int | None = None,
                     init_model: str | None = None, save_model: str | None = None,
                     eval_splits: Sequence[str] = ()) -> InnerResult:
-    """Dispatch on the formula text, for mixed-failure tests: a formula containing ``9`` raises,
-    one containing ``8`` hangs (sleeps 60 s), one containing ``7`` kills its worker; any other
-    formula runs :func:`echo_inner` (no parsing)."""
+    """Dispatch on the formula text, for mixed-failure tests.
+
+    A formula containing ``9`` raises (:func:`failing_inner`), one containing ``8`` hangs (sleeps
+    60 s), one containing ``7`` kills its worker (:func:`crashing_inner`); any other formula runs
+    :func:`echo_inner` (no parsing).
+
+    Returns:
+        :func:`echo_inner`'s result for a formula without 7, 8 or 9.
+
+    Raises:
+        RuntimeError: for a formula containing ``9``.
+
+    Example:
+        >>> from derl_gym.runtime.standin import selective_inner, standin_spec
+        >>> result = selective_inner(standin_spec(), "g1 + g2", seed=0)
+        >>> result.canonical, result.score
+        ('g1+g2', 0.7)
+        >>> selective_inner(standin_spec(), "0.9*g1", seed=0)
+        Traceback (most recent call last):
+            ...
+        RuntimeError: stand-in failure for '0.9*g1'
+    """
     if "9" in expression:
         return failing_inner(spec, expression, seed=seed)
     if "8" in expression:
@@ -250,9 +423,23 @@ def selective_inner(spec: InnerLoopSpec, expression: str, *, seed: int | None = 
 def echo_inner(spec: InnerLoopSpec, expression: str, *, seed: int | None = None,
                init_model: str | None = None, save_model: str | None = None,
                eval_splits: Sequence[str] = ()) -> InnerResult:
-    """Return a result whose score is ``(len(expression) % 10) / 10`` and whose canonical form is the
-    text without spaces, without parsing (a dependency-free job for runner tests). Sleeps
-    ``DERL_GYM_STANDIN_SLEEP`` seconds and logs to ``DERL_GYM_STANDIN_LOG`` like :func:`standin_inner`."""
+    """A dependency-free job for runner tests: echo the formula without parsing it.
+
+    Sleeps ``DERL_GYM_STANDIN_SLEEP`` seconds and logs ``<canonical>, <seed>, <pid>`` (tab-separated) to
+    ``DERL_GYM_STANDIN_LOG`` like :func:`standin_inner`.
+
+    Returns:
+        An ``"ok"`` :class:`InnerResult` whose canonical form is the text without spaces and whose score
+        is ``(len(expression) % 10) / 10``; ``extra`` holds the worker's ``pid``, ``test`` (0.5 per
+        ``eval_splits`` label) and ``init_model`` when given.
+
+    Example:
+        >>> import os
+        >>> from derl_gym.runtime.standin import echo_inner, standin_spec
+        >>> result = echo_inner(standin_spec(), "g1 + g2", seed=3, eval_splits=["L1"])
+        >>> result.canonical, result.score, result.seed, result.extra["test"], result.extra["pid"] == os.getpid()
+        ('g1+g2', 0.7, 3, {'L1': 0.5}, True)
+    """
     seed = spec.seed if seed is None else int(seed)
     canonical = "".join(expression.split())
     _log_execution(canonical, seed)
