@@ -118,3 +118,69 @@ def test_classify_formula(formula, expected):
 def test_structure_shares_count_failed_runs_as_degenerate():
     shares = structure_shares(["g1 + g2", "g1*g2", "g1", "g1 + g3"], ["ok", "ok", "ok", "failed"])
     assert shares == {"additive": 0.25, "multiplicative": 0.25, "single": 0.25, "degenerate": 0.25}
+
+
+class _RaisingOptimizer:
+    """A random-search optimizer whose ``propose`` raises from iteration ``fail_at`` on."""
+
+    name = "raising"
+
+    def __init__(self, fail_at: int) -> None:
+        self._inner, self._calls, self._fail_at = make_optimizer("random", 4, seed=0), 0, fail_at
+
+    def propose(self, n):
+        self._calls += 1
+        if self._calls >= self._fail_at:
+            raise RuntimeError("optimizer broke midway")
+        return self._inner.propose(n)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+def _spy_trackers(monkeypatch):
+    import derl_gym.runtime.evolve as evolve
+
+    made = []
+
+    def spy(report_to, run_dir):
+        tracker, owned = evolve_make_tracker(report_to, run_dir)
+        made.append((tracker, owned))
+        return tracker, owned
+
+    from derl_gym.runtime.tracking import make_tracker as evolve_make_tracker
+
+    monkeypatch.setattr(evolve, "make_tracker", spy)
+    return made
+
+
+def test_a_run_that_raises_midway_closes_the_tracker_it_made(tmp_path, monkeypatch):
+    pytest.importorskip("torch.utils.tensorboard")
+    made = _spy_trackers(monkeypatch)
+    with ResultStore(tmp_path) as store, pytest.raises(RuntimeError, match="broke midway"):
+        run_evolution(SPEC, _RaisingOptimizer(fail_at=2), InlineRunner(job_fn=standin_inner), store, 3, 2,
+                      report_to="tensorboard")
+    owned = [tracker for tracker, own in made if own]
+    assert len(owned) == 1 and not owned[0].enabled  # closed: its writers are gone
+    events = list((tmp_path / "tensorboard" / "raising").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 100  # iteration 1 was logged and flushed before the error
+
+
+def test_a_tracker_passed_in_stays_open_and_compare_closes_its_own_on_error(tmp_path, monkeypatch):
+    pytest.importorskip("torch.utils.tensorboard")
+    from derl_gym.runtime.tracking import RunTracker
+
+    with RunTracker(tmp_path, "tensorboard") as tracker, ResultStore(tmp_path) as store:
+        with pytest.raises(RuntimeError):
+            run_evolution(SPEC, _RaisingOptimizer(fail_at=2), InlineRunner(job_fn=standin_inner), store, 3, 2,
+                          report_to=tracker)
+        assert tracker.enabled  # the caller's tracker is the caller's to close
+    made = _spy_trackers(monkeypatch)
+    # compare: "random" runs and is logged, then building the "evolution" optimizer raises
+    with ResultStore(tmp_path / "cmp") as store, pytest.raises(TypeError, match="no_such_option"):
+        compare(SPEC, ["random", "evolution"], budget=4, seeds=[0], runner=InlineRunner(job_fn=standin_inner),
+                store=store, group_size=2, optimizer_kwargs={"evolution": {"no_such_option": 1}},
+                report_to="tensorboard")
+    owned = [tracker for tracker, own in made if own]
+    assert len(owned) == 1 and not owned[0].enabled  # compare made one (its run_evolution calls reuse it), closed
+    assert list((tmp_path / "cmp" / "tensorboard" / "random" / "seed0").glob("events.out.tfevents.*"))
