@@ -42,19 +42,17 @@ from derl_gym.runtime.report import spearman, t_interval, variance_components  #
 from benchmarks._common import add_run_flags, inner_loop, int_list, parse_args  # noqa: E402
 from benchmarks.results_io import write_results  # noqa: E402
 from derl_gym.runtime.runners import make_runner  # noqa: E402
+from derl_gym.runtime.selection import curve_tail  # noqa: E402
 from derl_gym.runtime.store import ResultStore  # noqa: E402
 
 DEFAULT_FORMULAS = ("g1", "(g1 + g2 + g3 + g4)/4", "g1 + 0.5*(g2 + g3 + g4)/3", "g1 + 0.5*g4")
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def curve_score(curve, fraction: float = 0.25) -> float:
-    """Return the mean training success over the last ``fraction`` of the learning curve (NaN if empty)."""
-    points = [float(p[1]) for p in curve or []]
-    if not points:
-        return float("nan")
-    k = max(1, int(math.ceil(len(points) * fraction)))
-    return statistics.fmean(points[-k:])
+def curve_score(curve) -> float:
+    """Return the search's ``curve-tail`` score (:func:`derl_gym.runtime.selection.curve_tail`), NaN if empty."""
+    tail = curve_tail(curve or [])
+    return float("nan") if tail is None else tail
 
 
 def tradeoff(comp: dict, eval_var: float, episodes: int, wall_per_run: float,
@@ -88,7 +86,8 @@ def main(argv=None) -> int:
     parser.add_argument("--total-timesteps", type=int, default=None, help="override the preset's budget")
     parser.add_argument("--eval-episodes", type=int, default=None, help="override the preset's eval_episodes")
     parser.add_argument("--run-dir", default=None, help="store directory (default benchmarks/results/meta_noise_run)")
-    parser.add_argument("--out", default=str(RESULTS / "meta_noise"), help="output stem (.json and .md)")
+    parser.add_argument("--out", default=None,
+                        help="output stem (.json and .md; default benchmarks/results/meta_noise, meta_noise_quick with --quick)")
     add_run_flags(parser, "stand-in inner loop (no training), seconds")
     args, argv = parse_args(parser, argv)
 
@@ -158,8 +157,11 @@ def main(argv=None) -> int:
         val_all = [r.score for r in ok.values()]
         l2 = [(r.extra or {}).get("test", {}).get("L2") for r in ok.values()]
         rho = spearman(val_all, l2) if all(v is not None for v in l2) and l2 else float("nan")
+        tails = [curve_score(r.curve) for r in ok.values()]
+        rho_tail = spearman(tails, l2) if all(v is not None for v in l2) and l2 else float("nan")
         payload.update(components=comp, eval_binomial_var=eval_var, mean_success=p_bar, curve_components=curve_comp,
-                       tradeoff=rows, wall_seconds_per_run=wall, spearman_validation_vs_L2_runs=rho)
+                       tradeoff=rows, wall_seconds_per_run=wall, spearman_validation_vs_L2_runs=rho,
+                       spearman_curve_tail_vs_L2_runs=rho_tail)
         sd = math.sqrt
         lines += ["", "## Variance decomposition of validation success (two-way ANOVA, formulas x seeds)", "",
                   "| component | variance | std |", "|---|---|---|",
@@ -173,7 +175,8 @@ def main(argv=None) -> int:
         if curve_comp is not None:
             lines += [f"Learning-curve score (mean training success over the last quarter): formula var "
                       f"{curve_comp['formula_var']:.4f}, residual {curve_comp['residual_var']:.4f}, within "
-                      f"{curve_comp['within_var']:.4f}, SNR {curve_comp['snr']:.2f}.", ""]
+                      f"{curve_comp['within_var']:.4f}, SNR {curve_comp['snr']:.2f}; Spearman with test L2 over "
+                      f"the same runs {rho_tail:.2f} (`--selection-score curve-tail` searches by it).", ""]
         lines += ["## What N seeds and E episodes buy", "",
                   "| seeds N | eval episodes E | std of a formula's mean | std of a CRN difference | difference seen at 2 std | SNR (CRN) | "
                   "inner trainings / formula | est. wall s / formula (1 worker) |", "|---|---|---|---|---|---|---|---|"]
@@ -185,8 +188,11 @@ def main(argv=None) -> int:
                   "training noise (shrinks only with more seeds N, at N inner trainings per formula)."]
     else:
         lines += ["", f"Not enough complete formulas x seeds for a decomposition ({len(complete)} complete formulas)."]
-    lines += ["", f"Bench wall time: {total:.0f} s."]
-    write_results(args.out, payload, "\n".join(lines))
+    train_wall = sum(r.wall_seconds for r in ok.values())
+    lines += ["", f"Bench wall time of this sitting: {total:.0f} s (runs answered by the store cost nothing here); "
+              f"inner training time of all {len(ok)} finished runs as stored: {train_wall:.0f} s."]
+    out = args.out or str(RESULTS / ("meta_noise_quick" if args.quick else "meta_noise"))  # --quick never overwrites
+    write_results(out, payload, "\n".join(lines))
     print("\n".join(lines))
     return 0
 
