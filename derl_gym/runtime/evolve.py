@@ -63,8 +63,20 @@ class IterationRecord:
     ``scores``/``statuses``/``cached`` align with ``expressions`` (a failed run's score is 0.0 and
     its status says so); ``best_*`` and ``mean_score`` are over this iteration's *scored* formulas
     (status ``"ok"``): ``best_expression`` is None and both scores are 0.0 when none finished;
-    ``failed`` counts the runs that failed or timed out (they were left out of the update);
-    ``resumed`` is True when the record was loaded from a checkpoint.
+    ``failed`` counts the runs that failed or timed out (they were left out of the update; runs the
+    multi-fidelity scheduler stopped early are not failures); ``resumed`` is True when the record was loaded
+    from a checkpoint (:meth:`from_checkpoint`).
+
+    Example:
+        >>> from derl_gym.runtime.evolve import IterationRecord
+        >>> checkpoint = {"method": "derl", "iteration": 2, "expressions": ["g1", "g1 + g2", "g9"],
+        ...               "scores": [0.4, 0.7, 0.0], "statuses": ["ok", "ok", "failed"],
+        ...               "stats": {"_wall_seconds": 12.5, "_trained": 3, "entropy": 1.2}}
+        >>> record = IterationRecord.from_checkpoint(checkpoint)
+        >>> record.best_expression, record.best_score, round(record.mean_score, 3), record.failed
+        ('g1 + g2', 0.7, 0.55, 1)
+        >>> record.resumed, record.trained, record.stats      # the private "_" statistics became fields
+        (True, 3, {'entropy': 1.2})
     """
 
     method: str
@@ -109,8 +121,19 @@ class IterationRecord:
 
 @dataclass
 class EvolutionResult:
-    """The outcome of :func:`run_evolution`: per-iteration records and the best formula found
-    (highest validation score over all iterations; the earliest one on ties)."""
+    """The outcome of :func:`run_evolution`: per-iteration ``records`` and the best formula found
+    (highest validation score of a finished run over all iterations; the earliest one on ties), with
+    ``trained`` inner trainings, ``cache_hits``, ``wall_seconds`` and ``env_steps`` summed over the
+    iterations (those of a resumed run included).
+
+    Example:
+        >>> from derl_gym.runtime.evolve import EvolutionResult
+        >>> result = EvolutionResult("avg", records=[], best_expression="(g1 + g2)/2", best_canonical="g1/2 + g2/2",
+        ...                          best_score=0.75, trained=1)
+        >>> data = result.to_dict()
+        >>> data["best_canonical"], data["trained"], data["records"]
+        ('g1/2 + g2/2', 1, [])
+    """
 
     method: str
     records: list[IterationRecord]
@@ -200,7 +223,45 @@ def run_evolution(spec: InnerLoopSpec, optimizer: Any, runner: Any, store: Resul
     spec (their spec hash is not ``spec.spec_hash(include_versions=False)``) or a checkpoint whose
     state is not in the safe format. The store's ``meta`` records the code and library versions;
     when they changed since the run last ran a warning names them, and results trained under the
-    old versions are retrained unless ``reuse_across_versions=True``.
+    old versions are retrained unless ``reuse_across_versions=True``. A tracker made here (``report_to`` not a
+    ``RunTracker``) is closed when the function returns or raises.
+
+    Args:
+        spec: the inner loop (a preset, or :func:`~derl_gym.runtime.standin.standin_spec`).
+        optimizer: a meta-optimizer (:func:`~derl_gym.agents.meta.make_optimizer`): ``propose``, ``update``,
+            ``state_dict``, ``load_state_dict``.
+        runner: where inner runs execute (:func:`~derl_gym.runtime.runners.make_runner`).
+        store: the result store (cache and checkpoints) of the run directory.
+        iterations: meta iterations in all (a resumed run only runs the missing ones).
+        group_size: formulas proposed per iteration.
+        seed: the inner runs' seed.
+
+    Returns:
+        An :class:`EvolutionResult` over iterations ``1..iterations``.
+
+    Raises:
+        ValueError: for ``iterations`` or ``group_size`` below 1, or a store whose checkpoints do not fit (see above).
+
+    Example:
+        >>> import tempfile
+        >>> from derl_gym.agents.meta import make_optimizer
+        >>> from derl_gym.runtime.evolve import run_evolution
+        >>> from derl_gym.runtime.runners import InlineRunner
+        >>> from derl_gym.runtime.standin import standin_inner, standin_spec
+        >>> from derl_gym.runtime.store import ResultStore
+        >>> runner = InlineRunner(job_fn=standin_inner)
+        >>> with tempfile.TemporaryDirectory() as run_dir, ResultStore(run_dir) as store:
+        ...     result = run_evolution(standin_spec(), make_optimizer("random", 4, seed=0), runner, store,
+        ...                            iterations=2, group_size=3, report_to="none")
+        ...     # the same call with more iterations resumes: iterations 1-2 come from their checkpoints
+        ...     more = run_evolution(standin_spec(), make_optimizer("random", 4, seed=0), runner, store,
+        ...                          iterations=3, group_size=3, report_to="none")
+        >>> [r.iteration for r in result.records], result.trained
+        ([1, 2], 6)
+        >>> result.best_score == max(s for r in result.records for s in r.scores)
+        True
+        >>> [r.resumed for r in more.records], more.trained, more.best_score >= result.best_score
+        ([True, True, False], 9, True)
     """
     if iterations < 1 or group_size < 1:
         raise ValueError(f"iterations and group_size must be >= 1, got {iterations!r} and {group_size!r}")
@@ -360,7 +421,16 @@ class FinalTestRow:
 
     ``skipped`` lists the seeds that had no formula to test (the method found no scored formula
     there); their status is ``"no scored formula"`` and they have no scores. ``formula`` and
-    ``canonical`` are those of the first tested seed (None when no seed was tested)."""
+    ``canonical`` are those of the first tested seed (None when no seed was tested); ``formulas``
+    maps every seed to its formula.
+
+    Example:
+        >>> from derl_gym.runtime.evolve import FinalTestRow
+        >>> row = FinalTestRow("outcome", "g1", "g1", scores={"L0": [0.5, 0.7]}, validation=[0.6, 0.8],
+        ...                    statuses=["ok", "ok"])
+        >>> round(row.mean("L0"), 3), round(row.std("L0"), 3), row.mean("L1")
+        (0.6, 0.1, 0.0)
+    """
 
     label: str
     formula: str | None
@@ -384,7 +454,22 @@ class FinalTestRow:
 
 @dataclass
 class FinalTest:
-    """The table written by :func:`final_test`: one row per label, one column per test split."""
+    """The table written by :func:`final_test`: one :class:`FinalTestRow` per label, one column per test
+    split (``splits``), scores over ``seeds``.
+
+    Example:
+        >>> from derl_gym.runtime.evolve import FinalTest, FinalTestRow
+        >>> row = FinalTestRow("avg", "(g1 + g2)/2", "g1/2 + g2/2", {"L0": [0.5]}, [0.75], ["ok"])
+        >>> table = FinalTest(splits=["L0"], seeds=[0], rows=[row])
+        >>> table.row("avg").validation, FinalTest.from_dict(table.to_dict()) == table
+        ([0.75], True)
+        >>> table.to_markdown().splitlines()[2]
+        '| avg | `(g1 + g2)/2` | 0.750 ± 0.000 | 0.500 ± 0.000 |'
+        >>> table.row("derl")
+        Traceback (most recent call last):
+        ...
+        KeyError: "no row 'derl'; known: ['avg']"
+    """
 
     splits: list[str]
     seeds: list[int]
@@ -429,6 +514,34 @@ def final_test(spec: InnerLoopSpec, formulas: Mapping[str, str | None | Mapping[
     ``"no scored formula"``. Jobs run with ``eval_splits = list(spec.test_envs)`` and results are
     cached in ``store`` (a temporary store when None) under a spec hash that includes the test
     splits. A spec without test splits reports the validation score as the single column ``validation``.
+
+    Args:
+        spec: the inner loop whose ``test_envs`` are scored.
+        formulas: label -> formula, or label -> ``{seed: formula}``.
+        runner: where the retrainings execute (the seeds run side by side in threads).
+        seeds: the seeds every formula is retrained on.
+        store: the result store to cache in (default: a temporary one).
+        on_result: called as ``on_result(result, from_cache)`` for every result.
+        reuse_across_versions: reuse results trained under other code / library versions.
+
+    Returns:
+        A :class:`FinalTest` with one row per label, in the order of ``formulas``.
+
+    Raises:
+        ValueError: when ``seeds`` is empty.
+
+    Example:
+        >>> from derl_gym.runtime.evolve import final_test
+        >>> from derl_gym.runtime.runners import InlineRunner
+        >>> from derl_gym.runtime.standin import standin_inner, standin_spec
+        >>> table = final_test(standin_spec(), {"best": "g1 + 0.5*g4", "outcome": "g1", "none found": None},
+        ...                    InlineRunner(job_fn=standin_inner), seeds=[0, 1])
+        >>> table.splits, table.seeds, table.row("best").statuses
+        (['L0', 'L1', 'L2'], [0, 1], ['ok', 'ok'])
+        >>> table.row("best").mean("L0") > table.row("outcome").mean("L0")   # the stand-in favours g4
+        True
+        >>> table.row("none found").statuses, table.row("none found").skipped
+        (['no scored formula', 'no scored formula'], [0, 1])
     """
     seeds = [int(s) for s in seeds]
     if not seeds:
@@ -488,7 +601,19 @@ def final_test(spec: InnerLoopSpec, formulas: Mapping[str, str | None | Mapping[
 
 
 def baseline_formulas(num_variables: int) -> dict[str, str]:
-    """Return the fixed reference formulas: ``outcome`` (g1) and ``avg`` (mean of all primitives)."""
+    """Return the fixed reference formulas the final test of ``derl-gym evolve`` retrains next to the best one.
+
+    Args:
+        num_variables: how many primitives ``g1..gK`` the spec has.
+
+    Returns:
+        ``{"outcome": "g1", "avg": <the mean of all primitives>}``.
+
+    Example:
+        >>> from derl_gym.runtime.evolve import baseline_formulas
+        >>> baseline_formulas(4)
+        {'outcome': 'g1', 'avg': '(g1 + g2 + g3 + g4)/4'}
+    """
     from derl_gym.agents.meta.base import avg_formula
 
     return {"outcome": "g1", "avg": avg_formula(num_variables)}
@@ -498,8 +623,19 @@ def baseline_formulas(num_variables: int) -> dict[str, str]:
 
 @dataclass
 class CompareResult:
-    """What :func:`compare` measured: per-method evolution results (per seed), the final test table,
-    wall seconds per method (search + test) and the markdown report table."""
+    """What :func:`compare` measured: ``runs[method][seed]`` (an :class:`EvolutionResult`), the final
+    ``test`` table (one row per method), ``wall_seconds[method]`` (its search over all seeds) and the
+    settings (``budget``, ``group_size``, ``iterations``, ``seeds``, ``test_seeds``, ``seeds_per_formula``).
+
+    Example:
+        >>> from derl_gym.runtime.evolve import CompareResult, EvolutionResult, FinalTest, FinalTestRow
+        >>> run = EvolutionResult("outcome", [], "g1", "g1", 0.7, trained=1)
+        >>> row = FinalTestRow("outcome", "g1", "g1", {"L0": [0.6]}, [0.7], ["ok"])
+        >>> result = CompareResult(["outcome"], [0], budget=2, group_size=2, iterations=1, runs={"outcome": {0: run}},
+        ...                        test=FinalTest(["L0"], [0], [row]), wall_seconds={"outcome": 1.0})
+        >>> result.to_dict()["runs"]["outcome"]["0"]["best_expression"], result.to_markdown().splitlines()[0][:22]
+        ('g1', 'Budget: 2 inner traini')
+    """
 
     methods: list[str]
     seeds: list[int]
@@ -553,7 +689,44 @@ def compare(spec: InnerLoopSpec, methods: Sequence[str], budget: int, seeds: Seq
     ``multi_fidelity`` is passed to :func:`run_evolution` (the final test always trains the full budget), and so
     is ``selection_score`` (the final test's table always reports validation and test success).
     ``report_to`` is :func:`run_evolution`'s (one tracker for all methods: TensorBoard runs ``<method>/seed<k>``
-    under ``<store dir>/tensorboard``, plus the comparison table as text under ``compare``).
+    under ``<store dir>/tensorboard``, plus the comparison table as text under ``compare``; a tracker made here
+    is closed when the function returns or raises). The result is also stored in ``store``'s meta
+    (``compare``, ``compare_markdown``).
+
+    Args:
+        spec: the inner loop.
+        methods: method names of :data:`ALL_METHODS`.
+        budget: inner trainings per method and seed.
+        seeds: the search seeds (one run of every method per seed).
+        runner: where inner runs execute.
+        store: the result store (cache, checkpoints, meta) of the run directory.
+        group_size: formulas per iteration (at most ``budget``).
+        optimizer_kwargs: per method, keyword arguments of :func:`~derl_gym.agents.meta.make_optimizer`.
+
+    Returns:
+        A :class:`CompareResult`.
+
+    Raises:
+        ValueError: for an unknown method, ``budget < 1``, ``seeds_per_formula < 1``, ``test_seeds`` of
+            another length than ``seeds`` or an unknown ``selection_score``.
+
+    Example:
+        >>> import tempfile
+        >>> from derl_gym.runtime.evolve import compare
+        >>> from derl_gym.runtime.runners import InlineRunner
+        >>> from derl_gym.runtime.standin import standin_inner, standin_spec
+        >>> from derl_gym.runtime.store import ResultStore
+        >>> with tempfile.TemporaryDirectory() as run_dir, ResultStore(run_dir) as store:
+        ...     result = compare(standin_spec(), ["random", "outcome"], budget=4, seeds=[0, 1],
+        ...                      runner=InlineRunner(job_fn=standin_inner), store=store, group_size=2,
+        ...                      report_to="none")
+        ...     stored = store.get_meta("compare_markdown") == result.to_markdown()
+        >>> result.iterations, sorted(result.runs["random"]), stored
+        (2, [0, 1], True)
+        >>> result.runs["outcome"][0].best_expression, result.runs["outcome"][0].trained   # trained once, then cached
+        ('g1', 1)
+        >>> [row.label for row in result.test.rows], result.test.row("outcome").statuses
+        (['random', 'outcome'], ['ok', 'ok'])
     """
     from derl_gym.agents.meta import make_optimizer
 
