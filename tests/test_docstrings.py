@@ -68,10 +68,6 @@ ALLOWED_MISSING: frozenset[str] = frozenset({
     "derl_gym.cli:cmd_tiny_model",
     "derl_gym.cli:main",
     # H5 (multi-fidelity scheduler) was editing these files in session 16
-    "derl_gym.runtime.inner:make_eval_env",
-    "derl_gym.runtime.inner:make_train_env",
-    "derl_gym.runtime.inner:run_inner",
-    "derl_gym.runtime.inner:seed_everything",
     # ALFWorld helpers outside H6's contract (no owner in session 16)
     "derl_gym.envs.alfworld.env:normalize_task_types",
     "derl_gym.envs.alfworld.primitives:alfworld_primitives",

@@ -26,7 +26,25 @@ __all__ = ["run_inner", "make_train_env", "make_eval_env", "seed_everything"]
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python's ``random``, NumPy's global RNG and torch (CPU and CUDA)."""
+    """Seed Python's ``random``, NumPy's global RNG and torch (CPU and, when present, CUDA).
+
+    Args:
+        seed: the seed (NumPy gets ``seed % 2**32``).
+
+    Returns:
+        None.
+
+    Example:
+        >>> import random
+        >>> import numpy as np
+        >>> import torch
+        >>> from derl_gym.runtime.inner import seed_everything
+        >>> def draw():
+        ...     return random.random(), float(np.random.rand()), float(torch.rand(1))
+        >>> seed_everything(3); first = draw()
+        >>> seed_everything(3); first == draw()
+        True
+    """
     import torch
 
     random.seed(seed)
@@ -37,14 +55,60 @@ def seed_everything(seed: int) -> None:
 
 
 def make_train_env(spec: InnerLoopSpec, expression: Any, primitives: Any):
-    """Return ``TextActionWrapper(MetaRewardWrapper(train env, expression, primitives))`` (the SB3 trainer's env)."""
+    """Build the env the SB3 trainer trains on.
+
+    Args:
+        spec: the inner-loop spec (its ``train_env``, ``reward_mode`` and ``wrapper_kwargs`` are used).
+        expression: the Meta-Reward formula (text or a :class:`~derl_gym.rewards.expression.MetaReward`).
+        primitives: the primitive set the formula's variables refer to.
+
+    Returns:
+        ``TextActionWrapper(MetaRewardWrapper(train env, expression, primitives))``: a Dict observation
+        with an action mask over at most ``max_actions`` candidate commands and a ``Discrete`` action.
+
+    Example:
+        >>> from derl_gym.runtime.presets import get_preset
+        >>> from derl_gym.runtime.spec import EnvSpec
+        >>> games = {"generator": "tiny", "max_episode_steps": 20}  # the small cached games of ALFWorldEnv's example
+        >>> from derl_gym.runtime.inner import make_train_env
+        >>> spec = get_preset("alfworld-tiny").replace(
+        ...     train_env=EnvSpec("derl_gym/ALFWorld-v0", {"split": "train", **games}))
+        >>> env = make_train_env(spec, "g1 + 0.5*g4", spec.primitives.build())
+        >>> obs, info = env.reset(seed=0)
+        >>> type(env).__name__, type(env.env).__name__, env.action_space, obs["action_mask"].shape
+        ('TextActionWrapper', 'MetaRewardWrapper', Discrete(24), (24,))
+        >>> obs, reward, terminated, truncated, info = env.step(int(obs["action_mask"].argmax()))
+        >>> reward, "task_reward" in info   # the Meta-Reward pays at the episode's end (reward_mode "episode")
+        (0.0, True)
+        >>> env.close()
+    """
     from derl_gym.agents.inner.sb3_trainer import make_train_env as _make
 
     return _make(spec, expression, primitives)
 
 
 def make_eval_env(spec: InnerLoopSpec, env_spec: EnvSpec):
-    """Return ``TextActionWrapper(env)`` for SB3 evaluation: the env's own task reward, no Meta-Reward."""
+    """Build an env the SB3 trainer evaluates on: the env's own task reward, no Meta-Reward.
+
+    Args:
+        spec: the inner-loop spec (its ``wrapper_kwargs`` are used).
+        env_spec: the env to build (``spec.validation_env`` or one of ``spec.test_envs``).
+
+    Returns:
+        ``TextActionWrapper(env)``.
+
+    Example:
+        >>> from derl_gym.runtime.presets import get_preset
+        >>> from derl_gym.runtime.spec import EnvSpec
+        >>> games = {"generator": "tiny", "max_episode_steps": 20}  # the small cached games of ALFWorldEnv's example
+        >>> from derl_gym.runtime.inner import make_eval_env
+        >>> spec = get_preset("alfworld-tiny")
+        >>> env = make_eval_env(spec, EnvSpec("derl_gym/ALFWorld-v0", {"split": "validation", **games}))
+        >>> obs, info = env.reset(seed=0)
+        >>> type(env).__name__, type(env.unwrapped).__name__, "MetaRewardWrapper" in str(env)
+        ('TextActionWrapper', 'ALFWorldEnv', False)
+        >>> env.close()
+    """
     from derl_gym.agents.inner.sb3_trainer import make_eval_env as _make
 
     return _make(spec, env_spec)
@@ -53,21 +117,47 @@ def make_eval_env(spec: InnerLoopSpec, env_spec: EnvSpec):
 def run_inner(spec: InnerLoopSpec, expression: str, *, seed: int | None = None, init_model: str | None = None,
               save_model: str | None = None, eval_splits: Sequence[str] = (),
               stop_rule: dict[str, Any] | None = None) -> InnerResult:
-    """Train ``spec.agent`` on the train env rewarded by ``expression``; return an :class:`InnerResult`.
+    """Train ``spec.agent`` on the train env rewarded by ``expression``; score it on validation.
 
-    ``score`` = validation success rate (deterministic masked policy, task reward, ``spec.eval_episodes``
-    episodes); ``curve`` = ``(env_steps, mean training success)`` per rollout; ``extra`` holds
-    ``validation`` details, ``test`` = ``{label: success rate}`` for each label of ``eval_splits``
-    (keys of ``spec.test_envs``), ``train_episodes``, ``train_success`` and ``steps_per_second``.
-    ``seed`` defaults to ``spec.seed``; ``init_model`` warm-starts from a saved model (DERL-pop);
-    ``save_model`` saves the trained model there (``model_path``). Never raises: failures give a
-    result with ``status="failed"`` and the traceback in ``error``.
+    The function every runner executes. It is picklable (module level), seeds everything, limits torch
+    to one thread (runners run one job per core) and dispatches on ``spec.agent.algorithm`` to a
+    registered :class:`~derl_gym.agents.inner.registry.InnerTrainer`.
 
-    ``stop_rule`` (a :class:`~derl_gym.runtime.multi_fidelity.StopRule` dict, from the multi-fidelity
-    scheduler) may stop training at a rung; the run is then still evaluated and comes back with status
-    ``"stopped"``, ``env_steps`` < the budget and ``extra["multi_fidelity"]`` (``stopped_at``, the rung
-    decisions); it skips ``eval_splits`` (a stopped run never becomes the best formula). A trainer without a ``callbacks`` argument (TRL's ``grpo``) ignores it and trains the
-    full budget (logged).
+    Args:
+        spec: the inner-loop spec (envs, primitives, agent, evaluation episodes).
+        expression: the Meta-Reward formula.
+        seed: the inner seed (default ``spec.seed``).
+        init_model: a saved model to warm-start from (DERL-pop).
+        save_model: where to save the trained model (the result's ``model_path``).
+        eval_splits: labels of ``spec.test_envs`` to score after training (``extra["test"]``).
+        stop_rule: a :class:`~derl_gym.runtime.multi_fidelity.StopRule` dict (from the multi-fidelity
+            scheduler) that may stop training at a rung; the run is then still evaluated and comes back
+            with status ``"stopped"``, ``env_steps`` < the budget and ``extra["multi_fidelity"]``
+            (``stopped_at``, the rung decisions); it skips ``eval_splits`` (a stopped run never becomes the
+            best formula). A trainer without a ``callbacks`` argument (TRL's ``grpo``) ignores it and
+            trains the full budget (logged).
+
+    Returns:
+        An :class:`InnerResult`: ``score`` = validation success rate (deterministic masked policy, task
+        reward, ``spec.eval_episodes`` episodes); ``curve`` = ``(env_steps, mean training success)`` per
+        rollout; ``extra`` holds ``validation`` details, ``test`` = ``{label: success rate}`` for each
+        label of ``eval_splits``, ``train_episodes``, ``train_success`` and ``steps_per_second``. Never
+        raises: a failure (invalid formula, unknown split, env crash, out of memory) gives a result with
+        ``status="failed"``, score 0 and the traceback in ``error``.
+
+    Example:
+        Failures come back as results (a real training run takes seconds to minutes; for a
+        millisecond stand-in with the same signature see :func:`~derl_gym.runtime.standin.standin_inner`):
+
+        >>> from derl_gym.runtime.inner import run_inner
+        >>> from derl_gym.runtime.presets import get_preset
+        >>> spec = get_preset("alfworld-tiny")
+        >>> bad = run_inner(spec, "g1 +* g2", seed=0)
+        >>> bad.status, bad.score, bad.error.split(":")[:2]
+        ('failed', 0.0, ['invalid expression or primitives', ' InvalidExpression'])
+        >>> unknown = run_inner(spec, "g4 + g1", eval_splits=["L9"])
+        >>> unknown.status, unknown.canonical, "pass labels the spec defines" in unknown.error
+        ('failed', 'g1 + g4', True)
     """
     start = time.perf_counter()
     seed = int(spec.seed if seed is None else seed)
