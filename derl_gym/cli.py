@@ -240,7 +240,27 @@ def _open_run_dir(args: argparse.Namespace, run_dir: Path, key: dict[str, Any], 
 # ----------------------------------------------------------------------------------- commands
 
 def cmd_list(args: argparse.Namespace) -> int:
-    """Print registered envs, presets and each preset's primitives."""
+    """``derl-gym list``: print the registered envs, the presets (with budgets) and each preset's primitives.
+
+    Args:
+        args: the parsed command line (no options).
+
+    Returns:
+        The exit code, 0 (a preset whose primitives cannot be built, e.g. for a missing optional
+        dependency, is listed with the reason).
+
+    Example:
+        >>> import contextlib, io
+        >>> from derl_gym.cli import build_parser, cmd_list
+        >>> out = io.StringIO()
+        >>> with contextlib.redirect_stdout(out):
+        ...     code = cmd_list(build_parser().parse_args(["list"]))
+        >>> lines = out.getvalue().splitlines()
+        >>> code, lines[0], "  derl_gym/ALFWorld-v0" in lines, "Presets (derl-gym evolve --preset NAME):" in lines
+        (0, 'Environments:', True, True)
+        >>> lines[lines.index("  standin:") + 1][:36]         # the stand-in's g1, its kind and bounds
+        '    g1 (success, episode, [0, 1]): 1'
+    """
     import gymnasium as gym
 
     import derl_gym  # noqa: F401
@@ -285,7 +305,43 @@ def _report_to(args: argparse.Namespace) -> str:
 
 
 def cmd_evolve(args: argparse.Namespace) -> int:
-    """Run (or resume) one method, retrain the best formula, test it next to outcome and avg, report."""
+    """``derl-gym evolve``: run (or resume) one method, retrain the best formula, test it next to ``outcome`` and
+    ``avg``, and write the report.
+
+    Prints one line per iteration, the best formula, the final test table (unless ``--no-test``) and the
+    paths written under ``--run-dir`` (``store.sqlite``, ``report.md``, the PNG plots). The same command
+    on the same run directory resumes; another experiment there is refused (``SystemExit``).
+
+    Args:
+        args: the parsed command line (:func:`build_parser`) with ``args.argv``, the arguments as given
+            (stored as the run's command; :func:`main` sets it).
+
+    Returns:
+        The exit code, 0.
+
+    Raises:
+        SystemExit: when the run directory holds a different run, or for bad option values.
+
+    Example:
+        >>> import contextlib, io, tempfile
+        >>> from pathlib import Path
+        >>> from derl_gym.cli import build_parser, cmd_evolve
+        >>> with tempfile.TemporaryDirectory() as run_dir:
+        ...     argv = ["evolve", "--preset", "standin", "--method", "random", "--iterations", "2", "--group-size",
+        ...             "2", "--backend", "inline", "--test-seeds", "0", "--run-dir", run_dir, "--no-progress",
+        ...             "--report-to", "none"]
+        ...     args = build_parser().parse_args(argv)
+        ...     args.argv = argv
+        ...     out = io.StringIO()
+        ...     with contextlib.redirect_stdout(out):
+        ...         code = cmd_evolve(args)
+        ...     written = sorted(p.name for p in Path(run_dir).iterdir())
+        >>> lines = out.getvalue().splitlines()
+        >>> code, sum(line.startswith("[random] iteration") for line in lines), written
+        (0, 2, ['primitives.png', 'report.md', 'store.sqlite', 'structure.png', 'validation.png'])
+        >>> [line.split(" | ")[0] for line in lines if line.startswith("| ") and "`" in line]   # the final test
+        ['| best (random)', '| outcome', '| avg']
+    """
     from derl_gym.agents.meta import make_optimizer
     from derl_gym.runtime.evolve import baseline_formulas, final_test, run_evolution
     from derl_gym.runtime.report import write_report
@@ -352,7 +408,41 @@ def cmd_evolve(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    """Run several methods on the same budget, test each method's best formula, print the table."""
+    """``derl-gym compare``: run several methods on the same inner-training budget per seed, retrain and test each
+    method's best formula, print the table.
+
+    Writes ``compare.md``, ``compare.json``, ``report.md`` and the plots into ``--run-dir``; resumable like
+    :func:`cmd_evolve`.
+
+    Args:
+        args: the parsed command line (:func:`build_parser`) with ``args.argv`` (see :func:`cmd_evolve`).
+
+    Returns:
+        The exit code, 0.
+
+    Raises:
+        SystemExit: for a ``--test-seeds`` list of another length than ``--seeds``, a run directory holding a
+            different run, or bad option values.
+
+    Example:
+        >>> import contextlib, io, json, tempfile
+        >>> from pathlib import Path
+        >>> from derl_gym.cli import build_parser, cmd_compare
+        >>> with tempfile.TemporaryDirectory() as run_dir:
+        ...     argv = ["compare", "--preset", "standin", "--methods", "random,outcome", "--budget", "2", "--seeds",
+        ...             "0,1", "--group-size", "2", "--backend", "inline", "--run-dir", run_dir, "--no-progress",
+        ...             "--report-to", "none"]
+        ...     args = build_parser().parse_args(argv)
+        ...     args.argv = argv
+        ...     with contextlib.redirect_stdout(io.StringIO()):
+        ...         code = cmd_compare(args)
+        ...     saved = json.loads((Path(run_dir) / "compare.json").read_text())
+        ...     table = (Path(run_dir) / "compare.md").read_text()
+        >>> code, saved["methods"], saved["seeds"], saved["budget"]
+        (0, ['random', 'outcome'], [0, 1], 2)
+        >>> "| outcome | `g1` |" in table
+        True
+    """
     from derl_gym.runtime.evolve import compare
     from derl_gym.runtime.report import write_report
 
@@ -403,7 +493,35 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Write report.md and the PNG plots of a run directory."""
+    """``derl-gym report RUN_DIR``: write ``report.md`` and the PNG plots of a run directory and print their paths.
+
+    Args:
+        args: the parsed command line (``run_dir``).
+
+    Returns:
+        The exit code: 0, or 2 (with the reason on stderr) when the directory has no ``store.sqlite``.
+
+    Example:
+        >>> import contextlib, io, tempfile
+        >>> from derl_gym.agents.meta import make_optimizer
+        >>> from derl_gym.cli import build_parser, cmd_report
+        >>> from derl_gym.runtime.evolve import run_evolution
+        >>> from derl_gym.runtime.runners import InlineRunner
+        >>> from derl_gym.runtime.standin import standin_inner, standin_spec
+        >>> from derl_gym.runtime.store import ResultStore
+        >>> with tempfile.TemporaryDirectory() as run_dir:
+        ...     with ResultStore(run_dir) as store:
+        ...         _ = run_evolution(standin_spec(), make_optimizer("random", 4, seed=0),
+        ...                           InlineRunner(job_fn=standin_inner), store, 1, 2, report_to="none")
+        ...     out = io.StringIO()
+        ...     with contextlib.redirect_stdout(out):
+        ...         code = cmd_report(build_parser().parse_args(["report", run_dir]))
+        >>> code, [line.split("/")[-1] for line in out.getvalue().splitlines()]
+        (0, ['report.md', 'validation.png', 'structure.png', 'primitives.png'])
+        >>> with contextlib.redirect_stderr(io.StringIO()):
+        ...     cmd_report(build_parser().parse_args(["report", "no/such/run"]))
+        2
+    """
     from derl_gym.runtime.report import write_report
 
     try:
@@ -418,8 +536,34 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """``derl-gym export RUN_DIR``: write the run's discovered reward(s) as JSON (stdout or ``--out``);
-    returns the exit code (2 when the directory has no store or no scored formula)."""
+    """``derl-gym export RUN_DIR``: write the run's discovered reward(s) as JSON (stdout, or the file ``--out``).
+
+    The JSON (:func:`~derl_gym.integrations.export.export_run`) holds each method's best formula with its
+    primitives, scores and spec.
+
+    Args:
+        args: the parsed command line (``run_dir``, ``out``).
+
+    Returns:
+        The exit code: 0, or 2 (with the reason on stderr) when the directory has no store written by
+        ``evolve``/``compare`` or no scored formula.
+
+    Example:
+        >>> import contextlib, io, json, tempfile
+        >>> from pathlib import Path
+        >>> from derl_gym.cli import build_parser, cmd_export, main
+        >>> with tempfile.TemporaryDirectory() as run_dir:
+        ...     with contextlib.redirect_stdout(io.StringIO()):
+        ...         _ = main(["evolve", "--preset", "standin", "--method", "outcome", "--iterations", "1", "--no-test",
+        ...                   "--backend", "inline", "--run-dir", run_dir, "--no-progress", "--report-to", "none"])
+        ...         code = cmd_export(build_parser().parse_args(["export", run_dir, "--out", f"{run_dir}/reward.json"]))
+        ...     data = json.loads((Path(run_dir) / "reward.json").read_text())
+        >>> code, data["command"], [(r["method"], r["formula"]) for r in data["rewards"]]
+        (0, 'evolve', [('outcome', 'g1')])
+        >>> with contextlib.redirect_stderr(io.StringIO()):
+        ...     cmd_export(build_parser().parse_args(["export", "no/such/run"]))
+        2
+    """
     from derl_gym.integrations.export import ExportError, export_run
 
     try:
@@ -440,7 +584,43 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_play(args: argparse.Namespace, stdin=None) -> int:
-    """Play a registered text env in the terminal: type a command (or its number), ``quit`` to stop."""
+    """``derl-gym play ENV_ID``: play a registered text env in the terminal.
+
+    Prints the observation and the numbered admissible commands; type a command (or its number), ``quit``
+    to stop. A finished episode prints its outcome and starts a new one.
+
+    Args:
+        args: the parsed command line (``env_id``, ``kwargs`` as a JSON object, ``seed``).
+        stdin: where the commands are read from (default ``sys.stdin``).
+
+    Returns:
+        The exit code: 0, or 2 (with the reason on stderr) for bad ``--kwargs`` or an env that cannot be made.
+
+    Example:
+        >>> import contextlib, io
+        >>> import gymnasium as gym
+        >>> from gymnasium import spaces
+        >>> from derl_gym.cli import build_parser, cmd_play
+        >>> class Door(gym.Env):
+        ...     observation_space = action_space = spaces.Text(64)
+        ...     def reset(self, *, seed=None, options=None):
+        ...         return "A closed door.", {"admissible_commands": ["look", "open door"]}
+        ...     def step(self, action):
+        ...         won = action == "open door"
+        ...         return ("You are out." if won else "A door."), float(won), won, False, {"won": won}
+        >>> gym.register("derl_gym_doc/PlayDoor-v0", entry_point=Door, disable_env_checker=True)
+        >>> out = io.StringIO()
+        >>> with contextlib.redirect_stdout(out):
+        ...     code = cmd_play(build_parser().parse_args(["play", "derl_gym_doc/PlayDoor-v0"]), stdin=io.StringIO("1\\nquit\\n"))
+        >>> lines = out.getvalue().splitlines()
+        >>> code, lines[1], lines[3]
+        (0, 'Admissible commands: [0] look; [1] open door', 'reward 1')
+        >>> lines[4], lines[-1]                     # the prompt "> " starts the lines after a command
+        ('episode 1 finished; won=True; return 1. New episode.', '> bye (1 episode(s) finished)')
+        >>> with contextlib.redirect_stderr(io.StringIO()):
+        ...     cmd_play(build_parser().parse_args(["play", "derl_gym_doc/NoSuchEnv-v0"]))
+        2
+    """
     import gymnasium as gym
 
     import derl_gym  # noqa: F401
@@ -499,7 +679,25 @@ def cmd_play(args: argparse.Namespace, stdin=None) -> int:
 
 
 def cmd_tiny_model(args: argparse.Namespace) -> int:
-    """``derl-gym tiny-model DIR``: build a tiny Qwen2 model and tokenizer; returns the exit code."""
+    """``derl-gym tiny-model DIR``: build a tiny random-weight Qwen2 model and its tokenizer in ``DIR`` (offline;
+    :func:`~derl_gym.models.tiny.build_tiny_model`, a few seconds: it trains a small BPE tokenizer).
+
+    Args:
+        args: the parsed command line (``dir``, ``layers``, ``hidden``, ``heads``, ``vocab_size``, ``seed``).
+
+    Returns:
+        The exit code: 0, or 2 (with the reason on stderr) for sizes that do not fit together.
+
+    Example:
+        >>> import contextlib, io
+        >>> from derl_gym.cli import build_parser, cmd_tiny_model
+        >>> args = build_parser().parse_args(["tiny-model", "models/tiny", "--hidden", "30", "--heads", "4"])
+        >>> err = io.StringIO()
+        >>> with contextlib.redirect_stderr(err):
+        ...     code = cmd_tiny_model(args)        # checked before anything is written
+        >>> code, err.getvalue().strip()
+        (2, 'error: hidden=30 is not a multiple of heads=4; pick e.g. hidden=28')
+    """
     from derl_gym.models.tiny import build_tiny_model
 
     start = time.time()
@@ -578,7 +776,20 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Return the argparse parser of ``derl-gym``."""
+    """Return the argparse parser of ``derl-gym``: one sub-command per ``cmd_*`` function (``args.func``).
+
+    Returns:
+        The ``argparse.ArgumentParser`` (sub-commands ``list``, ``evolve``, ``compare``, ``report``, ``export``,
+        ``tiny-model``, ``play``).
+
+    Example:
+        >>> from derl_gym.cli import DEFAULT_GROUP_SIZE, build_parser, cmd_evolve
+        >>> args = build_parser().parse_args(["evolve", "--preset", "standin", "--iterations", "2"])
+        >>> args.func is cmd_evolve, args.iterations, args.group_size == DEFAULT_GROUP_SIZE, args.method
+        (True, 2, True, 'derl')
+        >>> build_parser().parse_args(["compare", "--seeds", "0,3"]).seeds
+        '0,3'
+    """
     parser = argparse.ArgumentParser(prog="derl-gym", description="DERL: evolve reward functions (Meta-Rewards) "
                                      "for RL agents on text environments.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -635,7 +846,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the process exit code."""
+    """Run the ``derl-gym`` command line.
+
+    Sets the log level (``-v`` info, ``-vv`` debug), the stand-in inner loop for ``--preset standin`` or
+    ``--standin``, ``evolve``'s default ``--test-seeds`` (its ``--seed``), then runs the sub-command. An
+    interrupted ``evolve``/``compare`` (Ctrl-C) says how to resume and returns 130.
+
+    Args:
+        argv: the arguments (default ``sys.argv[1:]``).
+
+    Returns:
+        The process exit code of the sub-command.
+
+    Example:
+        >>> import contextlib, io, tempfile
+        >>> from derl_gym.cli import main
+        >>> with tempfile.TemporaryDirectory() as run_dir:
+        ...     argv = ["evolve", "--preset", "standin", "--method", "outcome", "--iterations", "1", "--no-test",
+        ...             "--backend", "inline", "--run-dir", run_dir, "--no-progress", "--report-to", "none"]
+        ...     out = io.StringIO()
+        ...     with contextlib.redirect_stdout(out):
+        ...         first, again = main(argv), main(argv)      # the second run resumes: nothing is retrained
+        >>> first, again, out.getvalue().count("(resumed)")
+        (0, 0, 1)
+        >>> with contextlib.redirect_stderr(io.StringIO()):
+        ...     main(["report", "no/such/run"])
+        2
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
