@@ -75,9 +75,26 @@ NOTHING_HAPPENS = "Nothing happens."
 
 
 def normalize_task_types(task_types: Sequence[str | int] | str | int | None) -> tuple[str, ...] | None:
-    """Return task-type names from names or upstream numbers 1..6 (``None`` stays ``None``).
+    """Return ALFWorld task-type names from names or upstream numbers 1..6.
 
-    Raises ``ValueError`` naming an unknown entry and listing the valid ones.
+    Args:
+        task_types: a name, a number (as in ``alfred_tw_env.TASK_TYPES``), a sequence of them, or
+            ``None`` (all six types).
+
+    Returns:
+        The names in the given order without repeats, or ``None`` when ``task_types`` is ``None``.
+
+    Raises:
+        ValueError: naming an unknown entry and listing the valid ones, or for an empty sequence.
+
+    Example:
+        >>> from derl_gym.envs.alfworld.env import normalize_task_types
+        >>> normalize_task_types([2, "pick_and_place_simple", 2]), normalize_task_types(None)
+        (('look_at_obj_in_light', 'pick_and_place_simple'), None)
+        >>> normalize_task_types("cook")
+        Traceback (most recent call last):
+            ...
+        ValueError: unknown ALFWorld task type 'cook'; use names [...] or numbers [1, 2, 3, 4, 5, 6]
     """
     if task_types is None:
         return None

@@ -39,11 +39,34 @@ ALFWORLD_STEP_SCORERS: dict[str, str] = {
 
 
 def alfworld_primitives(step_scorer: str | StepScorer = "progress") -> PrimitiveSet:
-    """Return ALFWorld's agent primitive set ``[success, <scorer>_first, _middle, _last]``.
+    """Return ALFWorld's agent primitive set ``[success, <scorer>_first, _middle, _last]`` (``g1..g4``).
 
-    ``step_scorer`` is ``"progress"`` (default), ``"valid"``, ``"tags"`` or a callable
-    ``Step -> float``. ``describe()`` on the result names each primitive and its step score.
-    Raises ``ValueError`` for an unknown scorer name.
+    Args:
+        step_scorer: what one step scores: ``"progress"`` (default), ``"valid"``, ``"tags"`` (see the
+            module doc) or a callable ``Step -> float``. ``describe()`` on the result names each
+            primitive and its step score.
+
+    Returns:
+        A :class:`~derl_gym.rewards.primitives.PrimitiveSet` named ``alfworld:<scorer>``.
+
+    Raises:
+        ValueError: for an unknown scorer name.
+
+    Example:
+        >>> from derl_gym.envs.alfworld.primitives import alfworld_primitives
+        >>> from derl_gym.rewards import Step, Trajectory
+        >>> primitives = alfworld_primitives()
+        >>> primitives
+        PrimitiveSet('alfworld:progress', ['success', 'progress_first', 'progress_middle', 'progress_last'])
+        >>> episode = Trajectory("You are in the middle of a room.", {})
+        >>> for progress, won in [(1.0, False), (0.0, False), (1.0, True)]:   # won on the third step
+        ...     episode.append(Step("go to desk 1", "...", float(won), won, False, {"progress": progress, "won": won}))
+        >>> primitives.compute(episode).tolist()
+        [1.0, 1.0, 0.0, 1.0]
+        >>> alfworld_primitives("tidy")
+        Traceback (most recent call last):
+            ...
+        ValueError: unknown ALFWorld step scorer 'tidy'; choose one of ['progress', 'tags', 'valid'] or pass a callable Step -> float
     """
     if isinstance(step_scorer, str) and step_scorer not in ALFWORLD_STEP_SCORERS:
         raise ValueError(f"unknown ALFWorld step scorer {step_scorer!r}; choose one of "

@@ -60,9 +60,25 @@ OFFICIAL_TEST_FOLDER: dict[str, str] = {"L0": "valid_seen", "L1": "valid_unseen"
 
 
 def normalize_task_types(task_types: Iterable[str | int] | str | int | None) -> tuple[str, ...]:
-    """Returns task-type names from names or upstream ids (1..6 as in ``alfred_tw_env.TASK_TYPES``).
+    """Return task-type names from names or upstream ids (1..6 as in ``alfred_tw_env.TASK_TYPES``).
 
-    ``None`` means all six types.
+    Args:
+        task_types: a name, an id, an iterable of them, or ``None`` (all six types).
+
+    Returns:
+        The names in the given order without repeats (all six for ``None``).
+
+    Raises:
+        ValueError: naming an unknown entry and the valid names and ids.
+
+    Example:
+        >>> from derl_gym.envs.alfworld.splits import normalize_task_types
+        >>> normalize_task_types([6, "pick_two_obj_and_place", 1]), len(normalize_task_types(None))
+        (('pick_two_obj_and_place', 'pick_and_place_simple'), 6)
+        >>> normalize_task_types(7)
+        Traceback (most recent call last):
+            ...
+        ValueError: task type 7 is unknown; use names (...) or ids 1..6
     """
     if task_types is None:
         return TASK_TYPES
@@ -89,7 +105,27 @@ def _check(level: str, split: str) -> None:
 
 
 def level_task_types(level: str, split: str, task_types: Iterable[str | int] | None = None) -> tuple[str, ...]:
-    """Returns the task types of ``level``/``split`` (after the ``task_types`` filter)."""
+    """Return the task types of one level and split, after a ``task_types`` filter.
+
+    Args:
+        level: ``"L0"``, ``"L1"`` or ``"L2"``.
+        split: ``"train"``, ``"validation"`` or ``"test"``.
+        task_types: keep only these (names or ids 1..6); ``None`` keeps all.
+
+    Returns:
+        The level's task types for the split (L2 trains on four types and tests on the other two; L0
+        and L1 use all six), in :data:`TASK_TYPES` order, that pass the filter.
+
+    Raises:
+        ValueError: for an unknown level, split or task type.
+
+    Example:
+        >>> from derl_gym.envs.alfworld.splits import level_task_types
+        >>> level_task_types("L2", "test")
+        ('pick_cool_then_place_in_recep', 'pick_two_obj_and_place')
+        >>> level_task_types("L2", "train", task_types=[1, 5]), len(level_task_types("L1", "test"))
+        (('pick_and_place_simple',), 6)
+    """
     _check(level, split)
     wanted = normalize_task_types(task_types)
     if level == "L2":
@@ -100,7 +136,19 @@ def level_task_types(level: str, split: str, task_types: Iterable[str | int] | N
 
 
 def game_task_type(path: str | os.PathLike) -> str:
-    """Returns the task type of a ``.../<task_type>-<Obj>-.../trial_*/game.tw-pddl`` path."""
+    """Return the task type of a game file from its task folder's name.
+
+    Args:
+        path: a ``.../<task_type>-<Obj>-.../trial_*/game.tw-pddl`` path (the file need not exist).
+
+    Returns:
+        The part of the task folder's name before its first ``-``.
+
+    Example:
+        >>> from derl_gym.envs.alfworld.splits import game_task_type
+        >>> game_task_type("train/pick_heat_then_place_in_recep-Egg-None-Fridge-5/trial_T2019_1/game.tw-pddl")
+        'pick_heat_then_place_in_recep'
+    """
     return Path(path).parent.parent.name.split("-", 1)[0]
 
 
@@ -109,11 +157,29 @@ def _game_key(path: Path) -> str:
 
 
 def split_validation(paths: Sequence[Path], fraction: float = VALIDATION_FRACTION) -> tuple[list[Path], list[Path]]:
-    """Returns (train, validation): a deterministic, per-task-type ``fraction`` of ``paths``.
+    """Split games into train and validation: a deterministic, per-task-type ``fraction`` for validation.
 
     Within each task type the games whose SHA-256 of ``<task-dir>/<trial>`` is smallest go to
-    validation (``round(fraction * n)``, at least 1 when ``n >= 2``), so the carve-out does not
-    depend on the order or location of the files.
+    validation (``round(fraction * n)``, at least 1 and at most ``n - 1`` when ``n >= 2``), so the
+    carve-out does not depend on the order or location of the files.
+
+    Args:
+        paths: ``game.tw-pddl`` paths (only their names are read).
+        fraction: the share of each task type's games that goes to validation.
+
+    Returns:
+        ``(train, validation)``: two disjoint lists of paths, each sorted.
+
+    Example:
+        >>> from pathlib import Path
+        >>> from derl_gym.envs.alfworld.splits import split_validation
+        >>> games = [Path(f"pick_and_place_simple-Apple-None-Fridge-5/trial_{k}/game.tw-pddl") for k in range(10)]
+        >>> games.append(Path("look_at_obj_in_light-Book-None-DeskLamp-301/trial_0/game.tw-pddl"))
+        >>> train, validation = split_validation(games)
+        >>> len(train), len(validation), set(train) & set(validation)   # the lone look game stays in train
+        (9, 2, set())
+        >>> split_validation(games[::-1]) == (train, validation)     # order does not matter
+        True
     """
     by_type: dict[str, list[Path]] = {}
     for p in paths:
@@ -134,12 +200,34 @@ def split_validation(paths: Sequence[Path], fraction: float = VALIDATION_FRACTIO
 # official data
 # --------------------------------------------------------------------------------------
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
-    """Returns the json_2.1.1 folder to use, or ``None`` to generate games.
+    """Return the official ``json_2.1.1`` folder to use, or ``None`` to generate games.
 
-    ``data_dir`` may be the json_2.1.1 folder itself or a folder containing ``json_2.1.1``
-    (like ``$ALFWORLD_DATA``). Without ``data_dir`` the ``ALFWORLD_DATA`` env var is used when
-    it holds games (alfworld sets that variable to an empty cache folder on import, so an
-    empty folder means "no official data").
+    Args:
+        data_dir: the ``json_2.1.1`` folder itself or a folder containing ``json_2.1.1`` (like
+            ``$ALFWORLD_DATA``); ``~`` and environment variables are expanded. Without it the
+            ``ALFWORLD_DATA`` env var is used when it holds games (alfworld sets that variable to an
+            empty cache folder on import, so an empty folder means "no official data").
+
+    Returns:
+        The folder holding ``train/``, ``valid_seen/`` ... or ``None``.
+
+    Raises:
+        FileNotFoundError: when ``data_dir`` is given but holds no such data.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from derl_gym.envs.alfworld.splits import resolve_data_dir
+        >>> with tempfile.TemporaryDirectory() as root:
+        ...     (Path(root) / "json_2.1.1" / "train").mkdir(parents=True)
+        ...     found = resolve_data_dir(root)
+        ...     found == Path(root) / "json_2.1.1", resolve_data_dir(found) == found
+        (True, True)
+        >>> with tempfile.TemporaryDirectory() as empty:
+        ...     resolve_data_dir(empty)
+        Traceback (most recent call last):
+            ...
+        FileNotFoundError: data_dir=... holds no ALFWorld json_2.1.1 data ...
     """
     def find(root: Path) -> Path | None:
         for cand in (root, root / "json_2.1.1"):
@@ -163,11 +251,37 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
 
 
 def collect_official_games(folder: str | os.PathLike, task_types: Iterable[str] | None = None) -> list[Path]:
-    """Returns the playable ``game.tw-pddl`` files under ``folder`` (sorted).
+    """Return the playable ``game.tw-pddl`` files under an official ALFWorld split folder.
 
-    Same filters as upstream ``AlfredTWEnv.collect_game_files``: no ``movable``/``Sliced``
-    trials, the game file must exist and be marked ``"solvable": true``; the task type is read
-    from the task folder name.
+    Same filters as upstream ``AlfredTWEnv.collect_game_files``: no ``movable``/``Sliced`` trials, the
+    game file must exist and be marked ``"solvable": true`` (an unreadable one is skipped with a
+    warning); the task type is read from the task folder name.
+
+    Args:
+        folder: a split folder such as ``json_2.1.1/train`` (``<task dir>/<trial>/traj_data.json``).
+        task_types: keep only these task types; ``None`` keeps all.
+
+    Returns:
+        The game paths, sorted.
+
+    Example:
+        >>> import json, tempfile
+        >>> from pathlib import Path
+        >>> def add_game(folder, task_dir, trial, solvable=True):   # an official-layout game folder
+        ...     game = Path(folder, task_dir, trial, "game.tw-pddl")
+        ...     game.parent.mkdir(parents=True)
+        ...     game.write_text(json.dumps({"solvable": solvable}))
+        ...     (game.parent / "traj_data.json").write_text("{}")
+        >>> from derl_gym.envs.alfworld.splits import collect_official_games
+        >>> with tempfile.TemporaryDirectory() as train:
+        ...     add_game(train, "pick_and_place_simple-Apple-None-Fridge-5", "trial_1")
+        ...     add_game(train, "pick_and_place_simple-Apple-None-Fridge-5", "trial_2", solvable=False)
+        ...     add_game(train, "pick_and_place_simple-AppleSliced-None-Fridge-5", "trial_1")
+        ...     add_game(train, "look_at_obj_in_light-Book-None-DeskLamp-301", "trial_1")
+        ...     games = collect_official_games(train)
+        ...     looks = collect_official_games(train, task_types=["look_at_obj_in_light"])
+        >>> [game.parent.name for game in games], [game.parent.parent.name for game in looks]
+        (['trial_1', 'trial_1'], ['look_at_obj_in_light-Book-None-DeskLamp-301'])
     """
     wanted = set(normalize_task_types(task_types))
     out: list[Path] = []
@@ -263,7 +377,7 @@ def get_split_games(level: str = "L0", split: str = "train",
                     generator: GeneratorConfig | Mapping[str, Any] | str | None = None,
                     data_dir: str | os.PathLike | None = None,
                     cache_dir: str | os.PathLike | None = None) -> list[Path]:
-    """Returns the ``game.tw-pddl`` paths of ``level`` (L0/L1/L2) and ``split`` (train/validation/test).
+    """Return the ``game.tw-pddl`` paths of one ALFWorld level and split.
 
     Args:
         level: ``"L0"`` seen floor plans; ``"L1"`` test on ALFRED's unseen floor plans;
@@ -282,7 +396,40 @@ def get_split_games(level: str = "L0", split: str = "train",
         cache_dir: where generated games are cached (default ``$DERL_GYM_CACHE/alfworld`` or
             ``~/.cache/derl_gym/alfworld``).
 
-    The result is sorted and deterministic; an empty list means the filter left no task type.
+    Returns:
+        The paths, sorted and deterministic; an empty list means the filter left no task type.
+
+    Raises:
+        ValueError: for an unknown level, split or task type.
+        FileNotFoundError: when ``data_dir`` holds no official data.
+
+    Example:
+        Generated games (the tiny preset, generated on first use and then cached, as in
+        :class:`~derl_gym.envs.alfworld.env.ALFWorldEnv`'s example):
+
+        >>> from derl_gym.envs.alfworld.splits import get_split_games
+        >>> train = get_split_games("L0", "train", generator="tiny")
+        >>> validation = get_split_games("L0", "validation", generator="tiny")
+        >>> len(train), len(validation), set(train) & set(validation), train[0].name
+        (24, 6, set(), 'game.tw-pddl')
+
+        An official ``json_2.1.1`` folder (here a fake one: the files only need the right layout):
+
+        >>> import json, tempfile
+        >>> from pathlib import Path
+        >>> def add_game(folder, task_dir, trial, solvable=True):   # an official-layout game folder
+        ...     game = Path(folder, task_dir, trial, "game.tw-pddl")
+        ...     game.parent.mkdir(parents=True)
+        ...     game.write_text(json.dumps({"solvable": solvable}))
+        ...     (game.parent / "traj_data.json").write_text("{}")
+        >>> with tempfile.TemporaryDirectory() as root:
+        ...     for k in range(5):
+        ...         add_game(f"{root}/json_2.1.1/train", "pick_and_place_simple-Apple-None-Fridge-5", f"trial_{k}")
+        ...     add_game(f"{root}/json_2.1.1/valid_seen", "pick_and_place_simple-Egg-None-Fridge-5", "trial_0")
+        ...     sizes = {split: len(get_split_games("L0", split, data_dir=root)) for split in ("train", "validation", "test")}
+        ...     no_type_left = get_split_games("L2", "test", task_types=[1], data_dir=root)
+        >>> sizes, no_type_left
+        ({'train': 4, 'validation': 1, 'test': 1}, [])
     """
     _check(level, split)
     types = level_task_types(level, split, task_types)
@@ -299,7 +446,19 @@ def get_split_games(level: str = "L0", split: str = "train",
 
 
 def describe_splits() -> str:
-    """Returns a markdown description of the levels and splits."""
+    """Return a markdown description of the levels and splits (this module's docstring).
+
+    Returns:
+        The text, with the table of levels L0, L1, L2 and their train / validation / test games.
+
+    Example:
+        >>> from derl_gym.envs.alfworld.splits import describe_splits
+        >>> text = describe_splits()
+        >>> text.splitlines()[0]
+        'ALFWorld splits as in DERL / RLVMR: levels L0, L1, L2 with train / validation / test.'
+        >>> "valid_unseen" in text
+        True
+    """
     return __doc__ or ""
 
 

@@ -26,7 +26,24 @@ _IMPORT_LOCK = threading.Lock()
 
 
 def import_textworld() -> ModuleType:
-    """Return the ``textworld`` module, importing it (once per process) with NumPy's global RNG state unchanged."""
+    """Import TextWorld (once per process) with NumPy's global RNG state unchanged.
+
+    Thread-safe; a later call returns the module already imported.
+
+    Returns:
+        The ``textworld`` module.
+
+    Raises:
+        ImportError: when TextWorld is not installed (``pip install 'derl-gym[alfworld]'``).
+
+    Example:
+        >>> import numpy as np
+        >>> from derl_gym.envs.alfworld.textworld_import import import_textworld
+        >>> np.random.seed(0)
+        >>> textworld = import_textworld()
+        >>> textworld.__name__, float(np.random.rand()) == float(np.random.RandomState(0).rand())
+        ('textworld', True)
+    """
     module = sys.modules.get("textworld")
     if module is not None:
         return module
