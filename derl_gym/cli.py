@@ -146,12 +146,14 @@ class _Progress:
 def _iteration_line(record) -> str:
     tag = " (resumed)" if record.resumed else ""
     failed = int(getattr(record, "failed", sum(s != "ok" for s in record.statuses)))
+    stopped = sum(s == "stopped" for s in record.statuses)  # multi-fidelity: stopped early, not failed
     cached = sum(bool(c) for c in record.cached)
     counts = (f"({record.trained if not record.resumed else '-'} trained, {cached} cached, {failed} failed, "
-              f"{record.wall_seconds:.0f} s)")
+              + (f"{stopped} stopped, " if stopped else "") + f"{record.wall_seconds:.0f} s)")
     if record.best_expression is None:
+        why = "failed; no update" if not stopped else "failed or stopped early"
         return (f"[{record.method}] iteration {record.iteration}{tag}: no scored formula (all {len(record.statuses)} "
-                f"inner runs failed; no update)  {counts}")
+                f"inner runs {why})  {counts}")
     return (f"[{record.method}] iteration {record.iteration}{tag}: best {record.best_score:.3f}  "
             f"mean {record.mean_score:.3f}  {counts}  best formula: {record.best_expression}")
 

@@ -238,3 +238,20 @@ def test_a_library_upgrade_retrains_unless_reuse_across_versions(tmp_path, capsy
     out = capsys.readouterr().out
     assert "torch 9.9.9 -> 10.0" in out and "reusing results" in out
     assert "[outcome] iteration 3: best" in out and "(0 trained, 2 cached" in out
+
+
+def test_iteration_line_counts_stopped_runs_apart_from_failed_ones():
+    from derl_gym.cli import _iteration_line
+    from derl_gym.runtime.evolve import IterationRecord
+
+    def record(statuses, best):
+        return IterationRecord("derl", 1, ["g1", "g2", "g3"], ["g1", "g2", "g3"], [0.5, 0.4, 0.0], statuses,
+                               [False] * 3, 0.5 if best else 0.0, 0.5 if best else 0.0, best, trained=3,
+                               failed=statuses.count("failed"))
+
+    line = _iteration_line(record(["ok", "stopped", "failed"], "g1"))
+    assert "(3 trained, 0 cached, 1 failed, 1 stopped, 0 s)" in line and "best formula: g1" in line
+    assert "stopped" not in _iteration_line(record(["ok", "ok", "failed"], "g1"))
+    line = _iteration_line(record(["stopped", "stopped", "failed"], None))
+    assert "inner runs failed or stopped early" in line and "no update" not in line
+    assert "inner runs failed; no update" in _iteration_line(record(["failed"] * 3, None))
