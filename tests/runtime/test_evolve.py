@@ -139,16 +139,15 @@ class _RaisingOptimizer:
 
 
 def _spy_trackers(monkeypatch):
+    """Record every ``(tracker, owned)`` that evolve's ``make_tracker`` returns; returns that list."""
     import derl_gym.runtime.evolve as evolve
+    from derl_gym.runtime.tracking import make_tracker
 
     made = []
 
     def spy(report_to, run_dir):
-        tracker, owned = evolve_make_tracker(report_to, run_dir)
-        made.append((tracker, owned))
-        return tracker, owned
-
-    from derl_gym.runtime.tracking import make_tracker as evolve_make_tracker
+        made.append(make_tracker(report_to, run_dir))
+        return made[-1]
 
     monkeypatch.setattr(evolve, "make_tracker", spy)
     return made
