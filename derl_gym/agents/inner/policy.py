@@ -72,9 +72,38 @@ def _split_keys(observation_space: spaces.Dict) -> tuple[list[str], list[str]]:
 class TextActionExtractor(BaseFeaturesExtractor):
     """Flatten the wrapper's Dict observation into ``[state vectors | candidate vectors | candidate features]``.
 
-    Returns a tensor ``[batch, S*dim + N*dim + F*N]`` (S state fields, N = max_actions, F
+    Its forward returns a tensor ``[batch, S*dim + N*dim + F*N]`` (S state fields, N = max_actions, F
     per-candidate features such as ``action_counts``); it has no parameters: learning happens in
-    :class:`ActionScoringHead`.
+    :class:`ActionScoringHead`. State-text keys and per-candidate feature keys are told apart by name
+    (``action_counts`` and ``overlap_<field>`` are per-candidate), so ``dim == max_actions`` is not ambiguous.
+
+    Args:
+        observation_space: the Dict observation space of
+            :class:`~derl_gym.wrappers.text_actions.TextActionWrapper` (keys incl. ``"actions"``).
+
+    Raises:
+        ValueError: when the space is not a Dict with an ``"actions"`` key, or a key has the wrong shape.
+
+    Example:
+        On the two-door world of :mod:`derl_gym.agents.inner.trainer`'s examples (3 state texts,
+        4 candidate rows of dim 32, 4 per-candidate features):
+
+        >>> import torch
+        >>> from gymnasium import spaces
+        >>> from derl_gym.agents.inner.policy import TextActionExtractor
+        >>> from derl_gym.agents.inner.trainer import _example_env
+        >>> env = _example_env()
+        >>> extractor = TextActionExtractor(env.observation_space)
+        >>> extractor.state_keys, extractor.features_dim    # 3*32 + 4*32 + 4*4
+        (['history', 'observation', 'task'], 240)
+        >>> obs, _ = env.reset(seed=0)
+        >>> features = extractor({key: torch.as_tensor(value)[None] for key, value in obs.items()})
+        >>> features.shape, torch.equal(features[0, 96:224], torch.as_tensor(obs["actions"]).flatten())
+        (torch.Size([1, 240]), True)
+        >>> TextActionExtractor(spaces.Dict({"observation": spaces.Box(0, 1, (32,))}))
+        Traceback (most recent call last):
+            ...
+        ValueError: ActionScoringPolicy needs the Dict observation of TextActionWrapper (keys incl. 'actions'), got ...
     """
 
     def __init__(self, observation_space: spaces.Dict) -> None:
@@ -108,7 +137,42 @@ class ActionScoringHead(nn.Module):
     """Map flattened features to (candidate logits ``[batch, N]``, value latent ``[batch, hidden]``).
 
     Plays the role of SB3's ``mlp_extractor``: ``latent_dim_pi = N`` (the logits themselves, the
-    policy's ``action_net`` is the identity) and ``latent_dim_vf = hidden``.
+    policy's ``action_net`` is the identity) and ``latent_dim_vf = hidden``. The features are those of
+    :class:`TextActionExtractor`: ``[state vectors | candidate vectors | candidate features]``.
+
+    Args:
+        num_state_fields: S, the number of state texts (task, observation, history ...).
+        max_actions: N, the number of candidate rows.
+        dim: the encoding width of each text.
+        hidden_dim: width of the state, action, value and score MLPs.
+        layers: depth of the state/action/value trunks (at least 1).
+        scoring: how a state and a candidate embedding make a logit, one of :data:`SCORINGS`.
+        activation_fn: the MLPs' activation class.
+        similarity: also feed the raw candidate . state-text dot products to the score.
+        num_candidate_features: F, per-candidate features (``action_counts``, ``overlap_*``).
+
+    Raises:
+        ValueError: for a ``scoring`` not in :data:`SCORINGS`.
+
+    Example:
+        >>> import torch
+        >>> from derl_gym.agents.inner.policy import ActionScoringHead
+        >>> head = ActionScoringHead(num_state_fields=2, max_actions=3, dim=4, hidden_dim=8, num_candidate_features=1)
+        >>> features = torch.randn(5, 2 * 4 + 3 * 4 + 1 * 3)   # a batch of 5: 2 state texts, 3 candidates, 1 feature
+        >>> logits, value_latent = head(features)
+        >>> logits.shape, value_latent.shape, (head.latent_dim_pi, head.latent_dim_vf)
+        (torch.Size([5, 3]), torch.Size([5, 8]), (3, 8))
+
+        The same weights score any candidate list: swapping two candidates (their vectors and their
+        feature) swaps their logits.
+
+        >>> order = [*range(8), *range(12, 16), *range(8, 12), *range(16, 20), 21, 20, 22]
+        >>> torch.allclose(head.forward_actor(features[:, order]), logits[:, [1, 0, 2]], atol=1e-6)
+        True
+        >>> ActionScoringHead(2, 3, 4, scoring="softmax")
+        Traceback (most recent call last):
+            ...
+        ValueError: scoring must be one of ('product', 'dot', 'concat', 'match'), got 'softmax'
     """
 
     def __init__(self, num_state_fields: int, max_actions: int, dim: int, hidden_dim: int = 128,
@@ -183,8 +247,37 @@ class ActionScoringPolicy(MaskableActorCriticPolicy):
     """MaskablePPO policy that scores each candidate command (DRRN-style); see the module docstring.
 
     Extra keyword arguments: ``hidden_dim`` (width, default 128), ``layers`` (trunk depth, 1),
-    ``scoring`` (``"product"``, ``"dot"`` or ``"concat"``), ``similarity`` (add candidate/state
+    ``scoring`` (``"product"``, ``"dot"``, ``"concat"`` or ``"match"``), ``similarity`` (add candidate/state
     dot products to the score input, default True). ``net_arch`` is ignored.
+
+    Raises:
+        ValueError: for a non-Discrete action space, ``use_sde=True``, or an observation whose number of
+            candidate rows differs from the number of actions.
+
+    Example:
+        :func:`~derl_gym.agents.inner.trainer.build_model` uses this policy for MaskablePPO; on the two-door
+        world of :mod:`derl_gym.agents.inner.trainer`'s examples (candidates 2 and 3 are masked out):
+
+        >>> import torch
+        >>> from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
+        >>> from derl_gym.agents.inner.trainer import _example_env, build_model, make_vec_env
+        >>> from derl_gym.runtime.spec import AgentSpec
+        >>> env = _example_env()
+        >>> model = build_model(AgentSpec(policy_kwargs={"hidden_dim": 16}), make_vec_env([_example_env]), seed=0)
+        >>> policy = model.policy
+        >>> type(policy).__name__, policy.mlp_extractor.latent_dim_pi, policy.mlp_extractor.latent_dim_vf
+        ('ActionScoringPolicy', 4, 16)
+        >>> obs, _ = env.reset(seed=0)
+        >>> mask = env.action_masks()
+        >>> tensors, _ = policy.obs_to_tensor(obs)
+        >>> with torch.no_grad():
+        ...     draws = {int(policy(tensors, action_masks=mask)[0]) for _ in range(20)}
+        ...     _ = torch.manual_seed(1); fast = policy(tensors, action_masks=mask)
+        ...     _ = torch.manual_seed(1); parent = MaskableActorCriticPolicy.forward(policy, tensors, action_masks=mask)
+        >>> mask.tolist(), draws <= {0, 1}      # only unmasked candidates are drawn
+        ([True, True, False, False], True)
+        >>> all(torch.equal(a, b) for a, b in zip(fast, parent))   # the inline fast path equals the parent's forward
+        True
     """
 
     def __init__(self, observation_space: spaces.Dict, action_space: spaces.Discrete, lr_schedule: Schedule,
