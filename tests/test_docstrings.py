@@ -32,10 +32,6 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent / "derl_gym"
 ALLOWED_MISSING: frozenset[str] = frozenset({
     # H4 (inner-run speed) was editing these files in session 16
     "derl_gym.agents.inner.sb3_trainer:SB3Trainer",
-    "derl_gym.agents.inner.sb3_trainer:fast_distributions",
-    "derl_gym.agents.inner.sb3_trainer:inference_rollouts",
-    "derl_gym.agents.inner.sb3_trainer:make_eval_env",
-    "derl_gym.agents.inner.sb3_trainer:make_train_env",
     "derl_gym.envs.alfworld.engine:FastEngine",
     "derl_gym.envs.alfworld.engine:GameFile",
     "derl_gym.envs.alfworld.engine:ReferenceEngine",

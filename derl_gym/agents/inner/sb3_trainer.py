@@ -26,7 +26,30 @@ __all__ = ["SB3Trainer", "make_train_env", "make_eval_env", "fast_distributions"
 
 
 def make_train_env(spec: Any, expression: Any, primitives: Any):
-    """Return ``TextActionWrapper(MetaRewardWrapper(train env, expression, primitives))``."""
+    """Build the env SB3 trains on: the train env, rewarded by the Meta-Reward, as SB3 spaces.
+
+    Args:
+        spec: the inner-loop spec (its ``train_env``, ``reward_mode`` and ``wrapper_kwargs`` are used).
+        expression: the Meta-Reward formula (text or a :class:`~derl_gym.rewards.expression.MetaReward`).
+        primitives: the primitive set the formula's variables refer to.
+
+    Returns:
+        ``TextActionWrapper(MetaRewardWrapper(train env, expression, primitives))``.
+
+    Example:
+        On the small cached ALFWorld games of :class:`~derl_gym.envs.alfworld.env.ALFWorldEnv`'s example:
+
+        >>> from derl_gym.agents.inner.sb3_trainer import make_train_env
+        >>> from derl_gym.runtime.presets import get_preset
+        >>> from derl_gym.runtime.spec import EnvSpec
+        >>> spec = get_preset("alfworld-tiny").replace(train_env=EnvSpec(
+        ...     "derl_gym/ALFWorld-v0", {"split": "train", "generator": "tiny", "max_episode_steps": 20}))
+        >>> env = make_train_env(spec, "g1 + 0.5*g4", spec.primitives.build())
+        >>> obs, info = env.reset(seed=0)
+        >>> type(env).__name__, type(env.env).__name__, env.action_space, int(obs["action_mask"].sum()) > 0
+        ('TextActionWrapper', 'MetaRewardWrapper', Discrete(24), True)
+        >>> env.close()
+    """
     from derl_gym.wrappers.meta_reward import MetaRewardWrapper
     from derl_gym.wrappers.text_actions import TextActionWrapper
 
@@ -36,7 +59,29 @@ def make_train_env(spec: Any, expression: Any, primitives: Any):
 
 
 def make_eval_env(spec: Any, env_spec: Any):
-    """Return ``TextActionWrapper(env)`` for evaluation: the env's own task reward, no Meta-Reward."""
+    """Build an env to evaluate on: the env's own task reward, no Meta-Reward.
+
+    Args:
+        spec: the inner-loop spec (its ``wrapper_kwargs`` are used).
+        env_spec: the env to build (``spec.validation_env`` or one of ``spec.test_envs``).
+
+    Returns:
+        ``TextActionWrapper(env_spec.make())``.
+
+    Example:
+        >>> from derl_gym.agents.inner.sb3_trainer import make_eval_env
+        >>> from derl_gym.runtime.presets import get_preset
+        >>> from derl_gym.runtime.spec import EnvSpec
+        >>> spec = get_preset("alfworld-tiny")
+        >>> env = make_eval_env(spec, EnvSpec(
+        ...     "derl_gym/ALFWorld-v0", {"split": "validation", "generator": "tiny", "max_episode_steps": 20}))
+        >>> obs, info = env.reset(seed=0)
+        >>> type(env).__name__, type(env.unwrapped).__name__, "MetaRewardWrapper" in str(env)
+        ('TextActionWrapper', 'ALFWorldEnv', False)
+        >>> obs["actions"].shape          # max_actions x dim of the preset's wrapper_kwargs
+        (24, 128)
+        >>> env.close()
+    """
     from derl_gym.wrappers.text_actions import TextActionWrapper
 
     return TextActionWrapper(env_spec.make(), **spec.wrapper_kwargs)
@@ -49,6 +94,24 @@ def fast_distributions() -> Iterator[None]:
     The checks (``validate_args``) only raise on malformed logits; they never change a value, and on
     the rollout path they cost several tensor operations per step. Off only on the fast path
     (``$DERL_GYM_INNER_FAST``, default on).
+
+    Example:
+        A malformed distribution raises outside the block, not inside it (fast path on):
+
+        >>> import os
+        >>> import torch
+        >>> from torch.distributions import Categorical
+        >>> from derl_gym.agents.inner.sb3_trainer import fast_distributions
+        >>> from derl_gym.utils.fastpath import FAST_PATH_ENV
+        >>> previous = os.environ.get(FAST_PATH_ENV)
+        >>> os.environ[FAST_PATH_ENV] = "1"
+        >>> with fast_distributions():
+        ...     unchecked = Categorical(probs=torch.tensor([-1.0, 2.0]))
+        >>> Categorical(probs=torch.tensor([-1.0, 2.0]))
+        Traceback (most recent call last):
+            ...
+        ValueError: Expected parameter probs ...
+        >>> _ = os.environ.pop(FAST_PATH_ENV) if previous is None else os.environ.update({FAST_PATH_ENV: previous})
     """
     from torch.distributions import Distribution
 
@@ -74,6 +137,24 @@ def inference_rollouts(model: Any) -> Iterator[None]:
     The values are the same (the rollout buffer keeps NumPy copies; no tensor made there reaches
     the PPO update). Only on the fast path (``$DERL_GYM_INNER_FAST``); the instance attribute is
     removed after the block, so ``model.save`` sees the class method.
+
+    Example:
+        >>> import os
+        >>> from derl_gym.agents.inner.sb3_trainer import inference_rollouts
+        >>> from derl_gym.agents.inner.trainer import _example_env, build_model, make_vec_env
+        >>> from derl_gym.runtime.spec import AgentSpec
+        >>> from derl_gym.utils.fastpath import FAST_PATH_ENV
+        >>> previous = os.environ.get(FAST_PATH_ENV)
+        >>> os.environ[FAST_PATH_ENV] = "1"
+        >>> agent = AgentSpec(algo_kwargs={"n_steps": 32, "batch_size": 32, "n_epochs": 1},
+        ...                   policy_kwargs={"hidden_dim": 16})
+        >>> model = build_model(agent, make_vec_env([_example_env]), seed=0)
+        >>> with inference_rollouts(model):
+        ...     patched = "collect_rollouts" in vars(model)
+        ...     _ = model.learn(64)       # two rollouts collected under inference_mode, two PPO updates
+        >>> patched, "collect_rollouts" in vars(model), model.num_timesteps
+        (True, False, 64)
+        >>> _ = os.environ.pop(FAST_PATH_ENV) if previous is None else os.environ.update({FAST_PATH_ENV: previous})
     """
     import torch
 
@@ -173,7 +254,48 @@ class _TrainEnvFactory:
 
 
 class SB3Trainer(InnerTrainer):
-    """An :class:`InnerTrainer` for an SB3 / sb3-contrib ``algorithm`` on ``TextActionWrapper`` envs."""
+    """An :class:`InnerTrainer` for an SB3 / sb3-contrib ``algorithm`` on ``TextActionWrapper`` envs.
+
+    ``train`` returns a :class:`~derl_gym.agents.inner.registry.TrainOutput` (the model, its success
+    curve, env steps and counters), ``evaluate`` a dict with ``score`` (the deterministic policy's
+    success rate), ``episodes``, ``mean_length`` and ``env_steps``; ``save`` / ``load`` write and read
+    the parameters (``load`` builds a fresh model and unpickles nothing).
+
+    Args:
+        algorithm: ``"maskable_ppo"``, ``"ppo"`` or ``"a2c"`` (a key of
+            :data:`~derl_gym.agents.inner.trainer.ALGORITHMS`).
+
+    Example:
+        A 64-step run on the small cached ALFWorld games (far too short to learn: it shows the API):
+
+        >>> import dataclasses, os, tempfile
+        >>> from derl_gym.agents.inner.sb3_trainer import SB3Trainer
+        >>> from derl_gym.rewards.expression import MetaReward
+        >>> from derl_gym.runtime.presets import get_preset
+        >>> from derl_gym.runtime.spec import EnvSpec
+        >>> games = {"generator": "tiny", "max_episode_steps": 20}
+        >>> spec = get_preset("alfworld-tiny")
+        >>> spec = spec.replace(
+        ...     train_env=EnvSpec("derl_gym/ALFWorld-v0", {"split": "train", **games}),
+        ...     validation_env=EnvSpec("derl_gym/ALFWorld-v0", {"split": "validation", **games}),
+        ...     agent=dataclasses.replace(spec.agent, total_timesteps=64,
+        ...                               algo_kwargs={**spec.agent.algo_kwargs, "n_steps": 32, "batch_size": 32,
+        ...                                            "n_epochs": 1}))
+        >>> trainer, primitives = SB3Trainer(), spec.primitives.build()
+        >>> out = trainer.train(spec, MetaReward("g1 + 0.5*g4"), primitives, seed=0)
+        >>> out.env_steps, [steps for steps, _ in out.curve], sorted(out.extra)[:3]
+        (64, [32, 64], ['primitive_means', 'steps_per_second', 'train_episodes'])
+        >>> result = trainer.evaluate(out.agent, spec, spec.validation_env, episodes=2, seed=0)
+        >>> sorted(result), result["episodes"], 0.0 <= result["score"] <= 1.0
+        (['env_steps', 'episodes', 'mean_length', 'score'], 2, True)
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = trainer.save(out.agent, os.path.join(folder, "agent"))
+        ...     loaded = trainer.load(spec, path)
+        >>> os.path.basename(path), type(loaded).__name__
+        ('agent.zip', 'MaskablePPO')
+        >>> all((a == b).all() for a, b in zip(loaded.policy.parameters(), out.agent.policy.parameters()))
+        True
+    """
 
     def __init__(self, algorithm: str = "maskable_ppo") -> None:
         self.algorithm = algorithm
