@@ -47,6 +47,23 @@ def _out(text: str = "") -> None:
 
 # ----------------------------------------------------------------------------------- helpers
 
+def _error(reason: object) -> int:
+    """Write ``error: <reason>`` to stderr and return 2, the exit code of a command given bad input."""
+    sys.stderr.write(f"error: {reason}\n")
+    return 2
+
+
+def _example_run(run_dir: str) -> None:
+    """Fill ``run_dir`` with a finished one-iteration stand-in ``evolve`` run (method ``outcome``) for the
+    examples of the commands that read a run directory; its stdout is dropped."""
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        main(["evolve", "--preset", "standin", "--method", "outcome", "--iterations", "1", "--no-test",
+              "--backend", "inline", "--run-dir", run_dir, "--no-progress", "--report-to", "none"])
+
+
 def _load_spec(preset: str, seed: int | None = None, args: argparse.Namespace | None = None):
     """Return the preset's spec with ``--seed``, ``--eval-episodes`` and ``--validation`` applied."""
     if preset == STANDIN_PRESET:
@@ -239,6 +256,29 @@ def _open_run_dir(args: argparse.Namespace, run_dir: Path, key: dict[str, Any], 
     return store
 
 
+def _finish_run(run_dir: Path, store: Any, report_to: str, paths: dict[str, Path], start: float | None = None) -> int:
+    """Write the run's report, close ``store``, print the wall time since ``start`` (when given), ``paths`` and
+    the paths of the report, the plots and (for ``report_to="tensorboard"``) the logs, labels aligned.
+
+    Returns:
+        The exit code of a finished ``evolve``/``compare``, 0.
+    """
+    from derl_gym.runtime.report import write_report
+
+    report = write_report(run_dir, store)
+    store.close()
+    rows = {"wall time": f"{time.perf_counter() - start:.0f} s"} if start is not None else {}
+    rows.update({label: str(path.resolve()) for label, path in paths.items()})
+    rows["report"] = str(report.markdown.resolve())
+    rows["plots"] = ", ".join(str(p.resolve()) for p in report.plots)
+    if report_to == "tensorboard":
+        rows["logs"] = f"tensorboard --logdir {(run_dir / 'tensorboard').resolve()}"
+    width = max(map(len, rows)) + 2
+    for label, value in rows.items():
+        _out(f"{label + ':':<{width}}{value}")
+    return 0
+
+
 # ----------------------------------------------------------------------------------- commands
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -253,7 +293,6 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     Example:
         >>> import contextlib, io
-        >>> from derl_gym.cli import build_parser, cmd_list
         >>> out = io.StringIO()
         >>> with contextlib.redirect_stdout(out):
         ...     code = cmd_list(build_parser().parse_args(["list"]))
@@ -326,8 +365,6 @@ def cmd_evolve(args: argparse.Namespace) -> int:
 
     Example:
         >>> import contextlib, io, tempfile
-        >>> from pathlib import Path
-        >>> from derl_gym.cli import build_parser, cmd_evolve
         >>> with tempfile.TemporaryDirectory() as run_dir:
         ...     argv = ["evolve", "--preset", "standin", "--method", "random", "--iterations", "2", "--group-size",
         ...             "2", "--backend", "inline", "--test-seeds", "0", "--run-dir", run_dir, "--no-progress",
@@ -346,7 +383,6 @@ def cmd_evolve(args: argparse.Namespace) -> int:
     """
     from derl_gym.agents.meta import make_optimizer
     from derl_gym.runtime.evolve import baseline_formulas, final_test, run_evolution
-    from derl_gym.runtime.report import write_report
 
     report_to = _report_to(args)
     spec = _load_spec(args.preset, args.seed, args)
@@ -397,16 +433,7 @@ def cmd_evolve(args: argparse.Namespace) -> int:
     finally:
         progress.close()
         runner.close()
-    report = write_report(run_dir, store)
-    store.close()
-    _out(f"wall time: {time.perf_counter() - start:.0f} s")
-    _out(f"run dir:   {run_dir.resolve()}")
-    _out(f"store:     {store.path.resolve()}")
-    _out(f"report:    {report.markdown.resolve()}")
-    _out(f"plots:     {', '.join(str(p.resolve()) for p in report.plots)}")
-    if report_to == "tensorboard":
-        _out(f"logs:      tensorboard --logdir {(run_dir / 'tensorboard').resolve()}")
-    return 0
+    return _finish_run(run_dir, store, report_to, {"run dir": run_dir, "store": store.path}, start=start)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -428,8 +455,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     Example:
         >>> import contextlib, io, json, tempfile
-        >>> from pathlib import Path
-        >>> from derl_gym.cli import build_parser, cmd_compare
         >>> with tempfile.TemporaryDirectory() as run_dir:
         ...     argv = ["compare", "--preset", "standin", "--methods", "random,outcome", "--budget", "2", "--seeds",
         ...             "0,1", "--group-size", "2", "--backend", "inline", "--run-dir", run_dir, "--no-progress",
@@ -446,7 +471,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
         True
     """
     from derl_gym.runtime.evolve import compare
-    from derl_gym.runtime.report import write_report
 
     report_to = _report_to(args)
     spec = _load_spec(args.preset, None, args)
@@ -481,17 +505,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     table = result.to_markdown()
     (run_dir / "compare.md").write_text(table + "\n", encoding="utf-8")
     (run_dir / "compare.json").write_text(json.dumps(result.to_dict(), indent=1, default=str), encoding="utf-8")
-    report = write_report(run_dir, store)
-    store.close()
     _out("")
     _out(table)
     _out("")
-    _out(f"table:  {(run_dir / 'compare.md').resolve()}")
-    _out(f"report: {report.markdown.resolve()}")
-    _out(f"plots:  {', '.join(str(p.resolve()) for p in report.plots)}")
-    if report_to == "tensorboard":
-        _out(f"logs:   tensorboard --logdir {(run_dir / 'tensorboard').resolve()}")
-    return 0
+    return _finish_run(run_dir, store, report_to, {"table": run_dir / "compare.md"})
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -505,16 +522,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     Example:
         >>> import contextlib, io, tempfile
-        >>> from derl_gym.agents.meta import make_optimizer
-        >>> from derl_gym.cli import build_parser, cmd_report
-        >>> from derl_gym.runtime.evolve import run_evolution
-        >>> from derl_gym.runtime.runners import InlineRunner
-        >>> from derl_gym.runtime.standin import standin_inner, standin_spec
-        >>> from derl_gym.runtime.store import ResultStore
         >>> with tempfile.TemporaryDirectory() as run_dir:
-        ...     with ResultStore(run_dir) as store:
-        ...         _ = run_evolution(standin_spec(), make_optimizer("random", 4, seed=0),
-        ...                           InlineRunner(job_fn=standin_inner), store, 1, 2, report_to="none")
+        ...     _example_run(run_dir)
         ...     out = io.StringIO()
         ...     with contextlib.redirect_stdout(out):
         ...         code = cmd_report(build_parser().parse_args(["report", run_dir]))
@@ -529,8 +538,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     try:
         report = write_report(args.run_dir)
     except FileNotFoundError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 2
+        return _error(exc)
     _out(f"report: {report.markdown.resolve()}")
     for plot in report.plots:
         _out(f"plot:   {plot.resolve()}")
@@ -551,28 +559,26 @@ def cmd_export(args: argparse.Namespace) -> int:
         ``evolve``/``compare`` or no scored formula.
 
     Example:
-        >>> import contextlib, io, json, tempfile
-        >>> from pathlib import Path
-        >>> from derl_gym.cli import build_parser, cmd_export, main
+        >>> import contextlib, io, tempfile
         >>> with tempfile.TemporaryDirectory() as run_dir:
+        ...     _example_run(run_dir)
         ...     with contextlib.redirect_stdout(io.StringIO()):
-        ...         _ = main(["evolve", "--preset", "standin", "--method", "outcome", "--iterations", "1", "--no-test",
-        ...                   "--backend", "inline", "--run-dir", run_dir, "--no-progress", "--report-to", "none"])
         ...         code = cmd_export(build_parser().parse_args(["export", run_dir, "--out", f"{run_dir}/reward.json"]))
         ...     data = json.loads((Path(run_dir) / "reward.json").read_text())
         >>> code, data["command"], [(r["method"], r["formula"]) for r in data["rewards"]]
         (0, 'evolve', [('outcome', 'g1')])
-        >>> with contextlib.redirect_stderr(io.StringIO()):
-        ...     cmd_export(build_parser().parse_args(["export", "no/such/run"]))
-        2
+        >>> err = io.StringIO()
+        >>> with contextlib.redirect_stderr(err):
+        ...     code = cmd_export(build_parser().parse_args(["export", "no/such/run"]))
+        >>> code, err.getvalue().startswith("error: ")
+        (2, True)
     """
     from derl_gym.integrations.export import ExportError, export_run
 
     try:
         data = export_run(args.run_dir)
     except ExportError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 2
+        return _error(exc)
     text = json.dumps(data, indent=2)
     if args.out:
         out = Path(args.out)
@@ -602,7 +608,6 @@ def cmd_play(args: argparse.Namespace, stdin=None) -> int:
         >>> import contextlib, io
         >>> import gymnasium as gym
         >>> from gymnasium import spaces
-        >>> from derl_gym.cli import build_parser, cmd_play
         >>> class Door(gym.Env):
         ...     observation_space = action_space = spaces.Text(64)
         ...     def reset(self, *, seed=None, options=None):
@@ -631,13 +636,11 @@ def cmd_play(args: argparse.Namespace, stdin=None) -> int:
     try:
         kwargs = json.loads(args.kwargs) if args.kwargs else {}
     except json.JSONDecodeError as exc:
-        sys.stderr.write(f"error: --kwargs must be a JSON object, e.g. '{{\"split\": \"test\"}}': {exc}\n")
-        return 2
+        return _error(f"--kwargs must be a JSON object, e.g. '{{\"split\": \"test\"}}': {exc}")
     try:
         env = gym.make(args.env_id, **kwargs)
     except gym.error.Error as exc:
-        sys.stderr.write(f"error: cannot make {args.env_id!r}: {exc}; see `derl-gym list`\n")
-        return 2
+        return _error(f"cannot make {args.env_id!r}: {exc}; see `derl-gym list`")
     episodes, total_reward = 0, 0.0
     try:
         obs, info = env.reset(seed=args.seed)
@@ -692,7 +695,6 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
 
     Example:
         >>> import contextlib, io
-        >>> from derl_gym.cli import build_parser, cmd_tiny_model
         >>> args = build_parser().parse_args(["tiny-model", "models/tiny", "--hidden", "30", "--heads", "4"])
         >>> err = io.StringIO()
         >>> with contextlib.redirect_stderr(err):
@@ -707,8 +709,7 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
         out = build_tiny_model(args.dir, layers=args.layers, hidden=args.hidden, heads=args.heads,
                                vocab_size=args.vocab_size, seed=args.seed)
     except ValueError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 2
+        return _error(exc)
     info = json.loads((out / "derl_gym_tiny.json").read_text())
     _out(f"tiny model in {out}: {info['parameters']:,} parameters, {info['vocab_size']} tokens, "
          f"{time.time() - start:.1f} s")
@@ -785,7 +786,6 @@ def build_parser() -> argparse.ArgumentParser:
         ``tiny-model``, ``play``).
 
     Example:
-        >>> from derl_gym.cli import DEFAULT_GROUP_SIZE, build_parser, cmd_evolve
         >>> args = build_parser().parse_args(["evolve", "--preset", "standin", "--iterations", "2"])
         >>> args.func is cmd_evolve, args.iterations, args.group_size == DEFAULT_GROUP_SIZE, args.method
         (True, 2, True, 'derl')
@@ -862,7 +862,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Example:
         >>> import contextlib, io, tempfile
-        >>> from derl_gym.cli import main
         >>> with tempfile.TemporaryDirectory() as run_dir:
         ...     argv = ["evolve", "--preset", "standin", "--method", "outcome", "--iterations", "1", "--no-test",
         ...             "--backend", "inline", "--run-dir", run_dir, "--no-progress", "--report-to", "none"]
