@@ -67,7 +67,6 @@ def classify_formula(formula: str, status: str = "ok", score: float | None = Non
         ``"degenerate"`` (constant, unparsable, or a failed run).
 
     Example:
-        >>> from derl_gym.runtime.report import classify_formula
         >>> [classify_formula(f) for f in ("g1 + 0.5*g4", "g1*g2", "2*g3 - 1", "0.5", "g1 +")]
         ['additive', 'multiplicative', 'single', 'degenerate', 'degenerate']
         >>> classify_formula("g1 + g2", status="failed"), classify_formula("g1 + g2", status="stopped")
@@ -93,7 +92,6 @@ def structure_shares(formulas: Sequence[str], statuses: Sequence[str] | None = N
         ``{structure: share in [0, 1]}`` for every structure of :data:`STRUCTURES` (all 0.0 when empty).
 
     Example:
-        >>> from derl_gym.runtime.report import structure_shares
         >>> structure_shares(["g1 + g2", "g1*g2", "g1", "g1 + g3"], ["ok", "ok", "ok", "failed"])
         {'additive': 0.25, 'multiplicative': 0.25, 'single': 0.25, 'degenerate': 0.25}
     """
@@ -115,7 +113,6 @@ def formula_variables(formula: str) -> frozenset[str]:
         The names (``g1``, ``g2`` ...) as a frozenset; empty when the formula does not parse.
 
     Example:
-        >>> from derl_gym.runtime.report import formula_variables
         >>> sorted(formula_variables("g3*g1 + 2")), formula_variables("g1 + foo")
         (['g1', 'g3'], frozenset())
     """
@@ -133,7 +130,6 @@ def primitive_shares(formulas: Sequence[str]) -> dict[str, float]:
         ``{variable name: share in [0, 1] of formulas using it}``, in variable order (``g2`` before ``g10``).
 
     Example:
-        >>> from derl_gym.runtime.report import primitive_shares
         >>> primitive_shares(["g1", "g1 +", "g2/g1", "g10"])
         {'g1': 0.5, 'g2': 0.25, 'g10': 0.25}
     """
@@ -151,8 +147,6 @@ class Report:
     """Paths written by :func:`write_report`: ``markdown`` (``report.md``) and ``plots`` (the PNG files).
 
     Example:
-        >>> from pathlib import Path
-        >>> from derl_gym.runtime.report import Report
         >>> report = Report(markdown=Path("runs/demo/report.md"), plots=[Path("runs/demo/validation.png")])
         >>> report.markdown.name, [p.name for p in report.plots]
         ('report.md', ['validation.png'])
@@ -172,7 +166,6 @@ def method_of(label: str) -> str:
         The label without its ``/seed<k>`` suffix; other labels unchanged.
 
     Example:
-        >>> from derl_gym.runtime.report import method_of
         >>> method_of("derl/seed1"), method_of("random/seed-3"), method_of("outcome")
         ('derl', 'random', 'outcome')
     """
@@ -241,8 +234,6 @@ def plot_validation(series: dict[str, list[dict[str, Any]]], path: Path) -> Path
 
     Example:
         >>> import tempfile
-        >>> from pathlib import Path
-        >>> from derl_gym.runtime.report import plot_validation
         >>> series = {"derl": [{"iteration": 1, "best": 0.4, "mean": 0.2}, {"iteration": 2, "best": 0.7, "mean": 0.5}]}
         >>> with tempfile.TemporaryDirectory() as tmp:
         ...     png = plot_validation(series, Path(tmp) / "validation.png")
@@ -323,8 +314,6 @@ def plot_structure(series: dict[str, list[dict[str, Any]]], path: Path) -> Path:
 
     Example:
         >>> import tempfile
-        >>> from pathlib import Path
-        >>> from derl_gym.runtime.report import plot_structure, structure_shares
         >>> series = {"derl": [{"iteration": 1, "shares": structure_shares(["g1", "g1 + g2"])}]}
         >>> with tempfile.TemporaryDirectory() as tmp:
         ...     png = plot_structure(series, Path(tmp) / "structure.png")
@@ -357,13 +346,12 @@ def plot_primitives(series: dict[str, list[dict[str, Any]]], path: Path) -> Path
 
     Example:
         >>> import tempfile
-        >>> from pathlib import Path
-        >>> from derl_gym.runtime.report import plot_primitives, primitive_shares
-        >>> series = {"derl": [{"iteration": 1, "primitives": primitive_shares(["g1", "g1 + g4"])}]}
-        >>> with tempfile.TemporaryDirectory() as tmp:
-        ...     png = plot_primitives(series, Path(tmp) / "primitives.png")
-        ...     png.stat().st_size > 1000
-        True
+        >>> rows = [{"iteration": 1, "primitives": primitive_shares(["g1", "g1 + g4"])}]
+        >>> def png_width(methods, path):   # the pixel width in the PNG header
+        ...     return int.from_bytes(plot_primitives(dict.fromkeys(methods, rows), path).read_bytes()[16:20], "big")
+        >>> with tempfile.TemporaryDirectory() as tmp:    # one panel per method: two methods, twice as wide
+        ...     [png_width(methods, Path(tmp) / "primitives.png") for methods in (["derl"], ["derl", "random"])]
+        [462, 924]
     """
     names = sorted({n for rows in series.values() for r in rows for n in r.get("primitives", {})},
                    key=lambda n: (len(n), n))
@@ -398,10 +386,8 @@ def write_report(run_dir: str | Path, store: ResultStore | None = None) -> Repor
         >>> import tempfile
         >>> from derl_gym.agents.meta import make_optimizer
         >>> from derl_gym.runtime.evolve import run_evolution
-        >>> from derl_gym.runtime.report import write_report
         >>> from derl_gym.runtime.runners import InlineRunner
         >>> from derl_gym.runtime.standin import standin_inner, standin_spec
-        >>> from derl_gym.runtime.store import ResultStore
         >>> with tempfile.TemporaryDirectory() as run_dir:
         ...     with ResultStore(run_dir) as store:
         ...         _ = run_evolution(standin_spec(), make_optimizer("random", 4, seed=0),
@@ -450,7 +436,6 @@ def t_critical_95(df: int) -> float:
         ValueError: when ``df < 1``.
 
     Example:
-        >>> from derl_gym.runtime.report import t_critical_95
         >>> round(t_critical_95(1), 3), round(t_critical_95(4), 3), round(t_critical_95(10_000), 2)
         (12.706, 2.776, 1.96)
     """
@@ -472,7 +457,6 @@ def t_interval(values: Sequence[float]) -> tuple[float, float]:
         than two values, both are NaN for none.
 
     Example:
-        >>> from derl_gym.runtime.report import t_interval
         >>> mean, half = t_interval([0.5, 0.7, 0.6])
         >>> round(mean, 3), round(half, 3)         # 4.303 * 0.1 / sqrt(3)
         (0.6, 0.248)
@@ -502,7 +486,6 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
         ValueError: when ``x`` and ``y`` differ in length.
 
     Example:
-        >>> from derl_gym.runtime.report import spearman
         >>> spearman([0.1, 0.4, 0.3, 0.9], [1, 3, 2, 10]), spearman([1, 2, 3], [3, 2, 1])
         (1.0, -1.0)
         >>> spearman([1, 2], [1, 2])
@@ -540,7 +523,6 @@ def variance_components(table: Sequence[Sequence[float]]) -> dict[str, float]:
         ValueError: unless there are >= 2 formulas and >= 2 seeds with no missing cell.
 
     Example:
-        >>> from derl_gym.runtime.report import variance_components
         >>> parts = variance_components([[0.2, 0.4, 0.3], [0.6, 0.8, 0.7]])   # formula 2 is better on every seed
         >>> round(parts["formula_var"], 3), round(parts["residual_var"], 3), parts["n_formulas"], parts["n_seeds"]
         (0.08, 0.0, 2, 3)
