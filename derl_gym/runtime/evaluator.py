@@ -75,7 +75,6 @@ def effective_spec_hash(spec: InnerLoopSpec, init_model: str | None = None, eval
         else a 16-hex-digit hash of all of them.
 
     Example:
-        >>> from derl_gym.runtime.evaluator import effective_spec_hash
         >>> from derl_gym.runtime.standin import standin_spec
         >>> spec = standin_spec()
         >>> effective_spec_hash(spec) == spec.spec_hash()
@@ -113,7 +112,6 @@ def inner_seeds(seed: int, seeds_per_formula: int) -> list[int]:
         ValueError: when ``seeds_per_formula < 1``.
 
     Example:
-        >>> from derl_gym.runtime.evaluator import inner_seeds
         >>> inner_seeds(0, 3), inner_seeds(7, 1)
         ([0, 1000, 2000], [7])
         >>> inner_seeds(0, 0)
@@ -143,8 +141,6 @@ def aggregate_seeds(results: Sequence[InnerResult], seeds: Sequence[int], text: 
         ``test_per_seed``.
 
     Example:
-        >>> from derl_gym.runtime.evaluator import aggregate_seeds
-        >>> from derl_gym.runtime.spec import InnerResult
         >>> runs = [InnerResult("g1", "g1", score=0.6, seed=0, env_steps=100),
         ...         InnerResult("g1", "g1", score=0.8, seed=1000, env_steps=100),
         ...         InnerResult.failure("g1", "g1", "timeout", seed=2000)]
@@ -194,7 +190,6 @@ def model_filename(canonical: str, spec_hash: str, seed: int) -> str:
         ``"model_<16 hex digits>"``, a digest of the three, so each (formula, spec, seed) has its own file.
 
     Example:
-        >>> from derl_gym.runtime.evaluator import model_filename
         >>> model_filename("g1", "abc", 0)
         'model_7aec7291e982e455'
         >>> model_filename("g1", "abc", 1) != model_filename("g1", "abc", 0)
@@ -237,10 +232,8 @@ class Evaluator:
 
     Example:
         >>> import tempfile
-        >>> from derl_gym.runtime.evaluator import Evaluator
         >>> from derl_gym.runtime.runners import InlineRunner
         >>> from derl_gym.runtime.standin import standin_inner, standin_spec
-        >>> from derl_gym.runtime.store import ResultStore
         >>> with tempfile.TemporaryDirectory() as run_dir, ResultStore(run_dir) as store:
         ...     evaluator = Evaluator(standin_spec(), InlineRunner(job_fn=standin_inner), store, method="demo")
         ...     first = evaluator.evaluate(["g1 + 0.5*g4", "0.5*g4 + g1", "g1 +* g2"], seed=0)

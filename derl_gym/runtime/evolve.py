@@ -68,7 +68,6 @@ class IterationRecord:
     from a checkpoint (:meth:`from_checkpoint`).
 
     Example:
-        >>> from derl_gym.runtime.evolve import IterationRecord
         >>> checkpoint = {"method": "derl", "iteration": 2, "expressions": ["g1", "g1 + g2", "g9"],
         ...               "scores": [0.4, 0.7, 0.0], "statuses": ["ok", "ok", "failed"],
         ...               "stats": {"_wall_seconds": 12.5, "_trained": 3, "entropy": 1.2}}
@@ -127,7 +126,6 @@ class EvolutionResult:
     iterations (those of a resumed run included).
 
     Example:
-        >>> from derl_gym.runtime.evolve import EvolutionResult
         >>> result = EvolutionResult("avg", records=[], best_expression="(g1 + g2)/2", best_canonical="g1/2 + g2/2",
         ...                          best_score=0.75, trained=1)
         >>> data = result.to_dict()
@@ -243,12 +241,9 @@ def run_evolution(spec: InnerLoopSpec, optimizer: Any, runner: Any, store: Resul
         ValueError: for ``iterations`` or ``group_size`` below 1, or a store whose checkpoints do not fit (see above).
 
     Example:
-        >>> import tempfile
         >>> from derl_gym.agents.meta import make_optimizer
-        >>> from derl_gym.runtime.evolve import run_evolution
         >>> from derl_gym.runtime.runners import InlineRunner
         >>> from derl_gym.runtime.standin import standin_inner, standin_spec
-        >>> from derl_gym.runtime.store import ResultStore
         >>> runner = InlineRunner(job_fn=standin_inner)
         >>> with tempfile.TemporaryDirectory() as run_dir, ResultStore(run_dir) as store:
         ...     result = run_evolution(standin_spec(), make_optimizer("random", 4, seed=0), runner, store,
@@ -425,7 +420,6 @@ class FinalTestRow:
     maps every seed to its formula.
 
     Example:
-        >>> from derl_gym.runtime.evolve import FinalTestRow
         >>> row = FinalTestRow("outcome", "g1", "g1", scores={"L0": [0.5, 0.7]}, validation=[0.6, 0.8],
         ...                    statuses=["ok", "ok"])
         >>> round(row.mean("L0"), 3), round(row.std("L0"), 3), row.mean("L1")
@@ -458,7 +452,6 @@ class FinalTest:
     split (``splits``), scores over ``seeds``.
 
     Example:
-        >>> from derl_gym.runtime.evolve import FinalTest, FinalTestRow
         >>> row = FinalTestRow("avg", "(g1 + g2)/2", "g1/2 + g2/2", {"L0": [0.5]}, [0.75], ["ok"])
         >>> table = FinalTest(splits=["L0"], seeds=[0], rows=[row])
         >>> table.row("avg").validation, FinalTest.from_dict(table.to_dict()) == table
@@ -531,7 +524,6 @@ def final_test(spec: InnerLoopSpec, formulas: Mapping[str, str | None | Mapping[
         ValueError: when ``seeds`` is empty.
 
     Example:
-        >>> from derl_gym.runtime.evolve import final_test
         >>> from derl_gym.runtime.runners import InlineRunner
         >>> from derl_gym.runtime.standin import standin_inner, standin_spec
         >>> table = final_test(standin_spec(), {"best": "g1 + 0.5*g4", "outcome": "g1", "none found": None},
@@ -610,7 +602,6 @@ def baseline_formulas(num_variables: int) -> dict[str, str]:
         ``{"outcome": "g1", "avg": <the mean of all primitives>}``.
 
     Example:
-        >>> from derl_gym.runtime.evolve import baseline_formulas
         >>> baseline_formulas(4)
         {'outcome': 'g1', 'avg': '(g1 + g2 + g3 + g4)/4'}
     """
@@ -628,7 +619,6 @@ class CompareResult:
     settings (``budget``, ``group_size``, ``iterations``, ``seeds``, ``test_seeds``, ``seeds_per_formula``).
 
     Example:
-        >>> from derl_gym.runtime.evolve import CompareResult, EvolutionResult, FinalTest, FinalTestRow
         >>> run = EvolutionResult("outcome", [], "g1", "g1", 0.7, trained=1)
         >>> row = FinalTestRow("outcome", "g1", "g1", {"L0": [0.6]}, [0.7], ["ok"])
         >>> result = CompareResult(["outcome"], [0], budget=2, group_size=2, iterations=1, runs={"outcome": {0: run}},
@@ -711,11 +701,8 @@ def compare(spec: InnerLoopSpec, methods: Sequence[str], budget: int, seeds: Seq
             another length than ``seeds`` or an unknown ``selection_score``.
 
     Example:
-        >>> import tempfile
-        >>> from derl_gym.runtime.evolve import compare
         >>> from derl_gym.runtime.runners import InlineRunner
         >>> from derl_gym.runtime.standin import standin_inner, standin_spec
-        >>> from derl_gym.runtime.store import ResultStore
         >>> with tempfile.TemporaryDirectory() as run_dir, ResultStore(run_dir) as store:
         ...     result = compare(standin_spec(), ["random", "outcome"], budget=4, seeds=[0, 1],
         ...                      runner=InlineRunner(job_fn=standin_inner), store=store, group_size=2,
