@@ -43,7 +43,6 @@ class PresetInfo:
     :func:`describe_presets`).
 
     Example:
-        >>> from derl_gym.runtime.presets import PRESETS, PresetInfo, alfworld_tiny
         >>> info = PRESETS["alfworld-tiny"]
         >>> isinstance(info, PresetInfo), info.factory is alfworld_tiny, "1 min" in info.wall_time
         (True, True, True)
@@ -86,7 +85,6 @@ def alfworld_tiny() -> InnerLoopSpec:
         A fresh :class:`~derl_gym.runtime.spec.InnerLoopSpec` (MaskablePPO, 24k env steps, test splits L0 and L1).
 
     Example:
-        >>> from derl_gym.runtime.presets import alfworld_tiny
         >>> spec = alfworld_tiny()
         >>> spec.name, spec.agent.algorithm, spec.agent.total_timesteps, sorted(spec.test_envs)
         ('alfworld-tiny', 'maskable_ppo', 24000, ['L0', 'L1'])
@@ -140,7 +138,6 @@ def alfworld_small() -> InnerLoopSpec:
         A fresh :class:`~derl_gym.runtime.spec.InnerLoopSpec` (50k env steps, 40-step episodes, test L0 and L1).
 
     Example:
-        >>> from derl_gym.runtime.presets import alfworld_small
         >>> spec = alfworld_small()
         >>> len(spec.train_env.kwargs["task_types"]), spec.agent.total_timesteps, spec.wrapper_kwargs["max_actions"]
         (6, 50000, 48)
@@ -169,7 +166,6 @@ def alfworld_l2() -> InnerLoopSpec:
         A fresh :class:`~derl_gym.runtime.spec.InnerLoopSpec` whose test split ``L2`` holds task types never trained on.
 
     Example:
-        >>> from derl_gym.runtime.presets import alfworld_l2
         >>> spec = alfworld_l2()
         >>> sorted(spec.test_envs), spec.test_envs["L2"].kwargs["task_types"]
         (['L0', 'L1', 'L2'], ['pick_cool_then_place_in_recep', 'pick_two_obj_and_place'])
@@ -207,7 +203,6 @@ def alfworld_l2_fast() -> InnerLoopSpec:
         A fresh :class:`~derl_gym.runtime.spec.InnerLoopSpec`: ``alfworld-l2`` with ``total_timesteps`` :data:`L2_FAST_STEPS`.
 
     Example:
-        >>> from derl_gym.runtime.presets import alfworld_l2, alfworld_l2_fast
         >>> fast, full = alfworld_l2_fast(), alfworld_l2()
         >>> fast.name, fast.agent.total_timesteps, full.agent.total_timesteps, fast.test_envs == full.test_envs
         ('alfworld-l2-fast', 30000, 50000, True)
@@ -253,7 +248,6 @@ def with_validation(spec: InnerLoopSpec, kind: str = "paper") -> InnerLoopSpec:
             ALFWorld games.
 
     Example:
-        >>> from derl_gym.runtime.presets import alfworld_tiny, gsm8k_lm_tiny, with_validation
         >>> spec = alfworld_tiny()
         >>> fresh = with_validation(spec, "fresh").validation_env.kwargs
         >>> fresh["split"], fresh["generator"]["seed"] - spec.validation_env.kwargs["generator"]["seed"]
@@ -310,7 +304,6 @@ def scienceworld_tiny() -> InnerLoopSpec:
         A fresh :class:`~derl_gym.runtime.spec.InnerLoopSpec` (MaskablePPO, 2k env steps, test L0 and L1).
 
     Example:
-        >>> from derl_gym.runtime.presets import scienceworld_tiny
         >>> spec = scienceworld_tiny()
         >>> spec.train_env.kwargs["task"], spec.train_env.kwargs["max_episode_steps"], spec.agent.total_timesteps
         ('lifespan-longest-lived', 8, 2000)
@@ -377,7 +370,6 @@ def gsm8k_lm_tiny() -> InnerLoopSpec:
         A fresh :class:`~derl_gym.runtime.spec.InnerLoopSpec` (GRPO with ``model="tiny"``, 128 completions in all).
 
     Example:
-        >>> from derl_gym.runtime.presets import gsm8k_lm_tiny
         >>> spec = gsm8k_lm_tiny()
         >>> spec.agent.algorithm, spec.agent.algo_kwargs["model"], spec.train_env.kwargs["max_problems"]
         ('grpo', 'tiny', 64)
@@ -405,7 +397,6 @@ def math_lm_tiny() -> InnerLoopSpec:
         A fresh :class:`~derl_gym.runtime.spec.InnerLoopSpec` without test splits (MATH-500 is the holdout's source).
 
     Example:
-        >>> from derl_gym.runtime.presets import gsm8k_lm_tiny, math_lm_tiny
         >>> spec = math_lm_tiny()
         >>> spec.train_env.env_id, spec.train_env.kwargs["holdout_from"], spec.test_envs, spec.agent == gsm8k_lm_tiny().agent
         ('derl_gym/MATH-v0', 'test', {}, True)
@@ -432,7 +423,6 @@ def gsm8k_lm() -> InnerLoopSpec:
         A fresh :class:`~derl_gym.runtime.spec.InnerLoopSpec` (GRPO, 200 steps x 16 prompts x 8 completions).
 
     Example:
-        >>> from derl_gym.runtime.presets import gsm8k_lm
         >>> spec = gsm8k_lm()
         >>> spec.agent.total_timesteps, spec.agent.algo_kwargs["max_completion_length"], spec.eval_episodes
         (25600, 1024, 500)
@@ -454,7 +444,6 @@ def math_lm() -> InnerLoopSpec:
         A fresh :class:`~derl_gym.runtime.spec.InnerLoopSpec` (as ``gsm8k-lm`` with 2048-token completions).
 
     Example:
-        >>> from derl_gym.runtime.presets import math_lm
         >>> spec = math_lm()
         >>> spec.train_env.env_id, spec.train_env.kwargs["split"], spec.agent.algo_kwargs["max_completion_length"]
         ('derl_gym/MATH-v0', 'train', 2048)
@@ -485,7 +474,6 @@ def alfworld_lm_tiny() -> InnerLoopSpec:
         A fresh :class:`~derl_gym.runtime.spec.InnerLoopSpec` (GRPO with ``model="tiny"``, step scorer ``tags``).
 
     Example:
-        >>> from derl_gym.runtime.presets import alfworld_lm_tiny, alfworld_tiny
         >>> spec = alfworld_lm_tiny()
         >>> spec.agent.algorithm, spec.primitives.kwargs, spec.train_env.kwargs["max_episode_steps"]
         ('grpo', {'step_scorer': 'tags'}, 6)
@@ -519,7 +507,6 @@ def alfworld_lm() -> InnerLoopSpec:
         A fresh :class:`~derl_gym.runtime.spec.InnerLoopSpec` (GRPO, 150 steps x 16 games x 8 episodes).
 
     Example:
-        >>> from derl_gym.runtime.presets import alfworld_lm
         >>> spec = alfworld_lm()
         >>> len(spec.train_env.kwargs["task_types"]), spec.train_env.kwargs["max_episode_steps"], spec.agent.total_timesteps
         (6, 50, 19200)
@@ -540,7 +527,6 @@ def scienceworld_lm() -> InnerLoopSpec:
         A fresh :class:`~derl_gym.runtime.spec.InnerLoopSpec` (30-turn conversations, budget as ``alfworld-lm``).
 
     Example:
-        >>> from derl_gym.runtime.presets import alfworld_lm, scienceworld_lm
         >>> spec = scienceworld_lm()
         >>> spec.train_env.kwargs["max_episode_steps"], spec.agent.total_timesteps == alfworld_lm().agent.total_timesteps
         (30, True)
@@ -592,7 +578,6 @@ def preset_names() -> list[str]:
     """Return the registered preset names (the keys of :data:`PRESETS`), sorted.
 
     Example:
-        >>> from derl_gym.runtime.presets import preset_names
         >>> names = preset_names()
         >>> names == sorted(names), "alfworld-tiny" in names, "standin" in names   # the CLI adds the stand-in
         (True, True, False)
@@ -619,7 +604,6 @@ def get_preset(name: str, **overrides: Any) -> InnerLoopSpec:
         TypeError: for an unknown override (the message lists the accepted fields).
 
     Example:
-        >>> from derl_gym.runtime.presets import get_preset
         >>> spec = get_preset("alfworld-tiny", seed=3, total_timesteps=2000, eval_episodes=5)
         >>> spec.seed, spec.agent.total_timesteps, spec.eval_episodes, spec.agent.algorithm
         (3, 2000, 5, 'maskable_ppo')
@@ -656,7 +640,6 @@ def describe_presets() -> str:
         eval episodes, wall time) and its splits.
 
     Example:
-        >>> from derl_gym.runtime.presets import describe_presets, preset_names
         >>> lines = describe_presets().splitlines()
         >>> len(lines) == 3 * len(preset_names()), lines[0].split(":")[0]
         (True, 'alfworld-l2')
