@@ -38,6 +38,15 @@ logger = logging.getLogger(__name__)
 FORMULA_CHARS = frozenset("g0123456789.+-*/() ")
 
 
+def _example_tokenizer() -> Any:
+    """Return the tokenizer of the offline tiny model (``resolve_model_path("tiny")``), for this module's examples."""
+    from transformers import AutoTokenizer
+
+    from derl_gym.models import resolve_model_path
+
+    return AutoTokenizer.from_pretrained(resolve_model_path("tiny"))
+
+
 def token_strings(tokenizer: Any) -> list[str]:
     """Return the text each token id of ``tokenizer`` contributes when decoded in a sequence.
 
@@ -46,10 +55,7 @@ def token_strings(tokenizer: Any) -> list[str]:
     Special tokens give ``""``.
 
     Example:
-        >>> from transformers import AutoTokenizer
-        >>> from derl_gym.agents.meta.constrained import token_strings
-        >>> from derl_gym.models import resolve_model_path
-        >>> tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("tiny"))
+        >>> tokenizer = _example_tokenizer()
         >>> strings = token_strings(tokenizer)
         >>> len(strings) == len(tokenizer), [strings[i] for i in tokenizer.encode("g1 + 0.5")]
         (True, ['g', '1', ' +', ' ', '0', '.', '5'])
@@ -74,11 +80,8 @@ class ConstraintState:
     completed), ``text`` (characters written) and ``done`` (EOS was written).
 
     Example:
-        >>> from transformers import AutoTokenizer
         >>> from derl_gym.agents.meta.base import make_grammar
-        >>> from derl_gym.agents.meta.constrained import FormulaConstraint
-        >>> from derl_gym.models import resolve_model_path
-        >>> tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("tiny"))
+        >>> tokenizer = _example_tokenizer()
         >>> constraint = FormulaConstraint(make_grammar(2), tokenizer)
         >>> state = constraint.start()
         >>> for token in tokenizer.encode("g1 + g2") + [constraint.eos_id]:
@@ -212,7 +215,6 @@ class VariableGrammarMask:
 
     Example:
         >>> from derl_gym.agents.meta.base import make_grammar
-        >>> from derl_gym.agents.meta.constrained import VariableGrammarMask
         >>> grammar = make_grammar(2, max_tokens=12)
         >>> constant = grammar.encode("0.5")[:-1]  # the token "0.5", END dropped
         >>> bool(grammar.valid_next(constant)[grammar.end_id])  # the grammar may stop at a constant ...
@@ -261,11 +263,8 @@ class FormulaConstraint:
     size (``vocab_size`` argument, default ``len(tokenizer)``); ids beyond the tokenizer are masked.
 
     Example:
-        >>> from transformers import AutoTokenizer
         >>> from derl_gym.agents.meta.base import make_grammar
-        >>> from derl_gym.agents.meta.constrained import FormulaConstraint
-        >>> from derl_gym.models import resolve_model_path
-        >>> tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("tiny"))
+        >>> tokenizer = _example_tokenizer()
         >>> constraint = FormulaConstraint(make_grammar(2, max_tokens=12), tokenizer)
         >>> ids = tokenizer.encode("g1 + 0.5*g2") + [constraint.eos_id]
         >>> constraint.accepts(ids), constraint.formula(ids)
@@ -377,10 +376,7 @@ class CharsetConstraint:
     implementation's restriction to formula characters). Samples may not parse.
 
     Example:
-        >>> from transformers import AutoTokenizer
-        >>> from derl_gym.agents.meta.constrained import CharsetConstraint
-        >>> from derl_gym.models import resolve_model_path
-        >>> tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("tiny"))
+        >>> tokenizer = _example_tokenizer()
         >>> constraint = CharsetConstraint(tokenizer)
         >>> constraint.formula(tokenizer.encode("g1 + 0.5*g2") + [constraint.eos_id])
         'g1 + 0.5*g2'
