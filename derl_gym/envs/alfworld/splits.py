@@ -72,7 +72,6 @@ def normalize_task_types(task_types: Iterable[str | int] | str | int | None) -> 
         ValueError: naming an unknown entry and the valid names and ids.
 
     Example:
-        >>> from derl_gym.envs.alfworld.splits import normalize_task_types
         >>> normalize_task_types([6, "pick_two_obj_and_place", 1]), len(normalize_task_types(None))
         (('pick_two_obj_and_place', 'pick_and_place_simple'), 6)
         >>> normalize_task_types(7)
@@ -120,7 +119,6 @@ def level_task_types(level: str, split: str, task_types: Iterable[str | int] | N
         ValueError: for an unknown level, split or task type.
 
     Example:
-        >>> from derl_gym.envs.alfworld.splits import level_task_types
         >>> level_task_types("L2", "test")
         ('pick_cool_then_place_in_recep', 'pick_two_obj_and_place')
         >>> level_task_types("L2", "train", task_types=[1, 5]), len(level_task_types("L1", "test"))
@@ -145,7 +143,6 @@ def game_task_type(path: str | os.PathLike) -> str:
         The part of the task folder's name before its first ``-``.
 
     Example:
-        >>> from derl_gym.envs.alfworld.splits import game_task_type
         >>> game_task_type("train/pick_heat_then_place_in_recep-Egg-None-Fridge-5/trial_T2019_1/game.tw-pddl")
         'pick_heat_then_place_in_recep'
     """
@@ -171,8 +168,6 @@ def split_validation(paths: Sequence[Path], fraction: float = VALIDATION_FRACTIO
         ``(train, validation)``: two disjoint lists of paths, each sorted.
 
     Example:
-        >>> from pathlib import Path
-        >>> from derl_gym.envs.alfworld.splits import split_validation
         >>> games = [Path(f"pick_and_place_simple-Apple-None-Fridge-5/trial_{k}/game.tw-pddl") for k in range(10)]
         >>> games.append(Path("look_at_obj_in_light-Book-None-DeskLamp-301/trial_0/game.tw-pddl"))
         >>> train, validation = split_validation(games)
@@ -216,8 +211,6 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
 
     Example:
         >>> import tempfile
-        >>> from pathlib import Path
-        >>> from derl_gym.envs.alfworld.splits import resolve_data_dir
         >>> with tempfile.TemporaryDirectory() as root:
         ...     (Path(root) / "json_2.1.1" / "train").mkdir(parents=True)
         ...     found = resolve_data_dir(root)
@@ -250,6 +243,15 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
     return None
 
 
+def _add_example_game(folder: str, task_dir: str, trial: str, solvable: bool = True) -> None:
+    """Write a fake game in the official ``json_2.1.1`` layout (``<folder>/<task dir>/<trial>/`` with a
+    ``game.tw-pddl`` marked ``solvable`` and an empty ``traj_data.json``), for this module's examples."""
+    game = Path(folder, task_dir, trial, "game.tw-pddl")
+    game.parent.mkdir(parents=True)
+    game.write_text(json.dumps({"solvable": solvable}))
+    (game.parent / "traj_data.json").write_text("{}")
+
+
 def collect_official_games(folder: str | os.PathLike, task_types: Iterable[str] | None = None) -> list[Path]:
     """Return the playable ``game.tw-pddl`` files under an official ALFWorld split folder.
 
@@ -265,19 +267,12 @@ def collect_official_games(folder: str | os.PathLike, task_types: Iterable[str] 
         The game paths, sorted.
 
     Example:
-        >>> import json, tempfile
-        >>> from pathlib import Path
-        >>> def add_game(folder, task_dir, trial, solvable=True):   # an official-layout game folder
-        ...     game = Path(folder, task_dir, trial, "game.tw-pddl")
-        ...     game.parent.mkdir(parents=True)
-        ...     game.write_text(json.dumps({"solvable": solvable}))
-        ...     (game.parent / "traj_data.json").write_text("{}")
-        >>> from derl_gym.envs.alfworld.splits import collect_official_games
+        >>> import tempfile
         >>> with tempfile.TemporaryDirectory() as train:
-        ...     add_game(train, "pick_and_place_simple-Apple-None-Fridge-5", "trial_1")
-        ...     add_game(train, "pick_and_place_simple-Apple-None-Fridge-5", "trial_2", solvable=False)
-        ...     add_game(train, "pick_and_place_simple-AppleSliced-None-Fridge-5", "trial_1")
-        ...     add_game(train, "look_at_obj_in_light-Book-None-DeskLamp-301", "trial_1")
+        ...     _add_example_game(train, "pick_and_place_simple-Apple-None-Fridge-5", "trial_1")
+        ...     _add_example_game(train, "pick_and_place_simple-Apple-None-Fridge-5", "trial_2", solvable=False)
+        ...     _add_example_game(train, "pick_and_place_simple-AppleSliced-None-Fridge-5", "trial_1")
+        ...     _add_example_game(train, "look_at_obj_in_light-Book-None-DeskLamp-301", "trial_1")
         ...     games = collect_official_games(train)
         ...     looks = collect_official_games(train, task_types=["look_at_obj_in_light"])
         >>> [game.parent.name for game in games], [game.parent.parent.name for game in looks]
@@ -407,7 +402,6 @@ def get_split_games(level: str = "L0", split: str = "train",
         Generated games (the tiny preset, generated on first use and then cached, as in
         :class:`~derl_gym.envs.alfworld.env.ALFWorldEnv`'s example):
 
-        >>> from derl_gym.envs.alfworld.splits import get_split_games
         >>> train = get_split_games("L0", "train", generator="tiny")
         >>> validation = get_split_games("L0", "validation", generator="tiny")
         >>> len(train), len(validation), set(train) & set(validation), train[0].name
@@ -415,17 +409,11 @@ def get_split_games(level: str = "L0", split: str = "train",
 
         An official ``json_2.1.1`` folder (here a fake one: the files only need the right layout):
 
-        >>> import json, tempfile
-        >>> from pathlib import Path
-        >>> def add_game(folder, task_dir, trial, solvable=True):   # an official-layout game folder
-        ...     game = Path(folder, task_dir, trial, "game.tw-pddl")
-        ...     game.parent.mkdir(parents=True)
-        ...     game.write_text(json.dumps({"solvable": solvable}))
-        ...     (game.parent / "traj_data.json").write_text("{}")
+        >>> import tempfile
         >>> with tempfile.TemporaryDirectory() as root:
         ...     for k in range(5):
-        ...         add_game(f"{root}/json_2.1.1/train", "pick_and_place_simple-Apple-None-Fridge-5", f"trial_{k}")
-        ...     add_game(f"{root}/json_2.1.1/valid_seen", "pick_and_place_simple-Egg-None-Fridge-5", "trial_0")
+        ...         _add_example_game(f"{root}/json_2.1.1/train", "pick_and_place_simple-Apple-None-Fridge-5", f"trial_{k}")
+        ...     _add_example_game(f"{root}/json_2.1.1/valid_seen", "pick_and_place_simple-Egg-None-Fridge-5", "trial_0")
         ...     sizes = {split: len(get_split_games("L0", split, data_dir=root)) for split in ("train", "validation", "test")}
         ...     no_type_left = get_split_games("L2", "test", task_types=[1], data_dir=root)
         >>> sizes, no_type_left
@@ -452,7 +440,6 @@ def describe_splits() -> str:
         The text, with the table of levels L0, L1, L2 and their train / validation / test games.
 
     Example:
-        >>> from derl_gym.envs.alfworld.splits import describe_splits
         >>> text = describe_splits()
         >>> text.splitlines()[0]
         'ALFWorld splits as in DERL / RLVMR: levels L0, L1, L2 with train / validation / test.'
