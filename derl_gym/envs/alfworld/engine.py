@@ -70,6 +70,11 @@ def normalize_command(text: str) -> str:
 
     ``"go to  desk "`` -> ``"go to desk"``; applied to demangled names, admissible commands,
     incoming actions and stored walkthroughs, so that both spellings of a command match.
+
+    Example:
+        >>> from derl_gym.envs.alfworld.engine import normalize_command
+        >>> normalize_command("take cd  from bed "), normalize_command("go to\\tdesk 1\\n")
+        ('take cd from bed', 'go to desk 1')
     """
     return " ".join(text.split())
 
@@ -97,7 +102,24 @@ def make_reference_env(infos: Any = None, shuffle: bool = False) -> Any:
     This is upstream's engine (what ``AlfredTWEnv`` builds) except that an object without a numeric
     suffix reads ``"desk"`` rather than ``"desk "``, so its commands ("go to desk") survive
     TextWorld's stripping of the incoming command. ``infos`` is a ``textworld.EnvInfos``
-    (default: ``won`` and ``admissible_commands``).
+    (default: ``won`` and ``admissible_commands``); ``shuffle`` goes to the demangler.
+
+    Example:
+        On one of the small cached games of :class:`~derl_gym.envs.alfworld.env.ALFWorldEnv`'s example
+        (fast-downward overwrites ``sys.argv`` while loading a game: :class:`ReferenceEngine` restores it):
+
+        >>> import sys
+        >>> from derl_gym.envs.alfworld.engine import _example_game, make_reference_env
+        >>> game = _example_game()
+        >>> env = make_reference_env()
+        >>> argv = list(sys.argv)
+        >>> env.load(game.data); state = env.reset(); sys.argv[:] = argv
+        >>> state["won"], "go to sidetable 1" in state["admissible_commands"]
+        (False, True)
+        >>> state, _, done = env.step("go to sidetable 1")
+        >>> state.feedback, done
+        ('You arrive at sidetable 1. On the sidetable 1, you see a book 1.', False)
+        >>> env.close()
     """
     textworld = import_textworld()
     from textworld.envs.pddl import PddlEnv
@@ -114,6 +136,16 @@ class GameFile:
     """A parsed ``.tw-pddl`` game: its path, the three PDDL/grammar texts and optional metadata.
 
     ``key`` is a digest of the three texts: two files with the same content share cache entries.
+    :func:`load_game_file` builds one from a file; ``data`` is the dict TextWorld's ``PddlEnv.load`` takes.
+
+    Example:
+        >>> from derl_gym.envs.alfworld.engine import GameFile, load_game_file
+        >>> from derl_gym.envs.alfworld.splits import get_split_games
+        >>> game = load_game_file(get_split_games("L0", "train", generator="tiny")[0])
+        >>> isinstance(game, GameFile), len(game.key), game.solvable, game.walkthrough[:2]
+        (True, 32, True, ('go to sidetable 1', 'take book 1 from sidetable 1'))
+        >>> sorted(game.data), game.data["walkthrough"] == list(game.walkthrough)
+        (['grammar', 'pddl_domain', 'pddl_problem', 'walkthrough'], True)
     """
 
     path: str
@@ -152,6 +184,39 @@ def load_game_file(path: str | Path) -> GameFile:
     Raises ``FileNotFoundError`` when the file is missing and ``ValueError`` naming the file when it
     is not JSON, not a JSON object, or lacks one of ``pddl_domain``, ``grammar``, ``pddl_problem``
     (or one of them is not a non-empty string). Parsed files are memoised by (path, mtime, size).
+
+    Args:
+        path: a ``.tw-pddl`` file (JSON with ``pddl_domain``, ``grammar`` and ``pddl_problem``).
+
+    Returns:
+        The :class:`GameFile` (the same object again while the file is unchanged).
+
+    Raises:
+        FileNotFoundError: when ``path`` does not exist.
+        ValueError: when the file is not a valid game file (the message names the file and the problem).
+
+    Example:
+        >>> import json, tempfile
+        >>> from pathlib import Path
+        >>> from derl_gym.envs.alfworld.engine import load_game_file
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = Path(folder, "game.tw-pddl")
+        ...     _ = path.write_text(json.dumps({"pddl_domain": "(define (domain d))", "grammar": "{}",
+        ...                                     "pddl_problem": "(define (problem p))",
+        ...                                     "walkthrough": ["go to  desk "], "solvable": True}))
+        ...     game = load_game_file(path)
+        ...     memoised = load_game_file(path) is game
+        ...     _ = path.write_text(json.dumps({"pddl_domain": "(define (domain d))", "grammar": "{}"}))
+        ...     load_game_file(path)
+        Traceback (most recent call last):
+            ...
+        ValueError: ALFWorld game file '.../game.tw-pddl' is missing the key 'pddl_problem'; ...
+        >>> game.walkthrough, game.solvable, memoised
+        (('go to desk',), True, True)
+        >>> load_game_file("no/such/game.tw-pddl")
+        Traceback (most recent call last):
+            ...
+        FileNotFoundError: ALFWorld game file 'no/such/game.tw-pddl' does not exist; ...
     """
     p = Path(path)
     try:
@@ -193,7 +258,15 @@ def load_game_file(path: str | Path) -> GameFile:
 
 
 def task_line(text: str) -> str:
-    """Return the ``"Your task is to: ..."`` line of an ALFWorld intro text ("" when absent)."""
+    """Return the ``"Your task is to: ..."`` line of an ALFWorld intro text ("" when absent).
+
+    Example:
+        >>> from derl_gym.envs.alfworld.engine import task_line
+        >>> task_line("-= Welcome =-\\n\\nYou see a desk 1.\\n\\nYour task is to: put some book on drawer.\\n")
+        'Your task is to: put some book on drawer.'
+        >>> task_line("You see a desk 1.")
+        ''
+    """
     marker = "Your task is to:"
     start = text.rfind(marker)
     if start < 0:
@@ -259,6 +332,15 @@ def get_logic(game: GameFile):
     When the grammar has exactly one ``"task"`` rule (every ALFWorld grammar does: it is
     ``alfred.twl2`` with the task text filled in), the rest of the grammar is parsed once per
     process and only the task rule is parsed per game; the result equals a full parse.
+
+    Example:
+        >>> from derl_gym.envs.alfworld.engine import _example_game, get_logic
+        >>> game = _example_game()
+        >>> logic = get_logic(game)
+        >>> get_logic(game) is logic, "gotolocation" in logic.actions, logic.actions["gotolocation"].template
+        (True, True, 'go to [{r.name | receptacleatlocation(r:receptacle, lend:location)}]')
+        >>> [str(symbol) for symbol in logic.grammar._rules["task"][0].rhs]   # this game's own task rule
+        ['Your task is to: put some book on drawer.']
     """
     key = _digest(game.pddl_domain, game.grammar)
     logic = _LOGIC_CACHE.get(key)
@@ -298,6 +380,19 @@ def sas_cache_dir() -> Path | None:
 
     ``$DERL_GYM_CACHE/alfworld/sas`` (default ``~/.cache/derl_gym/alfworld/sas``); disabled by
     ``DERL_GYM_ALFWORLD_SAS_CACHE=0``.
+
+    Example:
+        >>> import os
+        >>> from derl_gym.envs.alfworld.engine import SAS_CACHE_ENV, sas_cache_dir
+        >>> saved = {key: os.environ.get(key) for key in ("DERL_GYM_CACHE", SAS_CACHE_ENV)}
+        >>> os.environ["DERL_GYM_CACHE"], os.environ[SAS_CACHE_ENV] = "/data/cache", "1"
+        >>> sas_cache_dir().as_posix()
+        '/data/cache/alfworld/sas'
+        >>> os.environ[SAS_CACHE_ENV] = "off"
+        >>> sas_cache_dir() is None
+        True
+        >>> for key, value in saved.items():
+        ...     _ = os.environ.pop(key, None) if value is None else os.environ.update({key: value})
     """
     if os.environ.get(SAS_CACHE_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
         return None
@@ -358,6 +453,15 @@ def get_translation(game: GameFile):
     the problem and the fast-downward version, so that other processes (inner-loop jobs) only
     re-parse the PDDL task (a few ms). The translation is deterministic (it does not depend on the
     hash seed), so the cached texts equal a fresh translation.
+
+    Example:
+        >>> from derl_gym.envs.alfworld.engine import _example_game, get_translation
+        >>> game = _example_game()
+        >>> task, sas, sas_replan = get_translation(game)
+        >>> get_translation(game)[1] is sas, sas.split()[:3], sas_replan.split()[:3]
+        (True, ['begin_version', '3', 'end_version'], ['begin_version', '3', 'end_version'])
+        >>> type(task).__name__, "gotolocation" in {action.name for action in task.actions}
+        ('Task', True)
     """
     key = _digest(game.pddl_domain, game.pddl_problem)
     value = _TRANSLATION_CACHE.get(key)
@@ -390,6 +494,27 @@ def state_digests(facts: Iterable[Any]) -> tuple[bytes, bytes]:
     ``state_key`` covers every fact (the cache key); ``world_key`` covers the positive facts other
     than the bookkeeping predicates in :data:`BOOKKEEPING_PREDICATES` (used for ``state_changed``).
     A fact is written ``name(arg1,arg2)`` (object names are unique within a game).
+
+    Args:
+        facts: TextWorld propositions (``name``, ``arguments`` with ``name``, ``is_negation``).
+
+    Returns:
+        Two 16-byte digests; neither depends on the order of ``facts``.
+
+    Example:
+        >>> from textworld.logic import Proposition, Variable
+        >>> from derl_gym.envs.alfworld.engine import state_digests
+        >>> book, drawer = Variable("book_1", "object"), Variable("drawer_1", "receptacle")
+        >>> facts = [Proposition("inreceptacle", [book, drawer]), Proposition("opened", [drawer])]
+        >>> state, world = state_digests(facts)
+        >>> len(state), state_digests(facts[::-1]) == (state, world)
+        (16, True)
+        >>> looked = state_digests([*facts, Proposition("examined", [drawer])])   # bookkeeping only
+        >>> looked[0] != state, looked[1] == world
+        (True, True)
+        >>> negated = state_digests([*facts, Proposition("not_opened", [book])])   # explicit not_* fact
+        >>> negated[0] != state, negated[1] == world
+        (True, True)
     """
     full, world = [], []
     for fact in facts:
@@ -413,6 +538,24 @@ def static_command_actions(logic, task) -> frozenset[str]:
     predicate its queries mention is static: no action effect and no axiom of the translated task
     changes it (e.g. ``receptacleatlocation`` in ALFWorld's ``go to`` template). Their commands can
     be memoised per planner operator.
+
+    Args:
+        logic: a TextWorld ``GameLogic`` (:func:`get_logic`).
+        task: the translated fast-downward task (the first item of :func:`get_translation`).
+
+    Returns:
+        The names of the qualifying actions of ``logic``.
+
+    Example:
+        >>> from derl_gym.envs.alfworld.engine import _example_game, get_logic, get_translation, static_command_actions
+        >>> game = _example_game()
+        >>> logic, task = get_logic(game), get_translation(game)[0]
+        >>> static = static_command_actions(logic, task)
+        >>> "gotolocation" in static, static == frozenset(logic.actions)   # every ALFWorld template qualifies
+        (True, True)
+        >>> changing = {effect.literal.predicate for action in task.actions for effect in action.effects}
+        >>> "receptacleatlocation" in changing, "atlocation" in changing    # "go to" reads only a static fact
+        (False, True)
     """
     changing = {eff.literal.predicate for action in task.actions for eff in action.effects}
     changing |= {axiom.name for axiom in getattr(task, "axioms", [])}
@@ -433,6 +576,23 @@ class StateInfo:
 
     ``commands`` are TextWorld's admissible commands (sorted, de-duplicated, "help" included);
     ``plan_length`` is the planner's remaining plan length (0 when won, :data:`NO_PLAN` when none).
+    ``state_key`` / ``world_key`` are the digests of :func:`state_digests`.
+
+    Example:
+        >>> from derl_gym.envs.alfworld.engine import StateInfo
+        >>> info = StateInfo(b"state", b"world", ("go to desk 1", "help", "look"), won=False, plan_length=3)
+        >>> info.commands_without_help, info == StateInfo(b"state", b"world", info.commands, False, 3)
+        (('go to desk 1', 'look'), True)
+
+        The engines report one for their current state (here the start of a small cached game):
+
+        >>> from derl_gym.envs.alfworld.engine import FastEngine, _example_game
+        >>> engine = FastEngine()
+        >>> engine.load(_example_game())
+        >>> start = engine.state_info()
+        >>> start.won, start.plan_length, start.commands_without_help[:2]
+        (False, 5, ('go to desk 1', 'go to drawer 1'))
+        >>> engine.close()
     """
 
     state_key: bytes
@@ -449,7 +609,22 @@ class StateInfo:
 
 @dataclass(frozen=True)
 class Transition:
-    """A cached step: the next state's key, the feedback text and the planner operator applied."""
+    """A cached step: the next state's key, the feedback text and the planner operator applied.
+
+    :class:`TransitionCache` keeps one per ``(game, state, command)``; ``operator`` is what
+    :meth:`FastEngine.replay` takes to rebuild the state.
+
+    Example:
+        >>> import dataclasses
+        >>> from derl_gym.envs.alfworld.engine import Transition
+        >>> step = Transition(next_state=b"next", feedback="You arrive at desk 1.", operator="gotolocation a b desk")
+        >>> step.feedback, step == Transition(b"next", "You arrive at desk 1.", "gotolocation a b desk")
+        ('You arrive at desk 1.', True)
+        >>> step.feedback = "changed"
+        Traceback (most recent call last):
+            ...
+        dataclasses.FrozenInstanceError: cannot assign to field 'feedback'
+    """
 
     next_state: bytes
     feedback: str
@@ -469,6 +644,21 @@ def transition_cache_dir() -> Path | None:
     ``<versions>`` digests the file format and the textworld, alfworld and fast-downward versions
     (their grammar and planner produce the texts and plans). Disabled by
     ``DERL_GYM_ALFWORLD_TRANSITION_CACHE=0`` or ``DERL_GYM_INNER_FAST=0``.
+
+    Example:
+        >>> import os
+        >>> from derl_gym.envs.alfworld.engine import TRANSITION_CACHE_ENV, transition_cache_dir
+        >>> from derl_gym.utils.fastpath import FAST_PATH_ENV
+        >>> saved = {key: os.environ.get(key) for key in ("DERL_GYM_CACHE", TRANSITION_CACHE_ENV, FAST_PATH_ENV)}
+        >>> os.environ.update({"DERL_GYM_CACHE": "/data/cache", TRANSITION_CACHE_ENV: "1", FAST_PATH_ENV: "1"})
+        >>> folder = transition_cache_dir()
+        >>> folder.parent.as_posix(), len(folder.name)      # the last part digests format and package versions
+        ('/data/cache/alfworld/transitions', 16)
+        >>> os.environ[FAST_PATH_ENV] = "0"
+        >>> transition_cache_dir() is None
+        True
+        >>> for key, value in saved.items():
+        ...     _ = os.environ.pop(key, None) if value is None else os.environ.update({key: value})
     """
     if not _transition_cache_enabled():
         return None
@@ -554,6 +744,28 @@ class TransitionCache:
     dropped first) and a :class:`StateInfo` / :class:`Transition` is built from its row only when
     it is first looked up, and rebuilt after the LRU table evicted it: an evicted state that is on
     disk never sends the env back to the engine. The old path materialises every row at load.
+
+    Example:
+        Entries written by one cache and flushed to its folder are read back by another (in another
+        process, typically):
+
+        >>> import tempfile
+        >>> from derl_gym.envs.alfworld.engine import StateInfo, Transition, TransitionCache
+        >>> start = StateInfo(b"s0", b"w0", ("go to desk 1", "help", "look"), won=False, plan_length=1)
+        >>> end = StateInfo(b"s1", b"w1", ("help", "look"), won=True, plan_length=0)
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     cache = TransitionCache(folder=folder)
+        ...     cache.add_state("game", start); cache.add_state("game", end)
+        ...     cache.add_transition("game", b"s0", "go to desk 1", Transition(b"s1", "You arrive at desk 1.", "op"))
+        ...     cache.flush()                                  # writes <folder>/game.json.gz
+        ...     other = TransitionCache(folder=folder)
+        ...     other.ensure_loaded("game")
+        ...     step = other.transitions.get(("game", b"s0", "go to desk 1"))
+        ...     reached = other.states.get(("game", step.next_state))
+        >>> step.feedback, reached == end, other.transitions.get(("game", b"s1", "look")) is None
+        ('You arrive at desk 1.', True, True)
+        >>> cache.stats()["states"], cache.stats()["transitions"]
+        (2, 1)
     """
 
     def __init__(self, max_states: int = 50_000, max_transitions: int = 150_000, name: str | None = None,
@@ -792,7 +1004,19 @@ GLOBAL_CACHE = TransitionCache(name="alfworld.transition_cache", folder="auto")
 
 
 def clear_caches() -> None:
-    """Clear the global transition cache and the parsed-logic / translation memos."""
+    """Clear the global transition cache and the parsed-logic / translation / game-file memos; returns nothing.
+
+    The disk caches (:func:`sas_cache_dir`, :func:`transition_cache_dir`) stay.
+
+    Example:
+        >>> from derl_gym.envs.alfworld.engine import GLOBAL_CACHE, _example_game, clear_caches, load_game_file
+        >>> game = _example_game()
+        >>> load_game_file(game.path) is game                # memoised
+        True
+        >>> clear_caches()
+        >>> load_game_file(game.path) is game, load_game_file(game.path) == game, GLOBAL_CACHE.stats()["states"]
+        (False, True, 0)
+    """
     GLOBAL_CACHE.clear()
     _LOGIC_CACHE.clear()
     _TRANSLATION_CACHE.clear()
@@ -800,6 +1024,18 @@ def clear_caches() -> None:
     _GAME_FILE_CACHE.clear()
     _PARSE_MEMO.clear()
     _QUERY_MEMO.clear()
+
+
+def _example_game() -> GameFile:
+    """Return the first game of the small cached ``generator="tiny"`` train split (the examples' game).
+
+    The games are generated on first use and cached on disk, as in
+    :class:`~derl_gym.envs.alfworld.env.ALFWorldEnv`'s example; this one is "put some book on drawer"
+    (a five-step walkthrough).
+    """
+    from derl_gym.envs.alfworld.splits import get_split_games
+
+    return load_game_file(get_split_games("L0", "train", generator="tiny")[0])
 
 
 # ----------------------------------------------------------------------------- text derivation
@@ -849,6 +1085,26 @@ def derive_text(grammar, start: str, context: dict) -> str:
     applicable production, conditional queries over the state, list joining); the rule texts and
     queries are parsed once per process and symbols carry their context beside them instead of
     being deep-copied.
+
+    Args:
+        grammar: a TextWorld ``ContextSensitiveGrammar`` (``get_logic(game).grammar``).
+        start: the text to expand (``"#intro#"``, a command template, a feedback rule).
+        context: ``state``, ``facts``, ``variables``, ``mapping`` and ``entity_infos``, as TextWorld's.
+
+    Returns:
+        The derived text.
+
+    Example:
+        The intro text of a small cached game, equal to TextWorld's own derivation:
+
+        >>> from derl_gym.envs.alfworld.engine import FastEngine, _example_game, derive_text, task_line
+        >>> engine = FastEngine()
+        >>> engine.load(_example_game())
+        >>> grammar, context = engine._logic.grammar, engine._context({}, {})
+        >>> intro = derive_text(grammar, "#intro#", context)
+        >>> intro == grammar.derive("#intro#", context), task_line(intro)
+        (True, 'Your task is to: put some book on drawer.')
+        >>> engine.close()
     """
     from textworld.envs.pddl import textgen
 
@@ -975,6 +1231,29 @@ class FastEngine:
     The produced texts, admissible commands, goal checks and plans are those of TextWorld's
     ``PddlEnv`` + alfworld's ``AlfredDemangler`` (the tests compare them with :class:`ReferenceEngine`).
     One engine owns one copy of the fast-downward library and can load any number of games in turn.
+
+    Example:
+        Play a small cached game's walkthrough, then rebuild a state from planner operators:
+
+        >>> from derl_gym.envs.alfworld.engine import FastEngine, _example_game, task_line
+        >>> game = _example_game()
+        >>> engine = FastEngine()
+        >>> engine.load(game)
+        >>> task_line(engine.reset()), engine.plan_length(), "go to sidetable 1" in engine.admissible_commands()
+        ('Your task is to: put some book on drawer.', 5, True)
+        >>> feedback, operator = engine.step("go to  sidetable 1")      # commands are normalised
+        >>> feedback, operator.split()[:2]                             # the planner operator applied
+        ('You arrive at sidetable 1. On the sidetable 1, you see a book 1.', ['gotolocation', 'agent1'])
+        >>> for command in game.walkthrough[1:]:
+        ...     feedback, operator = engine.step(command)
+        >>> feedback, engine.won(), engine.plan_length(), len(engine.history)
+        ('You move the book 1 to the drawer 1.', True, 0, 5)
+        >>> won_key, operators = engine.state_key(), list(engine.history)
+        >>> _ = engine.reset()
+        >>> engine.replay(operators)                # no text derived
+        >>> engine.state_key() == won_key, engine.won()
+        (True, True)
+        >>> engine.close()
     """
 
     def __init__(self) -> None:
@@ -1197,6 +1476,22 @@ class ReferenceEngine:
     Same query methods as :class:`FastEngine` (no replay). Used for ``cache=False`` and in tests.
     Demangled names are stripped and commands normalised (:func:`make_reference_env`), which
     changes nothing on numbered games and makes unnumbered ones ("desk", "cd") playable.
+
+    Example:
+        The two engines agree on a small cached game (texts, commands, goal, plan length, state digests):
+
+        >>> from derl_gym.envs.alfworld.engine import FastEngine, ReferenceEngine, _example_game
+        >>> game = _example_game()
+        >>> reference, fast = ReferenceEngine(), FastEngine()
+        >>> reference.load(game); fast.load(game)
+        >>> reference.reset() == fast.reset(), reference.state_info() == fast.state_info()
+        (True, True)
+        >>> reference.step("go to sidetable 1")     # no planner operator: it cannot replay
+        ('You arrive at sidetable 1. On the sidetable 1, you see a book 1.', '')
+        >>> _ = fast.step("go to sidetable 1")
+        >>> reference.state_info() == fast.state_info(), reference.plan_length()
+        (True, 4)
+        >>> reference.close(); fast.close()
     """
 
     def __init__(self) -> None:
