@@ -491,6 +491,8 @@ def test_loose_match_never_reads_a_numeric_truth_as_a_substring():
     assert loose_match("so x = 42.", "42")
     assert loose_match("x=\\frac{1}{2}, i.e. 0.5", "0.5")
     assert loose_match("the answer is \\pi/2", "\\pi/2")  # not a number: substring rule
+    assert loose_match("So $x = \\dfrac{3}{56}$.", "\\frac{3}{56}")  # LaTeX number: its text, delimited
+    assert not loose_match("x = \\frac{3}{567}", "\\frac{3}{56}")
 
 
 def test_primitives_from_real_env_steps(shared_data_dir):

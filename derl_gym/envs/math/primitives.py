@@ -67,9 +67,10 @@ def loose_match(response: str, ground_truth: str, numeric: bool | None = None) -
     """Return True when the ground truth appears anywhere in ``response``.
 
     Numeric ground truths (GSM8K, or any that :func:`parse_number` reads when ``numeric`` is None)
-    match only when some number in the response equals it (``1,234`` matches ``1234``; ``420`` does
-    not match ``42``). Other answers (``numeric=False``, or a truth that is not a number) match when
-    the normalised ground truth is a substring of the normalised response.
+    match when some number in the response equals it (``1,234`` matches ``1234``), or, unless
+    ``numeric`` is True, when the normalised truth appears in the normalised response but not inside a
+    longer number (``\\dfrac{3}{56}`` matches ``\\frac{3}{56}``; ``420`` never matches ``42``). Other
+    answers match when the normalised ground truth is a substring of the normalised response.
 
     Example:
         >>> from derl_gym.envs.math import loose_match
@@ -87,7 +88,13 @@ def loose_match(response: str, ground_truth: str, numeric: bool | None = None) -
         for match in NUMBER_RE.finditer(response):
             if parse_number(match.group(0)) == truth_value:
                 return True
-        return False
+        if numeric:
+            return False
+        # a LaTeX number (\frac{3}{56}) is not one NUMBER_RE match: look for its text, but never as part of
+        # a longer number ("42" in "420" or "1.42")
+        needle = normalize_math_answer(ground_truth)
+        return bool(needle) and re.search(rf"(?<![\d.]){re.escape(needle)}(?!\d)",
+                                          normalize_math_answer(response)) is not None
     needle = normalize_math_answer(ground_truth)
     return bool(needle) and needle in normalize_math_answer(response)
 
