@@ -44,7 +44,6 @@ def gsm8k_expert_answer(solution: str) -> str:
     """Return a GSM8K reference solution in the agents' format: calculator notes removed, ``\\boxed{}`` answer.
 
     Example:
-        >>> from derl_gym.agents.inner.cold_start import gsm8k_expert_answer
         >>> print(gsm8k_expert_answer("48 / 2 = <<48/2=24>>24 clips in May.\\n48 + 24 = <<48+24=72>>72\\n#### 72"))
         48 / 2 = 24 clips in May.
         48 + 24 = 72
@@ -75,22 +74,12 @@ def expert_samples(spec: Any, settings: dict[str, Any], limit: int) -> list[dict
     """Return up to ``limit`` expert instances of ``spec.train_env`` as prompt-completion samples.
 
     Example:
-        >>> import json, pathlib, tempfile
-        >>> from derl_gym.agents.inner.cold_start import expert_samples
-        >>> from derl_gym.agents.inner.trl_trainer import grpo_settings
-        >>> from derl_gym.runtime.spec import AgentSpec, EnvSpec, InnerLoopSpec, PrimitiveSpec
-        >>> tmp = tempfile.TemporaryDirectory()
-        >>> (pathlib.Path(tmp.name) / "gsm8k").mkdir()
-        >>> rows = [{"question": f"What is {i} + 1?", "answer": f"{i} + 1 = <<{i}+1={i + 1}>>{i + 1}\\n#### {i + 1}"} for i in range(10)]
-        >>> _ = (pathlib.Path(tmp.name) / "gsm8k" / "train.jsonl").write_text("\\n".join(map(json.dumps, rows)))
-        >>> env = EnvSpec("derl_gym/GSM8K-v0", {"split": "train", "data_dir": tmp.name})
-        >>> spec = InnerLoopSpec(name="demo", train_env=env, validation_env=env,
-        ...                      primitives=PrimitiveSpec("derl_gym.envs.math:math_primitives"),
-        ...                      agent=AgentSpec(algorithm="grpo", algo_kwargs={"model": "tiny"}))
-        >>> samples = expert_samples(spec, grpo_settings(spec.agent), limit=3)
-        >>> len(samples), samples[0]["completion"][0]["content"]
+        >>> from derl_gym.agents.inner.trl_trainer import _example_spec, grpo_settings
+        >>> with tempfile.TemporaryDirectory() as data_dir:   # GSM8K answers like "0 + 1 = <<0+1=1>>1\\n#### 1"
+        ...     spec = _example_spec(data_dir)
+        ...     samples = expert_samples(spec, grpo_settings(spec.agent), limit=3)
+        >>> len(samples), samples[0]["completion"][0]["content"]   # the calculator annotation is dropped
         (3, '0 + 1 = 1\\nThe answer is \\\\boxed{1}.')
-        >>> tmp.cleanup()
     """
     from derl_gym.agents.inner.trl_trainer import (AGENT_INSTRUCTION, _observation_text, instance_count,
                                                    instance_options, is_single_turn, math_prompt)
@@ -150,25 +139,15 @@ def cold_start(model: Any, tokenizer: Any, spec: Any, grpo: dict[str, Any], *, s
     ``seed`` is unused on purpose: the cold start is shared by every inner run of a preset.
 
     Example:
-        >>> import json, pathlib, tempfile
-        >>> from derl_gym.agents.inner.cold_start import cold_start
-        >>> from derl_gym.agents.inner.trl_trainer import grpo_settings
+        >>> from derl_gym.agents.inner.trl_trainer import _example_spec, grpo_settings
         >>> from derl_gym.models import load_causal_lm
-        >>> from derl_gym.runtime.spec import AgentSpec, EnvSpec, InnerLoopSpec, PrimitiveSpec
-        >>> tmp = tempfile.TemporaryDirectory()
-        >>> (pathlib.Path(tmp.name) / "gsm8k").mkdir()
-        >>> rows = [{"question": f"What is {i} + 1?", "answer": f"{i} + 1 = {i + 1}\\n#### {i + 1}"} for i in range(10)]
-        >>> _ = (pathlib.Path(tmp.name) / "gsm8k" / "train.jsonl").write_text("\\n".join(map(json.dumps, rows)))
-        >>> env = EnvSpec("derl_gym/GSM8K-v0", {"split": "train", "data_dir": tmp.name})
-        >>> spec = InnerLoopSpec(name="demo", train_env=env, validation_env=env,
-        ...                      primitives=PrimitiveSpec("derl_gym.envs.math:math_primitives"),
-        ...                      agent=AgentSpec(algorithm="grpo", algo_kwargs={
-        ...                          "model": "tiny", "cold_start": {"examples": 4, "epochs": 1, "batch_size": 4, "cache": False}}))
         >>> model, tokenizer = load_causal_lm("tiny", device="cpu")
-        >>> model, info = cold_start(model, tokenizer, spec, grpo_settings(spec.agent), seed=0, device="cpu")
+        >>> settings = {"cold_start": {"examples": 4, "epochs": 1, "batch_size": 4, "cache": False}}
+        >>> with tempfile.TemporaryDirectory() as data_dir:
+        ...     spec = _example_spec(data_dir, settings)
+        ...     model, info = cold_start(model, tokenizer, spec, grpo_settings(spec.agent), seed=0, device="cpu")
         >>> info["samples"], info["cached"], info["loss"] > 0
         (4, False, True)
-        >>> tmp.cleanup()
     """
     from derl_gym.models import cache_dir, load_causal_lm
 

@@ -93,7 +93,6 @@ def grpo_settings(agent: Any) -> dict[str, Any]:
     """Return ``DEFAULTS`` updated with ``agent.algo_kwargs``; raises ``ValueError`` naming an unknown key.
 
     Example:
-        >>> from derl_gym.agents.inner.trl_trainer import grpo_settings
         >>> from derl_gym.runtime.spec import AgentSpec
         >>> settings = grpo_settings(AgentSpec(algorithm="grpo", algo_kwargs={"num_generations": 8}))
         >>> settings["num_generations"], settings["model"]
@@ -117,7 +116,6 @@ def math_prompt(problem: str, instruction: str | None = None, system_prompt: str
     """Return the chat messages of a math problem: optional system turn, then problem + instruction.
 
     Example:
-        >>> from derl_gym.agents.inner.trl_trainer import math_prompt
         >>> math_prompt("What is 6*7?", system_prompt="Be brief.")
         [{'role': 'system', 'content': 'Be brief.'}, {'role': 'user', 'content': 'What is 6*7?\\nSolve the problem step by step. Put your final answer in \\\\boxed{}.'}]
     """
@@ -133,8 +131,7 @@ def is_single_turn(env: gym.Env) -> bool:
     """True for the one-step math envs (GSM8K, MATH), False for multi-turn text worlds.
 
     Example:
-        >>> import json, pathlib, tempfile
-        >>> from derl_gym.agents.inner.trl_trainer import is_single_turn
+        >>> import json, pathlib
         >>> from derl_gym.envs.math import MATHEnv
         >>> from derl_gym.envs.scienceworld import ScienceWorldEnv
         >>> with tempfile.TemporaryDirectory() as tmp:
@@ -153,7 +150,6 @@ def instance_count(env: gym.Env) -> int:
     """Return how many games (ALFWorld) or (task, variation) episodes (ScienceWorld) ``env`` serves.
 
     Example:
-        >>> from derl_gym.agents.inner.trl_trainer import instance_count
         >>> from derl_gym.envs.scienceworld import ScienceWorldEnv, split_episodes
         >>> env = ScienceWorldEnv("find-living-thing", split="validation")  # no JVM until reset
         >>> instance_count(env) == len(split_episodes("find-living-thing", "validation"))
@@ -172,7 +168,6 @@ def instance_options(env: gym.Env, index: int) -> dict[str, Any]:
     """Return the ``reset`` options that start instance ``index`` of ``env`` (see :func:`instance_count`).
 
     Example:
-        >>> from derl_gym.agents.inner.trl_trainer import instance_options
         >>> from derl_gym.envs.scienceworld import ScienceWorldEnv
         >>> instance_options(ScienceWorldEnv("find-living-thing", split="validation"), 0)
         {'task': 'find-living-thing', 'variation': 4}
@@ -189,7 +184,6 @@ class LMAgent:
     """A trained language-model agent: ``model``, ``tokenizer``, the grpo ``settings`` and ``device``.
 
     Example:
-        >>> from derl_gym.agents.inner.trl_trainer import LMAgent
         >>> from derl_gym.models import load_causal_lm
         >>> model, tokenizer = load_causal_lm("tiny", device="cpu")
         >>> agent = LMAgent(model, tokenizer, settings={"max_completion_length": 8})
@@ -227,7 +221,6 @@ class EpisodePlayer:
 
     Example:
         >>> import gymnasium as gym, derl_gym
-        >>> from derl_gym.agents.inner.trl_trainer import ActionTagWrapper, EpisodePlayer, grpo_settings
         >>> from derl_gym.models import load_causal_lm
         >>> from derl_gym.runtime.spec import AgentSpec
         >>> model, tokenizer = load_causal_lm("tiny", device="cpu")
@@ -431,24 +424,41 @@ class _CurveCallback:
         self.callback = Callback()
 
 
+def _example_spec(data_dir: str, algo_kwargs: dict[str, Any] | None = None, **agent_kwargs: Any) -> Any:
+    """Return a GRPO spec with the tiny model on a 10-problem GSM8K written into ``data_dir``, for the examples
+    of the LM inner loop (here and in :mod:`~derl_gym.agents.inner.cold_start`).
+
+    ``gsm8k/train.jsonl`` holds "What is i + 1?" for i = 0..9, each answer with a ``<<i+1=...>>`` calculator
+    annotation; the spec trains on its 80% ``train`` split and validates on the 20% ``validation`` split.
+    ``algo_kwargs`` are added to ``{"model": "tiny"}``, ``agent_kwargs`` go to the ``AgentSpec``.
+    """
+    import json
+    from pathlib import Path
+
+    from derl_gym.runtime.spec import AgentSpec, EnvSpec, InnerLoopSpec, PrimitiveSpec
+
+    (Path(data_dir) / "gsm8k").mkdir()
+    rows = [{"question": f"What is {i} + 1?", "answer": f"{i} + 1 = <<{i}+1={i + 1}>>{i + 1}\n#### {i + 1}"}
+            for i in range(10)]
+    (Path(data_dir) / "gsm8k" / "train.jsonl").write_text("\n".join(map(json.dumps, rows)))
+
+    def env(split: str) -> EnvSpec:
+        return EnvSpec("derl_gym/GSM8K-v0", {"split": split, "data_dir": data_dir})
+
+    return InnerLoopSpec(name="demo", train_env=env("train"), validation_env=env("validation"),
+                         primitives=PrimitiveSpec("derl_gym.envs.math:math_primitives"),
+                         agent=AgentSpec(algorithm="grpo", algo_kwargs={"model": "tiny", **(algo_kwargs or {})},
+                                         **agent_kwargs))
+
+
 class GRPOInnerTrainer(InnerTrainer):
     """An :class:`InnerTrainer` training a causal LM with TRL's ``GRPOTrainer`` (see the module docstring).
 
     Example:
-        >>> import json, pathlib, tempfile
-        >>> from derl_gym.agents.inner.trl_trainer import GRPOInnerTrainer
         >>> from derl_gym.envs.math import math_primitives
         >>> from derl_gym.rewards import MetaReward
-        >>> from derl_gym.runtime.spec import AgentSpec, EnvSpec, InnerLoopSpec, PrimitiveSpec
         >>> tmp = tempfile.TemporaryDirectory()
-        >>> (pathlib.Path(tmp.name) / "gsm8k").mkdir()
-        >>> rows = [{"question": f"What is {i} + 1?", "answer": f"{i} + 1 = {i + 1}\\n#### {i + 1}"} for i in range(10)]
-        >>> _ = (pathlib.Path(tmp.name) / "gsm8k" / "train.jsonl").write_text("\\n".join(map(json.dumps, rows)))
-        >>> env = lambda split: EnvSpec("derl_gym/GSM8K-v0", {"split": split, "data_dir": tmp.name})
-        >>> spec = InnerLoopSpec(name="demo", train_env=env("train"), validation_env=env("validation"),
-        ...                      primitives=PrimitiveSpec("derl_gym.envs.math:math_primitives"),
-        ...                      agent=AgentSpec(algorithm="grpo", total_timesteps=8, device="cpu",
-        ...                                      algo_kwargs={"model": "tiny", "max_steps": 1, "max_completion_length": 8}))
+        >>> spec = _example_spec(tmp.name, {"max_steps": 1, "max_completion_length": 8}, total_timesteps=8, device="cpu")
         >>> trainer = GRPOInnerTrainer()
         >>> out = trainer.train(spec, MetaReward("g1 + 0.5*g2", 4), math_primitives(), seed=0)  # one GRPO step
         >>> type(out.agent).__name__, out.env_steps, out.extra["grpo_steps"]
