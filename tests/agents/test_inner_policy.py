@@ -135,3 +135,16 @@ def test_policy_accepts_dim_equal_to_max_actions():
     obs = vec.reset()
     action, _ = model.predict(obs, action_masks=np.stack(vec.env_method("action_masks")))
     assert 0 <= int(action[0]) < int(vec.env_method("action_masks")[0].sum())
+
+
+@pytest.mark.parametrize("scoring", ["product", "dot", "concat", "match"])
+def test_head_without_per_candidate_features_scores_every_candidate(scoring):
+    import torch
+
+    from derl_gym.agents.inner.policy import ActionScoringHead
+
+    head = ActionScoringHead(num_state_fields=2, max_actions=3, dim=4, hidden_dim=8, num_candidate_features=0,
+                             scoring=scoring)
+    logits, value_latent = head(torch.randn(5, 2 * 4 + 3 * 4))
+    assert logits.shape == (5, 3) and value_latent.shape[0] == 5
+    assert torch.isfinite(logits).all()

@@ -206,7 +206,10 @@ class ActionScoringHead(nn.Module):
         cut2 = cut + self.max_actions * self.dim
         state = features[:, :cut]
         actions = features[:, cut:cut2].reshape(-1, self.max_actions, self.dim)
-        per_candidate = features[:, cut2:].reshape(-1, self.num_candidate_features, self.max_actions).transpose(1, 2)
+        if self.num_candidate_features:
+            per_candidate = features[:, cut2:].reshape(-1, self.num_candidate_features, self.max_actions).transpose(1, 2)
+        else:  # no per-candidate features: reshape(-1, 0, N) of an empty tensor cannot infer the batch
+            per_candidate = features.new_zeros((features.shape[0], self.max_actions, 0))
         return state, actions, per_candidate
 
     def forward_actor(self, features: th.Tensor) -> th.Tensor:
