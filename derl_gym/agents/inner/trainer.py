@@ -104,6 +104,15 @@ def _example_env() -> gym.Env:
     return TextActionWrapper(Doors(), max_actions=4, dim=32)
 
 
+def _example_model(n_steps: int, seed: int) -> BaseAlgorithm:
+    """Return an untrained MaskablePPO (batch 32, learning rate 3e-3, ``n_steps`` per env) on two
+    :func:`_example_env` worlds, for this module's examples that train one."""
+    from derl_gym.runtime.spec import AgentSpec
+
+    agent = AgentSpec(algorithm="maskable_ppo", algo_kwargs={"n_steps": n_steps, "batch_size": 32, "learning_rate": 3e-3})
+    return build_model(agent, make_vec_env([_example_env, _example_env]), seed=seed)
+
+
 def get_algorithm(name: str) -> type[BaseAlgorithm]:
     """Return the algorithm class registered as ``name``.
 
@@ -117,7 +126,6 @@ def get_algorithm(name: str) -> type[BaseAlgorithm]:
         ValueError: for an unknown name (the message lists the known ones).
 
     Example:
-        >>> from derl_gym.agents.inner.trainer import get_algorithm
         >>> get_algorithm("maskable_ppo").__name__, get_algorithm("a2c").__name__
         ('MaskablePPO', 'A2C')
         >>> get_algorithm("dqn")
@@ -135,7 +143,6 @@ def is_maskable(model: BaseAlgorithm) -> bool:
     """Return True when ``model.predict`` accepts ``action_masks`` (an sb3-contrib ``MaskablePPO``).
 
     Example:
-        >>> from derl_gym.agents.inner.trainer import _example_env, build_model, is_maskable, make_vec_env
         >>> from derl_gym.runtime.spec import AgentSpec
         >>> env = make_vec_env([_example_env])
         >>> [is_maskable(build_model(AgentSpec(algorithm=name), env)) for name in ("maskable_ppo", "ppo")]
@@ -161,7 +168,6 @@ def make_vec_env(env_fns: Sequence[Callable[[], gym.Env]], kind: str = "dummy") 
         ValueError: for another ``kind``.
 
     Example:
-        >>> from derl_gym.agents.inner.trainer import _example_env, make_vec_env
         >>> vec = make_vec_env([_example_env, _example_env])
         >>> _ = vec.reset()
         >>> type(vec).__name__, vec.num_envs, vec.env_method("action_masks")[0].tolist()
@@ -198,7 +204,6 @@ def build_model(agent: Any, env: VecEnv, seed: int | None = None) -> BaseAlgorit
         ValueError: for an unknown ``agent.algorithm``.
 
     Example:
-        >>> from derl_gym.agents.inner.trainer import _example_env, build_model, make_vec_env
         >>> from derl_gym.runtime.spec import AgentSpec
         >>> agent = AgentSpec(algorithm="maskable_ppo", algo_kwargs={"n_steps": 16})
         >>> model = build_model(agent, make_vec_env([_example_env, _example_env]), seed=0)
@@ -228,7 +233,6 @@ def episode_success(info: dict[str, Any], reward: float | None = None) -> bool:
         True when ``info["won"]`` is true or the task reward is at least 1.
 
     Example:
-        >>> from derl_gym.agents.inner.trainer import episode_success
         >>> episode_success({"won": True}), episode_success({"task_reward": 1.0}, reward=0.2)
         (True, True)
         >>> episode_success({"task_reward": 0.0}, reward=1.0), episode_success({}, reward=1.0), episode_success({})
@@ -248,11 +252,7 @@ class SuccessCurveCallback(BaseCallback):
     ``info["primitive_values"]`` (what :class:`~derl_gym.wrappers.MetaRewardWrapper` adds at the terminal step).
 
     Example:
-        >>> from derl_gym.agents.inner.trainer import SuccessCurveCallback, _example_env, build_model, make_vec_env
-        >>> from derl_gym.runtime.spec import AgentSpec
-        >>> agent = AgentSpec(algorithm="maskable_ppo", algo_kwargs={"n_steps": 32, "batch_size": 32,
-        ...                                                        "learning_rate": 3e-3})
-        >>> model = build_model(agent, make_vec_env([_example_env, _example_env]), seed=0)
+        >>> model = _example_model(n_steps=32, seed=0)
         >>> curve = SuccessCurveCallback()
         >>> _ = model.learn(512, callback=curve)
         >>> [steps for steps, _ in curve.curve]         # one point per rollout of 32 steps x 2 envs
@@ -310,7 +310,6 @@ class EvalResult:
     ``lengths``, and ``env_steps`` (their sum).
 
     Example:
-        >>> from derl_gym.agents.inner.trainer import EvalResult
         >>> result = EvalResult(0.5, successes=[1, 0], returns=[1.0, 0.0], lengths=[3, 20], env_steps=23)
         >>> result.success_rate == sum(result.successes) / len(result.successes), EvalResult(0.0).lengths
         (True, [])
@@ -359,11 +358,7 @@ def evaluate_policy(model: BaseAlgorithm, env: gym.Env, episodes: int, seed: int
         An :class:`EvalResult` over the episodes.
 
     Example:
-        >>> from derl_gym.agents.inner.trainer import _example_env, build_model, evaluate_policy, make_vec_env
-        >>> from derl_gym.runtime.spec import AgentSpec
-        >>> agent = AgentSpec(algorithm="maskable_ppo", algo_kwargs={"n_steps": 16, "batch_size": 32,
-        ...                                                        "learning_rate": 3e-3})
-        >>> model = build_model(agent, make_vec_env([_example_env, _example_env]), seed=1)
+        >>> model = _example_model(n_steps=16, seed=1)
         >>> _ = model.learn(256)
         >>> result = evaluate_policy(model, _example_env(), episodes=10, seed=0)
         >>> result.success_rate, result.lengths == [1] * 10, result.env_steps   # it always opens the door
@@ -394,7 +389,6 @@ def evaluate_random(env: gym.Env, episodes: int, seed: int | None = None, max_st
         An :class:`EvalResult` over the episodes.
 
     Example:
-        >>> from derl_gym.agents.inner.trainer import _example_env, evaluate_random
         >>> result = evaluate_random(_example_env(), episodes=40, seed=0)
         >>> 0.2 < result.success_rate < 0.8, len(result.successes)   # one door of two: about half
         (True, 40)
