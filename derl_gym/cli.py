@@ -607,22 +607,15 @@ def cmd_play(args: argparse.Namespace, stdin=None) -> int:
     Example:
         >>> import contextlib, io
         >>> import gymnasium as gym
-        >>> from gymnasium import spaces
-        >>> class Door(gym.Env):
-        ...     observation_space = action_space = spaces.Text(64)
-        ...     def reset(self, *, seed=None, options=None):
-        ...         return "A closed door.", {"admissible_commands": ["look", "open door"]}
-        ...     def step(self, action):
-        ...         won = action == "open door"
-        ...         return ("You are out." if won else "A door."), float(won), won, False, {"won": won}
-        >>> gym.register("derl_gym_doc/PlayDoor-v0", entry_point=Door, disable_env_checker=True)
+        >>> gym.register("derl_gym_doc/PlayDoor-v0", entry_point="derl_gym.wrappers.text_actions:_ExampleDoor",
+        ...              disable_env_checker=True)   # a door world: "open door" wins, "look" does nothing
         >>> out = io.StringIO()
         >>> with contextlib.redirect_stdout(out):
-        ...     code = cmd_play(build_parser().parse_args(["play", "derl_gym_doc/PlayDoor-v0"]), stdin=io.StringIO("1\\nquit\\n"))
+        ...     code = cmd_play(build_parser().parse_args(["play", "derl_gym_doc/PlayDoor-v0"]), stdin=io.StringIO("1\\n0\\nquit\\n"))
         >>> lines = out.getvalue().splitlines()
-        >>> code, lines[1], lines[3]
-        (0, 'Admissible commands: [0] look; [1] open door', 'reward 1')
-        >>> lines[4], lines[-1]                     # the prompt "> " starts the lines after a command
+        >>> code, lines[1], [line for line in lines if line.startswith("reward")]   # "look", then "open door"
+        (0, 'Admissible commands: [0] open door; [1] look', ['reward 0', 'reward 1'])
+        >>> lines[7], lines[-1]                     # the prompt "> " starts the lines after a command
         ('episode 1 finished; won=True; return 1. New episode.', '> bye (1 episode(s) finished)')
         >>> with contextlib.redirect_stderr(io.StringIO()):
         ...     cmd_play(build_parser().parse_args(["play", "derl_gym_doc/NoSuchEnv-v0"]))

@@ -89,6 +89,23 @@ _CONTENT_WORDS: LRUCache = LRUCache(65_536, name="text_actions.content_words",
                                     description="content words of candidate and state texts")
 
 
+class _ExampleDoor(gym.Env):
+    """The text world of the examples here and of ``derl-gym play``'s: the commands ``"open door"`` (wins:
+    reward 1, ``won``, the episode ends) and ``"look"`` (nothing happens)."""
+
+    observation_space = action_space = spaces.Text(64)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[str, dict]:
+        super().reset(seed=seed)
+        return "A closed door.", {"admissible_commands": ["open door", "look"]}
+
+    def step(self, action: str) -> tuple[str, float, bool, bool, dict]:
+        won = action == "open door"
+        commands = [] if won else ["open door", "look"]
+        return ("You win." if won else "A closed door."), float(won), won, False, {"won": won,
+                                                                                   "admissible_commands": commands}
+
+
 def _content_words(text: str) -> frozenset[str]:
     """Return the lower-cased word tokens of ``text`` without pure numbers (memoised)."""
     words = _CONTENT_WORDS.get(text)
@@ -158,17 +175,7 @@ class TextActionWrapper(gym.Wrapper[dict[str, np.ndarray], int, ObsType, ActType
             unknown field.
 
     Example:
-        >>> import gymnasium as gym
-        >>> from gymnasium import spaces
-        >>> from derl_gym.wrappers import TextActionWrapper
-        >>> class Door(gym.Env):
-        ...     observation_space = action_space = spaces.Text(64)
-        ...     def reset(self, *, seed=None, options=None):
-        ...         return "A closed door.", {"admissible_commands": ["open door", "look"]}
-        ...     def step(self, action):
-        ...         won = action == "open door"
-        ...         return "You win." if won else "A door.", float(won), won, False, {"admissible_commands": []}
-        >>> env = TextActionWrapper(Door(), max_actions=4, dim=32)
+        >>> env = TextActionWrapper(_ExampleDoor(), max_actions=4, dim=32)   # commands "open door", "look"
         >>> obs, info = env.reset()
         >>> list(info["candidates"]), env.action_masks().tolist()    # sorted candidates, one per row
         (['look', 'open door'], [True, True, False, False])
@@ -180,7 +187,7 @@ class TextActionWrapper(gym.Wrapper[dict[str, np.ndarray], int, ObsType, ActType
 
         Registered with the wrapper (``additional_wrappers``), then rebuilt from the made env's spec:
 
-        >>> gym.register("derl_gym_doc/Door-v0", entry_point=Door, disable_env_checker=True,
+        >>> gym.register("derl_gym_doc/Door-v0", entry_point=_ExampleDoor, disable_env_checker=True,
         ...              additional_wrappers=(TextActionWrapper.wrapper_spec(max_actions=4, dim=32),))
         >>> env = gym.make("derl_gym_doc/Door-v0")
         >>> env.spec.additional_wrappers[-1].kwargs["max_actions"]

@@ -31,7 +31,6 @@ class RandomSearch(GrammarOptimizer):
     """Random search: every proposal is an independent uniform masked sample from the grammar.
 
     Example:
-        >>> from derl_gym.agents.meta import RandomSearch
         >>> from derl_gym.rewards import MetaReward
         >>> optimizer = RandomSearch(3, seed=0)
         >>> formulas = optimizer.propose(4)
@@ -60,7 +59,6 @@ class Evolution(GrammarOptimizer):
     the previous population (elites are carried, not re-proposed, so every proposal is new work).
 
     Example:
-        >>> from derl_gym.agents.meta import Evolution
         >>> optimizer = Evolution(3, seed=0, initial=["g1", "g1 + 0.5*g2"])
         >>> first = optimizer.propose(6)
         >>> first[:2]
@@ -156,7 +154,6 @@ def linear_formula(weights: Sequence[float]) -> str:
     """Return ``"w1*g1 + w2*g2 - ..."`` with 2-decimal weights, zero terms dropped (``"0*g1"`` if all are 0).
 
     Example:
-        >>> from derl_gym.agents.meta import linear_formula
         >>> linear_formula([1.0, 0.5, -0.25]), linear_formula([0.0, 0.0])
         ('g1 + 0.5*g2 - 0.25*g3', '0*g1')
     """
@@ -191,7 +188,6 @@ class CMAES(MetaOptimizer):
     back the same mean, covariance, step size and random stream.
 
     Example:
-        >>> from derl_gym.agents.meta import CMAES
         >>> optimizer = CMAES(3, seed=0)
         >>> batch = optimizer.propose(4)  # linear formulas w1*g1 + w2*g2 + w3*g3
         >>> stats = optimizer.update(batch, [0.1, 0.2, 0.3, 0.4])  # a whole batch scored: told to CMA-ES
@@ -341,7 +337,6 @@ class FixedFormula(MetaOptimizer):
     """Always proposes the same formula (``n`` copies); the ``outcome`` and ``avg`` baselines.
 
     Example:
-        >>> from derl_gym.agents.meta import FixedFormula
         >>> FixedFormula(3, formula="g1 + 0.5*g3", name="mine").propose(2)
         ['g1 + 0.5*g3', 'g1 + 0.5*g3']
     """
@@ -369,7 +364,6 @@ def outcome_optimizer(num_variables: int, seed: int = 0, **kwargs: Any) -> Fixed
     """Return the ``outcome`` baseline: always ``"g1"`` (task success only).
 
     Example:
-        >>> from derl_gym.agents.meta import outcome_optimizer
         >>> optimizer = outcome_optimizer(4)
         >>> optimizer.name, optimizer.propose(1)
         ('outcome', ['g1'])
@@ -381,7 +375,6 @@ def avg_optimizer(num_variables: int, seed: int = 0, **kwargs: Any) -> FixedForm
     """Return the ``avg`` baseline: always ``"(g1 + ... + gK)/K"``.
 
     Example:
-        >>> from derl_gym.agents.meta import avg_optimizer
         >>> optimizer = avg_optimizer(4)
         >>> optimizer.name, optimizer.propose(1)
         ('avg', ['(g1 + g2 + g3 + g4)/4'])
