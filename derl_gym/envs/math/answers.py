@@ -91,7 +91,6 @@ def extract_boxed(text: str) -> str | None:
     an unclosed box is ignored. Returns None when there is none.
 
     Example:
-        >>> from derl_gym.envs.math import extract_boxed
         >>> extract_boxed(r"so x = \\boxed{\\frac{1}{2}}.")
         '\\\\frac{1}{2}'
         >>> extract_boxed("no box here") is None
@@ -109,7 +108,6 @@ def extract_last_number(text: str) -> str | None:
     """Return the last number in ``text`` as written (``1,234``, ``-3.5``, ``$12``, ``1/2``), or None.
 
     Example:
-        >>> from derl_gym.envs.math import extract_last_number
         >>> extract_last_number("She paid $1,234 then 3.5 more, so -7 left")
         '-7'
         >>> extract_last_number("none") is None
@@ -130,7 +128,6 @@ def parse_number(text: str | None) -> Fraction | None:
     units after the number, trailing ``.``/``.0``, ``a/b`` and ``\\frac{a}{b}`` (``\\dfrac``).
 
     Example:
-        >>> from derl_gym.envs.math import parse_number
         >>> parse_number("$1,234.50")
         Fraction(2469, 2)
         >>> parse_number(r"\\frac{3}{4}")
@@ -165,7 +162,6 @@ def gsm8k_ground_truth(answer_field: str) -> str | None:
     """Return the final answer after ``#### `` in a GSM8K ``answer`` field, commas removed (None if absent).
 
     Example:
-        >>> from derl_gym.envs.math import gsm8k_ground_truth
         >>> gsm8k_ground_truth("3 + 4 = 7 apples, doubled is 1,400.\\n#### 1,400")
         '1400'
     """
@@ -185,7 +181,6 @@ def extract_gsm8k_answer(response: str) -> str | None:
     number-like is found.
 
     Example:
-        >>> from derl_gym.envs.math import extract_gsm8k_answer
         >>> extract_gsm8k_answer(r"3 + 4 = 7, so \\boxed{7}")
         '7'
         >>> extract_gsm8k_answer("Step 1: 2 * 3 = 6.\\n#### 6")
@@ -193,11 +188,13 @@ def extract_gsm8k_answer(response: str) -> str | None:
     """
     if not isinstance(response, str) or not response:
         return None
-    boxed = extract_boxed(response)
-    if boxed:
-        return boxed
-    hashes = re.findall(r"####\s*([^\n]*)", response)
-    for candidate in reversed(hashes):
+    return extract_boxed(response) or _gsm8k_unboxed_answer(response)
+
+
+def _gsm8k_unboxed_answer(response: str) -> str | None:
+    """Return :func:`extract_gsm8k_answer`'s answer of a response without a box: the number of the last
+    ``#### N`` that has one, else the last number."""
+    for candidate in reversed(re.findall(r"####\s*([^\n]*)", response)):
         number = extract_last_number(candidate)
         if number is not None:
             return number
@@ -208,7 +205,6 @@ def math_ground_truth(record: dict[str, Any]) -> str | None:
     """Return a MATH record's ground truth: its ``answer`` field, else the last ``\\boxed{}`` of ``solution``.
 
     Example:
-        >>> from derl_gym.envs.math import math_ground_truth
         >>> math_ground_truth({"problem": "1+1?", "solution": r"It is \\boxed{2}."})
         '2'
         >>> math_ground_truth({"answer": r"\\frac{1}{2}", "solution": ""})
@@ -230,15 +226,17 @@ def extract_math_answer(response: str) -> str | None:
     Returns None when nothing is found.
 
     Example:
-        >>> from derl_gym.envs.math import extract_math_answer
         >>> extract_math_answer(r"Thus the final answer is $\\frac{\\pi}{2}$.")
         '\\\\frac{\\\\pi}{2}'
     """
     if not isinstance(response, str) or not response:
         return None
-    boxed = extract_boxed(response)
-    if boxed:
-        return boxed
+    return extract_boxed(response) or _math_unboxed_answer(response)
+
+
+def _math_unboxed_answer(response: str) -> str | None:
+    """Return :func:`extract_math_answer`'s answer of a response without a box: ``answer is X``, else
+    ``#### X``, else the last number."""
     phrases = _ANSWER_IS_RE.findall(response)
     if phrases:
         candidate = phrases[-1].strip()
@@ -264,7 +262,6 @@ def normalize_math_answer(answer: str) -> str:
     and a trailing period.
 
     Example:
-        >>> from derl_gym.envs.math import normalize_math_answer
         >>> normalize_math_answer(r"$x = \\dfrac{1}{2}$")
         '\\\\frac{1}{2}'
     """
