@@ -35,10 +35,8 @@ def seed_everything(seed: int) -> None:
         None.
 
     Example:
-        >>> import random
         >>> import numpy as np
         >>> import torch
-        >>> from derl_gym.runtime.inner import seed_everything
         >>> def draw():
         ...     return random.random(), float(np.random.rand()), float(torch.rand(1))
         >>> seed_everything(3); first = draw()
@@ -55,12 +53,8 @@ def seed_everything(seed: int) -> None:
 
 
 def make_train_env(spec: InnerLoopSpec, expression: Any, primitives: Any):
-    """Build the env the SB3 trainer trains on.
-
-    Args:
-        spec: the inner-loop spec (its ``train_env``, ``reward_mode`` and ``wrapper_kwargs`` are used).
-        expression: the Meta-Reward formula (text or a :class:`~derl_gym.rewards.expression.MetaReward`).
-        primitives: the primitive set the formula's variables refer to.
+    """Build the env the SB3 trainer trains on: :func:`derl_gym.agents.inner.sb3_trainer.make_train_env` (same
+    arguments), imported only when called.
 
     Returns:
         ``TextActionWrapper(MetaRewardWrapper(train env, expression, primitives))``: a Dict observation
@@ -68,9 +62,7 @@ def make_train_env(spec: InnerLoopSpec, expression: Any, primitives: Any):
 
     Example:
         >>> from derl_gym.runtime.presets import get_preset
-        >>> from derl_gym.runtime.spec import EnvSpec
         >>> games = {"generator": "tiny", "max_episode_steps": 20}  # the small cached games of ALFWorldEnv's example
-        >>> from derl_gym.runtime.inner import make_train_env
         >>> spec = get_preset("alfworld-tiny").replace(
         ...     train_env=EnvSpec("derl_gym/ALFWorld-v0", {"split": "train", **games}))
         >>> env = make_train_env(spec, "g1 + 0.5*g4", spec.primitives.build())
@@ -88,20 +80,15 @@ def make_train_env(spec: InnerLoopSpec, expression: Any, primitives: Any):
 
 
 def make_eval_env(spec: InnerLoopSpec, env_spec: EnvSpec):
-    """Build an env the SB3 trainer evaluates on: the env's own task reward, no Meta-Reward.
-
-    Args:
-        spec: the inner-loop spec (its ``wrapper_kwargs`` are used).
-        env_spec: the env to build (``spec.validation_env`` or one of ``spec.test_envs``).
+    """Build an env the SB3 trainer evaluates on, with the env's own task reward and no Meta-Reward:
+    :func:`derl_gym.agents.inner.sb3_trainer.make_eval_env` (same arguments), imported only when called.
 
     Returns:
         ``TextActionWrapper(env)``.
 
     Example:
         >>> from derl_gym.runtime.presets import get_preset
-        >>> from derl_gym.runtime.spec import EnvSpec
         >>> games = {"generator": "tiny", "max_episode_steps": 20}  # the small cached games of ALFWorldEnv's example
-        >>> from derl_gym.runtime.inner import make_eval_env
         >>> spec = get_preset("alfworld-tiny")
         >>> env = make_eval_env(spec, EnvSpec("derl_gym/ALFWorld-v0", {"split": "validation", **games}))
         >>> obs, info = env.reset(seed=0)
@@ -149,7 +136,6 @@ def run_inner(spec: InnerLoopSpec, expression: str, *, seed: int | None = None, 
         Failures come back as results (a real training run takes seconds to minutes; for a
         millisecond stand-in with the same signature see :func:`~derl_gym.runtime.standin.standin_inner`):
 
-        >>> from derl_gym.runtime.inner import run_inner
         >>> from derl_gym.runtime.presets import get_preset
         >>> spec = get_preset("alfworld-tiny")
         >>> bad = run_inner(spec, "g1 +* g2", seed=0)
