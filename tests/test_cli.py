@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import gymnasium as gym
 import pytest
 
 from derl_gym.cli import main
+from tests.kill_helpers import read_store, sigkill_when
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -135,17 +135,8 @@ def test_play_rejects_unknown_env_and_bad_kwargs(capsys):
 
 
 def _store_rows(run_dir: Path) -> tuple[list[str], int]:
-    path = run_dir / "store.sqlite"
-    if not path.exists():
-        return [], 0
-    try:
-        con = sqlite3.connect(path, timeout=5)
-        rows = [r[0] for r in con.execute("SELECT canonical FROM evaluations WHERE status='ok'")]
-        cps = con.execute("SELECT COUNT(*) FROM checkpoints").fetchone()[0]
-        con.close()
-        return rows, cps
-    except sqlite3.OperationalError:  # tables not created yet
-        return [], 0
+    rows, checkpoints = read_store(run_dir, "SELECT canonical FROM evaluations WHERE status='ok'")
+    return [r[0] for r in rows], checkpoints
 
 
 def test_sigkill_mid_iteration_then_resume_redoes_no_finished_evaluation(tmp_path):
@@ -155,19 +146,12 @@ def test_sigkill_mid_iteration_then_resume_redoes_no_finished_evaluation(tmp_pat
            "--iterations", "4", "--group-size", "4", "--workers", "2", "--run-dir", str(run_dir), "--no-test",
            "--no-cold-start"]  # a random initial policy proposes many distinct formulas: many trainings to kill
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 120
-    try:
-        while time.monotonic() < deadline:
-            rows, checkpoints = _store_rows(run_dir)
-            if len(rows) >= 6 and checkpoints < 4:  # inside iteration 2 (or 3)
-                break
-            assert proc.poll() is None, proc.stdout.read().decode()
-            time.sleep(0.05)
-        else:
-            pytest.fail("the run never stored 6 evaluations")
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the CLI and its workers, as kill -9 of the whole job
-        proc.wait(timeout=30)
+
+    def inside_iteration_2() -> bool:  # (or 3)
+        rows, checkpoints = _store_rows(run_dir)
+        return len(rows) >= 6 and checkpoints < 4
+
+    sigkill_when(proc, inside_iteration_2, "the run stored no 6 evaluations")  # the CLI and its workers
     time.sleep(1.0)
     finished_before, checkpoints_before = _store_rows(run_dir)
     assert checkpoints_before < 4 and len(finished_before) >= 6

@@ -4,12 +4,9 @@ stand-in and SB3 loops, the cache key of stopped runs, best-formula selection, f
 from __future__ import annotations
 
 import os
-import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
@@ -22,6 +19,7 @@ from derl_gym.runtime.runners import InlineRunner
 from derl_gym.runtime.spec import InnerResult
 from derl_gym.runtime.standin import standin_inner, standin_spec
 from derl_gym.runtime.store import ResultStore
+from tests.kill_helpers import read_store, sigkill_when
 
 SPEC = standin_spec()
 TOTAL = SPEC.agent.total_timesteps
@@ -208,18 +206,8 @@ _SCRIPT = textwrap.dedent("""
 
 
 def _rows(run_dir):
-    path = run_dir / "store.sqlite"
-    if not path.exists():
-        return {}, 0
-    try:
-        con = sqlite3.connect(path, timeout=5)
-        rows = {(r[0], r[1]): (r[2], r[3]) for r in
-                con.execute("SELECT canonical, spec_hash, attempts, created_at FROM evaluations")}
-        cps = con.execute("SELECT COUNT(*) FROM checkpoints").fetchone()[0]
-        con.close()
-        return rows, cps
-    except sqlite3.OperationalError:
-        return {}, 0
+    rows, checkpoints = read_store(run_dir, "SELECT canonical, spec_hash, attempts, created_at FROM evaluations")
+    return {(r[0], r[1]): (r[2], r[3]) for r in rows}, checkpoints
 
 
 def test_a_killed_multi_fidelity_run_resumes_without_redoing_finished_runs(tmp_path, log):
@@ -228,19 +216,12 @@ def test_a_killed_multi_fidelity_run_resumes_without_redoing_finished_runs(tmp_p
     env = {**os.environ, "DERL_GYM_STANDIN_SLEEP": "0.15"}
     proc = subprocess.Popen([sys.executable, str(script), str(run_dir)], env=env, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    try:
-        while time.monotonic() < deadline:
-            rows, checkpoints = _rows(run_dir)
-            if len(rows) >= 7 and checkpoints < 4:   # inside iteration 2 (or later): some runs stopped
-                break
-            assert proc.poll() is None, proc.stdout.read().decode()
-            time.sleep(0.02)
-        else:
-            pytest.fail("the search never stored 7 evaluations")
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+
+    def inside_iteration_2() -> bool:   # (or later): some runs stopped
+        rows, checkpoints = _rows(run_dir)
+        return len(rows) >= 7 and checkpoints < 4
+
+    sigkill_when(proc, inside_iteration_2, "the search stored no 7 evaluations", poll_s=0.02)
     before, _ = _rows(run_dir)
     executed = len(_lines(log))
     assert executed - len(before) in (0, 1)   # at most the job in flight was lost
