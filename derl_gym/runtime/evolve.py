@@ -278,8 +278,8 @@ def run_evolution(spec: InnerLoopSpec, optimizer: Any, runner: Any, store: Resul
     if latest is not None:
         checkpoints = store.checkpoints(label)
         _check_checkpoint_spec(checkpoints, label, spec_hash, store)
-        _check_checkpoint_seeds(checkpoints, label, int(seeds_per_formula), store)
-        _check_checkpoint_selection(checkpoints, label, selection_score, store)
+        _check_checkpoint_setting(checkpoints, label, store, "seeds_per_formula", int(seeds_per_formula), 1)
+        _check_checkpoint_setting(checkpoints, label, store, "selection_score", selection_score, "validation")
         try:
             optimizer.load_state_dict(latest["state"])
         except ValueError as exc:
@@ -371,28 +371,17 @@ def _check_checkpoint_spec(checkpoints: Sequence[Mapping[str, Any]], label: str,
                          "for this spec, or resume with the same spec as before")
 
 
-def _check_checkpoint_seeds(checkpoints: Sequence[Mapping[str, Any]], label: str, seeds_per_formula: int,
-                            store: ResultStore) -> None:
-    """Raise ``ValueError`` when a checkpoint of ``label`` was written with another ``seeds_per_formula``
-    (checkpoints without the field were written with one seed per formula)."""
-    written = sorted({int((c.get("stats") or {}).get("_seeds_per_formula", 1)) for c in checkpoints})
-    other = [n for n in written if n != seeds_per_formula]
+def _check_checkpoint_setting(checkpoints: Sequence[Mapping[str, Any]], label: str, store: ResultStore, name: str,
+                              value: Any, default: Any) -> None:
+    """Raise ``ValueError`` when a checkpoint of ``label`` was written with another value of the scoring
+    setting ``name`` (kept in its stats as ``_<name>``; checkpoints without the field were written with
+    ``default``): resuming would mix two meta signals in one search."""
+    written = sorted({type(default)((c.get("stats") or {}).get(f"_{name}", default)) for c in checkpoints})
+    other = [v for v in written if v != value]
     if other:
-        raise ValueError(f"{store.path} holds checkpoints of {label!r} scored with seeds_per_formula={other}, but this "
-                         f"run asks for seeds_per_formula={seeds_per_formula}; resume with the same value, or use a new "
-                         "run directory (or another method label)")
-
-
-def _check_checkpoint_selection(checkpoints: Sequence[Mapping[str, Any]], label: str, selection_score: str,
-                                store: ResultStore) -> None:
-    """Raise ``ValueError`` when a checkpoint of ``label`` was scored by another selection score
-    (checkpoints without the field were scored by validation)."""
-    written = sorted({str((c.get("stats") or {}).get("_selection_score", "validation")) for c in checkpoints})
-    other = [name for name in written if name != selection_score]
-    if other:
-        raise ValueError(f"{store.path} holds checkpoints of {label!r} scored by selection_score={other}, but this run "
-                         f"asks for selection_score={selection_score!r}; resume with the same value, or use a new run "
-                         "directory (or another method label)")
+        raise ValueError(f"{store.path} holds checkpoints of {label!r} scored with {name}={other}, but this run asks "
+                         f"for {name}={value!r}; resume with the same value, or use a new run directory (or another "
+                         "method label)")
 
 
 def _jsonable(value: Any) -> Any:
