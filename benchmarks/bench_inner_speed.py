@@ -4,9 +4,10 @@ Every inner run (:func:`derl_gym.runtime.inner.run_inner`, formula ``g1`` by def
 fresh spawned process, one at a time, with ``DERL_GYM_INNER_FAST=0`` (``old``: every fast path of
 :mod:`derl_gym.utils.fastpath` off, i.e. the code as it was) or ``1`` (``new``). Old and new runs are
 interleaved seed by seed (old first on even seeds, new first on odd ones) so that load from
-other work on the machine hits both alike. ``--new-n-envs N`` also gives the new runs N envs per
-worker (``n_steps`` divided by N, so each PPO update still sees the same number of steps): a
-batched policy forward, but a different (not bitwise-equal) training trajectory.
+other work on the machine hits both alike. ``--new-n-envs N`` / ``--old-n-envs N`` give the new / old runs N envs per
+worker (``n_steps`` rescaled so that each PPO update still sees the preset's ``n_steps x n_envs``
+steps): with N > 1 a batched policy forward, but a different (not bitwise-equal) training trajectory
+than N = 1. ``alfworld-tiny`` defaults to 4 envs; ``--old-n-envs 1`` is the code as it was.
 
 Before timing, every game of the train and validation splits is reset once, so the on-disk SAS
 translation cache is warm for both variants (a fresh worker's steady state).
@@ -19,7 +20,7 @@ Prints a table with the new/old ratios and writes ``benchmarks/results/inner_spe
 
     .venv/bin/python benchmarks/bench_inner_speed.py                  # 3 seeds x old/new, ~8-12 min
     .venv/bin/python benchmarks/bench_inner_speed.py --seeds 0        # one seed, ~3-4 min
-    .venv/bin/python benchmarks/bench_inner_speed.py --seeds 0 1 2 --new-n-envs 4 --rss-runs 5
+    .venv/bin/python benchmarks/bench_inner_speed.py --seeds 0 1 2 --old-n-envs 1 --rss-runs 5
 """
 
 from __future__ import annotations
@@ -54,9 +55,11 @@ def _spec(preset: str, total_timesteps: int | None, n_envs: int | None):
     if total_timesteps is not None:
         overrides["total_timesteps"] = total_timesteps
     spec = get_preset(preset, **overrides)
-    if n_envs and n_envs > 1:
+    if n_envs and n_envs != spec.agent.n_envs:
+        # keep the preset's rollout size (n_steps x n_envs): each PPO update sees as many steps
         algo = dict(spec.agent.algo_kwargs)
-        algo["n_steps"] = max(1, int(algo.get("n_steps", 128)) // n_envs)
+        rollout = int(algo.get("n_steps", 128)) * spec.agent.n_envs
+        algo["n_steps"] = max(1, rollout // n_envs)
         spec = get_preset(preset, **overrides, n_envs=n_envs, algo_kwargs=algo)
     return spec
 
@@ -145,7 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--formula", default="g1")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--total-timesteps", type=int, default=None, help="override the preset's budget")
-    parser.add_argument("--new-n-envs", type=int, default=None, help="envs per worker for the new runs")
+    parser.add_argument("--new-n-envs", type=int, default=None,
+                        help="envs per worker for the new runs (default: the preset's)")
+    parser.add_argument("--old-n-envs", type=int, default=None,
+                        help="envs per worker for the old runs (default: the preset's); e.g. 1, the code as it was")
     parser.add_argument("--only", choices=("old", "new"), default=None, help="run one variant only")
     parser.add_argument("--rss-runs", type=int, default=0, help="then N new runs in one process (peak RSS)")
     parser.add_argument("--clear-transition-cache", action="store_true",
@@ -170,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.only and args.only != ("new" if fast else "old"):
                 continue
             row = _in_fresh_process(one_run, args.preset, args.formula, seed, fast, args.total_timesteps,
-                                    args.new_n_envs if fast else None)
+                                    args.new_n_envs if fast else args.old_n_envs)
             print(f"  {row['variant']} seed {seed}: {row['wall_seconds']:.1f} s ({row['cpu_seconds']:.1f} s CPU), "
                   f"{row['steps_per_second'] or 0:.0f} steps/s, validation {row['score']:.2f}, "
                   f"peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)
@@ -198,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
              if old["runs"] and new["runs"] else None,
              "speedup_cpu": old["cpu_seconds_mean"] / new["cpu_seconds_mean"] if old["runs"] and new["runs"] else None}
     payload = {"preset": args.preset, "formula": args.formula, "seeds": args.seeds,
-               "total_timesteps": args.total_timesteps, "new_n_envs": args.new_n_envs,
+               "total_timesteps": args.total_timesteps, "new_n_envs": args.new_n_envs, "old_n_envs": args.old_n_envs,
                "warm_translation_seconds": warm, "transition_cache_dir": folder,
                "transition_files_at_start": files_before, "cleared_transition_cache": args.clear_transition_cache, "total_wall_seconds": total, "summary": summary, "ratio": ratio,
                "runs": runs, "rss": rss, "machine": platform.platform(), "python": platform.python_version(),
