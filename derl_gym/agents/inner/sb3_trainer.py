@@ -278,7 +278,7 @@ class SB3Trainer(InnerTrainer):
         >>> spec = spec.replace(
         ...     train_env=EnvSpec("derl_gym/ALFWorld-v0", {"split": "train", **games}),
         ...     validation_env=EnvSpec("derl_gym/ALFWorld-v0", {"split": "validation", **games}),
-        ...     agent=dataclasses.replace(spec.agent, total_timesteps=64,
+        ...     agent=dataclasses.replace(spec.agent, total_timesteps=64, n_envs=1,   # the preset has 4
         ...                               algo_kwargs={**spec.agent.algo_kwargs, "n_steps": 32, "batch_size": 32,
         ...                                            "n_epochs": 1}))
         >>> trainer, primitives = SB3Trainer(), spec.primitives.build()
