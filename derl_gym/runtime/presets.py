@@ -44,7 +44,7 @@ class PresetInfo:
 
     Example:
         >>> info = PRESETS["alfworld-tiny"]
-        >>> isinstance(info, PresetInfo), info.factory is alfworld_tiny, "1 min" in info.wall_time
+        >>> isinstance(info, PresetInfo), info.factory is alfworld_tiny, "CPU per run" in info.wall_time
         (True, True, True)
     """
 
@@ -79,15 +79,18 @@ TINY_STEPS = 20
 
 
 def alfworld_tiny() -> InnerLoopSpec:
-    """Return the ``alfworld-tiny`` spec: pick_and_place_simple, few receptacles, about 1 min per run.
+    """Return the ``alfworld-tiny`` spec: pick_and_place_simple, few receptacles, about 30 s of CPU per run.
 
     Returns:
-        A fresh :class:`~derl_gym.runtime.spec.InnerLoopSpec` (MaskablePPO, 24k env steps, test splits L0 and L1).
+        A fresh :class:`~derl_gym.runtime.spec.InnerLoopSpec` (MaskablePPO on 4 envs x 64 steps per rollout,
+        24k env steps, test splits L0 and L1).
 
     Example:
         >>> spec = alfworld_tiny()
         >>> spec.name, spec.agent.algorithm, spec.agent.total_timesteps, sorted(spec.test_envs)
         ('alfworld-tiny', 'maskable_ppo', 24000, ['L0', 'L1'])
+        >>> spec.agent.n_envs, spec.agent.algo_kwargs["n_steps"]
+        (4, 64)
         >>> spec.train_env.kwargs["task_types"], spec.train_env.kwargs["max_episode_steps"]
         (['pick_and_place_simple'], 20)
     """
@@ -547,9 +550,10 @@ def scienceworld_lm() -> InnerLoopSpec:
 
 
 PRESETS: dict[str, PresetInfo] = {
-    "alfworld-tiny": PresetInfo(alfworld_tiny, "about 1 min on one free core (~400-450 train steps/s); "
-                                               "70-115 s per run measured with 2 runs in parallel on a busy "
-                                               "2-core machine; first use also generates ~400 games (cached)"),
+    "alfworld-tiny": PresetInfo(alfworld_tiny, "27-33 s of CPU per run (4 envs, 3 seeds; 40-54 s wall "
+                                               "beside 2 other inner runs on a 2-core machine; "
+                                               "benchmarks/bench_inner_speed.py); first use also generates "
+                                               "~400 games (cached)"),
     "alfworld-small": PresetInfo(alfworld_small, "estimated 3-5 min on one core (not measured)"),
     "alfworld-l2": PresetInfo(alfworld_l2, "240-265 s per run measured with 2 runs in parallel on the 2-core dev "
                                            "machine (issue 12, seeds 0, 1): g1 validation 0.525/0.525, test L2 "
