@@ -6,11 +6,12 @@ default) and records the validation success rate (task reward, deterministic mas
 L0/L1 test success rates, wall time and training steps/s. The random baseline is the masked
 uniform policy over the same candidate commands, on the same validation env, one run per seed.
 
-Writes ``benchmarks/results/bench_inner.json`` and ``bench_inner.md`` (markdown table) and prints
-the table. Not a test: it takes minutes.
+Writes ``benchmarks/results/bench_inner.json`` and ``bench_inner.md`` (markdown table; ``--tag T``:
+``bench_inner_T.*``) and prints the table. Not a test: it takes minutes.
 
     .venv/bin/python benchmarks/bench_inner.py                    # 3 seeds, 2 formulas
     .venv/bin/python benchmarks/bench_inner.py --seeds 0 --workers 1
+    .venv/bin/python benchmarks/bench_inner.py --preset alfworld-small --seeds 0 1 --workers 1 --tag small
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def main(argv=None) -> int:
     parser.add_argument("--total-timesteps", type=int, default=None, help="override the preset's budget")
     parser.add_argument("--random-episodes", type=int, default=100)
     parser.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--tag", default="", help="suffix of the output files (bench_inner_<tag>.{json,md})")
     args = parser.parse_args(argv)
 
     overrides = {} if args.total_timesteps is None else {"total_timesteps": args.total_timesteps}
@@ -116,7 +118,8 @@ def main(argv=None) -> int:
                "python": platform.python_version(), "summary": summary, "runs": runs, "random": randoms}
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_inner.json").write_text(json.dumps(payload, indent=2, default=str))
+    stem = "bench_inner" + (f"_{args.tag}" if args.tag else "")
+    (out / f"{stem}.json").write_text(json.dumps(payload, indent=2, default=str))
 
     def fmt(v):
         return "–" if v != v else f"{v:.2f}"  # NaN -> dash
@@ -143,7 +146,7 @@ def main(argv=None) -> int:
         lines += ["", f"{len(failed)} run(s) failed: " + "; ".join(
             f"{x['formula']} seed {x['seed']}: {(x['error'] or '').splitlines()[0]}" for x in failed)]
     table = "\n".join(lines) + "\n"
-    (out / "bench_inner.md").write_text(table)
+    (out / f"{stem}.md").write_text(table)
     print(table)
     return 0
 
