@@ -32,8 +32,8 @@ from derl_gym.agents.meta import ALL_METHODS, COLD_START_METHODS  # the one list
 from derl_gym.runtime.selection import SELECTION_SCORES
 
 #: Defaults of ``derl-gym evolve`` (``make demo`` uses them): at most 4 x 4 = 16 inner trainings plus 3
-#: for the final test; an alfworld-tiny inner run takes 25-60 s on one core, so the demo takes about
-#: 3-6 minutes on 2 cores (equivalent formulas hit the cache) and at most ~10 on a loaded machine.
+#: for the final test; an alfworld-tiny inner run takes about 30 s of CPU (4 envs), so the demo takes a few
+#: minutes on 2 free cores (equivalent formulas hit the cache); 14 min measured beside two other inner runs.
 DEFAULT_ITERATIONS = 4
 DEFAULT_GROUP_SIZE = 4
 STANDIN_PRESET = "standin"
