@@ -32,8 +32,8 @@ from derl_gym.agents.meta import ALL_METHODS, COLD_START_METHODS  # the one list
 from derl_gym.runtime.selection import SELECTION_SCORES
 
 #: Defaults of ``derl-gym evolve`` (``make demo`` uses them): at most 4 x 4 = 16 inner trainings plus 3
-#: for the final test; an alfworld-tiny inner run takes about 30 s of CPU (4 envs), so the demo takes a few
-#: minutes on 2 free cores (equivalent formulas hit the cache); 14 min measured beside two other inner runs.
+#: for the final test; an alfworld-tiny inner run takes about 30 s of CPU (4 envs; equivalent formulas hit
+#: the cache); the demo took 14 min from a fresh clone with two other inner runs sharing the 2 cores.
 DEFAULT_ITERATIONS = 4
 DEFAULT_GROUP_SIZE = 4
 STANDIN_PRESET = "standin"
