@@ -770,12 +770,14 @@ class TransitionCache:
 
     def __init__(self, max_states: int = 50_000, max_transitions: int = 150_000, name: str | None = None,
                  folder: str | os.PathLike | None = None, flush_every: int = 20_000,
-                 max_file_states: int = 20_000, max_file_rows: int = 1_000_000) -> None:
+                 max_file_states: int = 20_000, max_file_rows: int = 4_000_000) -> None:
         label = (lambda table: f"{name}.{table}") if name else (lambda table: None)
         self._lazy = fast_path_enabled()
         #: game key -> (state rows by hex key, transition rows by (hex key, command)) read from disk
         self._rows: "OrderedDict[str, tuple[dict, dict]]" = OrderedDict()
         self._row_count = 0
+        # a bound below the rows of the games a run resets (alfworld-l2's 240 games held 2.0M rows after
+        # the Table 1 runs) makes every reset of a dropped game re-read its file: 1M thrashed there
         self.max_file_rows = int(max_file_rows)
         self.states = _BackedLRU(max_states, self._state_from_rows, name=label("states"),
                                  description="StateInfo by (game, state)")
