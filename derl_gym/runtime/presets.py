@@ -554,7 +554,10 @@ PRESETS: dict[str, PresetInfo] = {
                                                "beside 2 other inner runs on a 2-core machine; "
                                                "benchmarks/bench_inner_speed.py); first use also generates "
                                                "~400 games (cached)"),
-    "alfworld-small": PresetInfo(alfworld_small, "estimated 3-5 min on one core (not measured)"),
+    "alfworld-small": PresetInfo(alfworld_small, "120-189 s per run measured one at a time on the 2-core dev "
+                                                 "machine beside a test run (seeds 0, 1; benchmarks/bench_inner.py "
+                                                 "--tag small): g1 validation 0.17/0.25, "
+                                                 "g1 + 0.5*(g2 + g3 + g4)/3 0.07/0.35, random 0.07"),
     "alfworld-l2": PresetInfo(alfworld_l2, "240-265 s per run measured with 2 runs in parallel on the 2-core dev "
                                            "machine (issue 12, seeds 0, 1): g1 validation 0.525/0.525, test L2 "
                                            "0.075/0.15; g1 + 0.5*(g2 + g3 + g4)/3 validation 0.425/0.75, L2 0.225/0.25"),
