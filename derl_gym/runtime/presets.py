@@ -98,7 +98,7 @@ def alfworld_tiny() -> InnerLoopSpec:
         name="alfworld-tiny",
         **_alfworld_splits(TINY_TASKS, TINY_GENERATOR, TINY_STEPS),
         primitives=ALFWORLD_PRIMITIVES,
-        # 4 envs x 64 steps: the same 256-step rollouts as 1 x 256 with a batched policy forward, 3.0x less
+        # 4 envs x 64 steps: the same 256-step rollouts as 1 x 256 with a batched policy forward, 3.16x less
         # CPU per run at the same validation (benchmarks/bench_inner_speed.py --old-n-envs 1)
         agent=AgentSpec(algorithm="maskable_ppo", total_timesteps=24_000, n_envs=4,
                         algo_kwargs={"n_steps": 64, "batch_size": 64, "n_epochs": 4, "learning_rate": 1e-3,
