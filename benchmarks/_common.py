@@ -50,3 +50,16 @@ def inner_loop(quick: bool, preset: str, total_timesteps: int | None = None, eva
     if eval_episodes is not None:
         spec = spec.replace(eval_episodes=eval_episodes)
     return spec, job_fn
+
+
+def preset_with_n_envs(preset: str, n_envs: int | None, **overrides: Any):
+    """Return ``get_preset(preset, **overrides)`` with ``n_envs`` envs per worker and ``n_steps`` rescaled so
+    that each PPO update still sees the preset's ``n_steps x n_envs`` steps (``n_envs`` None: the preset's)."""
+    from derl_gym.runtime.presets import get_preset
+
+    spec = get_preset(preset, **overrides)
+    if n_envs and n_envs != spec.agent.n_envs:
+        algo = dict(spec.agent.algo_kwargs)
+        algo["n_steps"] = max(1, int(algo.get("n_steps", 128)) * spec.agent.n_envs // n_envs)
+        spec = get_preset(preset, **overrides, n_envs=n_envs, algo_kwargs=algo)
+    return spec

@@ -49,19 +49,10 @@ def _peak_rss_mb() -> float:
 
 
 def _spec(preset: str, total_timesteps: int | None, n_envs: int | None):
-    from derl_gym.runtime.presets import get_preset
+    from benchmarks._common import preset_with_n_envs
 
-    overrides: dict[str, Any] = {}
-    if total_timesteps is not None:
-        overrides["total_timesteps"] = total_timesteps
-    spec = get_preset(preset, **overrides)
-    if n_envs and n_envs != spec.agent.n_envs:
-        # keep the preset's rollout size (n_steps x n_envs): each PPO update sees as many steps
-        algo = dict(spec.agent.algo_kwargs)
-        rollout = int(algo.get("n_steps", 128)) * spec.agent.n_envs
-        algo["n_steps"] = max(1, rollout // n_envs)
-        spec = get_preset(preset, **overrides, n_envs=n_envs, algo_kwargs=algo)
-    return spec
+    overrides = {} if total_timesteps is None else {"total_timesteps": total_timesteps}
+    return preset_with_n_envs(preset, n_envs, **overrides)
 
 
 def one_run(preset: str, formula: str, seed: int, fast: bool, total_timesteps: int | None,

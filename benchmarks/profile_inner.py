@@ -210,18 +210,14 @@ def run(preset: str, formula: str, seed: int, total_timesteps: int | None, profi
     from sb3_contrib import MaskablePPO
 
     from derl_gym.runtime.inner import run_inner
-    from derl_gym.runtime.presets import get_preset
+    from benchmarks._common import preset_with_n_envs
 
     overrides: dict[str, Any] = {}
     if total_timesteps is not None:
         overrides["total_timesteps"] = total_timesteps
     if eval_episodes is not None:
         overrides["eval_episodes"] = eval_episodes
-    spec = get_preset(preset, **overrides)
-    if n_envs and n_envs != spec.agent.n_envs:  # n_steps per env divided: the same rollout size per update
-        algo = dict(spec.agent.algo_kwargs)
-        algo["n_steps"] = max(1, int(algo.get("n_steps", 128)) * spec.agent.n_envs // n_envs)
-        spec = get_preset(preset, **overrides, n_envs=n_envs, algo_kwargs=algo)
+    spec = preset_with_n_envs(preset, n_envs, **overrides)  # the same rollout size per update
     spec.prepare()
 
     prof = PhaseProfiler(enabled=profile)
