@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from derl_gym.runtime.evolve import ALL_METHODS, compare  # noqa: E402
 from derl_gym.runtime.report import (  # noqa: E402
-    _method_series, spearman, t_interval, write_report)
+    _method_series, spearman, split_scores_by_formula, t_interval, write_report)
 from benchmarks._common import add_run_flags, inner_loop, int_list, parse_args  # noqa: E402
 from benchmarks.results_io import write_results  # noqa: E402
 from derl_gym.runtime.runners import make_runner  # noqa: E402
@@ -100,6 +100,28 @@ def plot_val_vs_l2(runs: list[dict], path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def headroom_lines(l2_by_formula: list[dict], reference: str = "g1", top: int = 8) -> list[str]:
+    """Return markdown lines on the L2 headroom in hindsight: the ``top`` formulas (at least 2 runs each)
+    by mean test L2 over :func:`split_scores_by_formula`'s runs, against ``reference``'s pooled runs."""
+    ref = next((r for r in l2_by_formula if r["formula"] == reference), None)
+    if ref is None:
+        return []
+    lo = ref["mean"] - (ref["ci95_half_width"] if ref["ci95_half_width"] == ref["ci95_half_width"] else 0.0)
+    hi = ref["mean"] + (ref["ci95_half_width"] if ref["ci95_half_width"] == ref["ci95_half_width"] else 0.0)
+    pooled = [r for r in l2_by_formula if r["runs"] >= 2]
+    above = [r for r in pooled if r["formula"] != reference and r["mean"] - r["ci95_half_width"] > hi]
+    lines = ["", "## Headroom in hindsight (diagnostic: reads test scores, which no search ever sees)", "",
+             "Every stored from-scratch run with a test score (search runs, baselines, retrainings; one per "
+             "formula and inner seed; warm-started DERL-pop runs left out), pooled by formula: "
+             f"`{reference}` scores L2 {_fmt(ref['mean'], ref['ci95_half_width'])} % over {ref['runs']} runs "
+             f"(interval {100 * lo:.1f}-{100 * hi:.1f}). Of {len(pooled)} formulas with at least 2 runs, "
+             f"{len(above)} have an L2 interval entirely above it; {len(l2_by_formula)} formulas in all.", "",
+             "| formula | runs | test L2 % (mean ± 95% CI) |", "|---|---|---|"]
+    shown = pooled[:top] + ([ref] if ref not in pooled[:top] else [])
+    lines += [f"| `{r['formula']}` | {r['runs']} | {_fmt(r['mean'], r['ci95_half_width'])} |" for r in shown]
+    return lines
 
 
 def main(argv=None) -> int:
@@ -210,6 +232,8 @@ def main(argv=None) -> int:
     corr_tail = {s: spearman([r["curve_tail"] for r in runs_all], [r["test"].get(s, float("nan")) for r in runs_all])
                  for s in SPLITS}
 
+    # hindsight: did any formula tried (by any method, on any seed) beat outcome-only on L2?
+    l2_by_formula = split_scores_by_formula(store.rows(status="ok"), "L2")
     series = _method_series(store)
     report = write_report(run_dir, store)
     store.close()
@@ -253,7 +277,7 @@ def main(argv=None) -> int:
                "spearman_validation_vs_test_runs": corr, "spearman_validation_vs_L2_formulas": corr_formula_l2,
                "spearman_curve_tail_vs_test_runs": corr_tail, "selection_score": args.selection_score,
                "searched_runs": len(runs_all), "distinct_formulas": len(by_formula), "trajectory": shares_rows,
-               "goal": goal, "wall_seconds_this_sitting": wall, "compare_total_wall_seconds": result.total_wall_seconds,
+               "goal": goal, "l2_by_formula": l2_by_formula, "wall_seconds_this_sitting": wall, "compare_total_wall_seconds": result.total_wall_seconds,
                "final_test_wall_seconds": result.test.wall_seconds, "plots": plots,
                "command": "python benchmarks/bench_table1.py " + shlex.join(argv)}
     title = f"# Small-scale Table 1 ({spec.name}{': STAND-IN inner loop, plumbing only' if args.quick else ''})"
@@ -279,6 +303,7 @@ def main(argv=None) -> int:
              f"`{args.selection_score}`.", "",
              "## Goal check", ""]
     lines += [f"- {k}: {v if not isinstance(v, float) else f'{v:.2f}'}" for k, v in goal.items()] or ["- (needs derl and outcome)"]
+    lines += headroom_lines(l2_by_formula)
     lines += ["", "## What the searches proposed (per iteration, pooled over seeds)", "",
               "| method | iteration | additive | multiplicative | single | degenerate | primitive use |",
               "|---|---|---|---|---|---|---|"]

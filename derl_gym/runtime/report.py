@@ -500,6 +500,50 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     return float(stats.spearmanr(list(x), list(y)).statistic)
 
 
+def split_scores_by_formula(rows: Sequence[dict[str, Any]], split: str) -> list[dict[str, Any]]:
+    """Pool every finished run's recorded ``split`` test score by formula (a hindsight diagnostic).
+
+    Runs of any label count (searches, baselines, retrainings), but only from-scratch ones (a run with
+    ``extra["init_model"]``, e.g. DERL-pop's inherited agents, trained longer) and one per inner seed (the
+    same formula on the same seed is the same experiment, stored again under another version or method):
+    the first stored wins. A run without a recorded score on ``split`` (``extra["test"]``, written by
+    ``score_test_splits`` and the final test) is skipped. Use it to ask whether the formula space held
+    anything better than a reference on a test split; it reads test scores, so it must never feed a search.
+
+    Args:
+        rows: store rows (:meth:`ResultStore.rows`): ``canonical``, ``status``, ``extra``.
+        split: the test split, e.g. ``"L2"``.
+
+    Returns:
+        One dict per formula: ``formula``, ``runs``, ``mean`` and ``ci95_half_width``
+        (:func:`t_interval`; NaN for a single run), best mean first.
+
+    Example:
+        >>> rows = [{"canonical": f, "status": "ok", "seed": seed, "extra": {"test": {"L2": v}}}
+        ...         for f, seed, v in [("g1", 0, 0.1), ("g1", 1, 0.3), ("g1", 1, 0.3), ("g1 + g2", 0, 0.5),
+        ...                            ("g2", 0, 0.0)]]
+        >>> rows.append({"canonical": "g2", "status": "failed", "seed": 3, "extra": {}})
+        >>> rows.append({"canonical": "g2", "status": "ok", "seed": 4, "extra": {"test": {"L2": 1.0},
+        ...              "init_model": "models/parent.zip"}})     # warm-started: left out
+        >>> [(r["formula"], r["runs"], round(r["mean"], 2)) for r in split_scores_by_formula(rows, "L2")]
+        [('g1 + g2', 1, 0.5), ('g1', 2, 0.2), ('g2', 1, 0.0)]
+    """
+    pooled: dict[str, dict[int, float]] = {}
+    for row in rows:
+        extra = row.get("extra") or {}
+        test = extra.get("test")
+        if (row.get("status") != STATUS_OK or not isinstance(test, dict) or split not in test
+                or extra.get("init_model")):
+            continue
+        pooled.setdefault(row["canonical"], {}).setdefault(int(row["seed"]), float(test[split]))
+    out = []
+    for formula, by_seed in pooled.items():
+        values = list(by_seed.values())
+        mean, half = t_interval(values)
+        out.append({"formula": formula, "runs": len(values), "mean": mean, "ci95_half_width": half})
+    return sorted(out, key=lambda r: -r["mean"])
+
+
 def variance_components(table: Sequence[Sequence[float]]) -> dict[str, float]:
     """Decompose a complete ``table[formula][seed]`` of scores (same seeds for every formula, i.e.
     common random numbers) by two-way ANOVA without replication; returns a dict with
