@@ -102,6 +102,23 @@ def plot_val_vs_l2(runs: list[dict], path: Path) -> Path:
     return path
 
 
+def winners_curse_lines(payload_rows: dict[str, dict], seeds: list[int]) -> list[str]:
+    """Return markdown lines comparing each method's best search validation (the score it was selected
+    by) with the validation of the same formula retrained on the test seed."""
+    lines = ["", "## Selected vs retrained validation (the winner's curse)", "",
+             "The best formula's validation in the search (what selected it) against its validation when "
+             "retrained from scratch on the test seed; per search seed, then the mean drop.", "",
+             "| method | search validation | retrained validation | mean drop |", "|---|---|---|---|"]
+    for m, row in payload_rows.items():
+        found = [row["best_search_validation"].get(str(s)) for s in seeds]
+        again = list(row["validation_retrained"])
+        pairs = [(a, b) for a, b in zip(found, again) if a is not None and b is not None and a == a and b == b]
+        drop = statistics.fmean(a - b for a, b in pairs) if pairs else float("nan")
+        lines.append(f"| {m} | " + ", ".join("-" if v is None or v != v else f"{v:.2f}" for v in found) + " | "
+                     + (", ".join(f"{v:.2f}" for v in again) or "-") + f" | {drop:+.2f} |")
+    return lines
+
+
 def headroom_lines(l2_by_formula: list[dict], reference: str = "g1", top: int = 8) -> list[str]:
     """Return markdown lines on the L2 headroom in hindsight: the ``top`` formulas (at least 2 runs each)
     by mean test L2 over :func:`split_scores_by_formula`'s runs, against ``reference``'s pooled runs."""
@@ -303,6 +320,7 @@ def main(argv=None) -> int:
              f"`{args.selection_score}`.", "",
              "## Goal check", ""]
     lines += [f"- {k}: {v if not isinstance(v, float) else f'{v:.2f}'}" for k, v in goal.items()] or ["- (needs derl and outcome)"]
+    lines += winners_curse_lines(payload_rows, seeds)
     lines += headroom_lines(l2_by_formula)
     lines += ["", "## What the searches proposed (per iteration, pooled over seeds)", "",
               "| method | iteration | additive | multiplicative | single | degenerate | primitive use |",
