@@ -558,9 +558,10 @@ PRESETS: dict[str, PresetInfo] = {
                                                  "machine beside a test run (seeds 0, 1; benchmarks/bench_inner.py "
                                                  "--tag small): g1 validation 0.17/0.25, "
                                                  "g1 + 0.5*(g2 + g3 + g4)/3 0.07/0.35, random 0.07"),
-    "alfworld-l2": PresetInfo(alfworld_l2, "240-265 s per run measured with 2 runs in parallel on the 2-core dev "
-                                           "machine (issue 12, seeds 0, 1): g1 validation 0.525/0.525, test L2 "
-                                           "0.075/0.15; g1 + 0.5*(g2 + g3 + g4)/3 validation 0.425/0.75, L2 0.225/0.25"),
+    "alfworld-l2": PresetInfo(alfworld_l2, "231-519 s per run measured on the busy 2-core dev machine (load 3-5), "
+                                           "3 seeds, 48 episodes (benchmarks/results/meta_noise_l2.md): g1 "
+                                           "validation 0.549, test L2 0.132; g1 + 0.5*(g2 + g3 + g4)/3 validation "
+                                           "0.472, L2 0.153"),
     "alfworld-l2-fast": PresetInfo(alfworld_l2_fast, "152-556 s per run measured (mean 260 s), one run at a time on "
                                                      "the busy 2-core dev machine (load 2-5; 61-127 train steps/s); "
                                                      "5 seeds: g1 validation 0.305 ± 0.071 (95% CI), test L2 0.120; "
