@@ -416,8 +416,8 @@ class RayRunner(_RunnerBase):
     ``address=None`` starts a local Ray instance (``num_cpus`` CPUs, default all; no dashboard);
     ``address="auto"`` or ``"ray://host:10001"`` joins a cluster. Each job asks for
     ``num_cpus_per_job`` CPUs and ``num_gpus_per_job`` GPUs. ``timeout`` (seconds per attempt,
-    from the moment the task is handed to Ray; at most as many tasks as fit in the cluster are in
-    flight so that they start at once) cancels a job with ``ray.cancel(force=True)``; ``retries``
+    from the moment the task is handed to Ray, so it includes a new worker's start-up, about a minute on
+    2 busy cores; at most as many tasks as fit in the cluster are in flight so that they start at once) cancels a job with ``ray.cancel(force=True)``; ``retries``
     re-runs failed jobs. Futures resolve to :class:`InnerResult`; Ray errors (task raised, worker
     died, cancelled) become failed results. ``close()`` shuts Ray down only if this runner started it.
     """

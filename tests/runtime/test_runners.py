@@ -79,12 +79,13 @@ def test_eval_splits_and_init_model_reach_the_job():
 def test_ray_runner_runs_two_jobs_on_a_local_instance():
     pytest.importorskip("ray")
     start = time.monotonic()
-    with RayRunner(num_cpus=2, timeout=60, job_fn=echo_inner) as runner:
+    # the per-job timeout also covers a Ray worker's cold start (imports), which took ~60 s on 2 busy cores
+    with RayRunner(num_cpus=2, timeout=240, job_fn=echo_inner) as runner:
         futures = runner.submit(SPEC, ["g1 + g2", "g3"], seed=1)
-        results = [f.result(timeout=120) for f in futures]
-    assert [r.score for r in results] == [0.7, 0.2]
-    assert all(r.ok and r.seed == 1 for r in results)
-    assert time.monotonic() - start < 90
+        results = [f.result(timeout=300) for f in futures]
+    assert [(r.score, r.status, r.error) for r in results] == [(0.7, "ok", None), (0.2, "ok", None)]
+    assert all(r.seed == 1 for r in results)
+    assert time.monotonic() - start < 300
 
 
 def test_ray_runner_records_a_raising_job_as_failed():
