@@ -125,8 +125,8 @@ def headroom_lines(l2_by_formula: list[dict], reference: str = "g1", top: int = 
     ref = next((r for r in l2_by_formula if r["formula"] == reference), None)
     if ref is None:
         return []
-    lo = ref["mean"] - (ref["ci95_half_width"] if ref["ci95_half_width"] == ref["ci95_half_width"] else 0.0)
-    hi = ref["mean"] + (ref["ci95_half_width"] if ref["ci95_half_width"] == ref["ci95_half_width"] else 0.0)
+    half = ref["ci95_half_width"] if ref["ci95_half_width"] == ref["ci95_half_width"] else 0.0  # NaN: one run
+    lo, hi = ref["mean"] - half, ref["mean"] + half
     pooled = [r for r in l2_by_formula if r["runs"] >= 2]
     above = [r for r in pooled if r["formula"] != reference and r["mean"] - r["ci95_half_width"] > hi]
     lines = ["", "## Headroom in hindsight (diagnostic: reads test scores, which no search ever sees)", "",

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -33,8 +34,6 @@ from benchmarks.results_io import write_results  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 SPLITS = ("L0", "L1", "L2")
-#: run_inner scores validation with this seed offset (derl_gym.runtime.inner.run_inner)
-VALIDATION_SEED_OFFSET = 100_003
 
 
 def stored_agents(store, methods: list[str] | None) -> list[dict]:
@@ -67,6 +66,7 @@ def main(argv=None) -> int:
     args, argv = parse_args(parser, argv)
 
     from derl_gym.agents.inner.registry import get_trainer
+    from derl_gym.runtime.inner import VALIDATION_SEED_OFFSET
     from derl_gym.runtime.presets import get_preset, with_validation
     from derl_gym.runtime.report import spearman
     from derl_gym.runtime.store import ResultStore
@@ -118,7 +118,7 @@ def main(argv=None) -> int:
              "| validation kind | mean validation | Spearman vs L0 | vs L1 | vs L2 | L2 correlation minus paper's |",
              "|---|---|---|---|---|---|"]
     for k in kinds:
-        mean_val = sum(a["validation"][k] for a in agents) / len(agents)
+        mean_val = statistics.fmean(a["validation"][k] for a in agents)
         lines.append(f"| {k} | {mean_val:.3f} | {corr[k]['L0']:.2f} | {corr[k]['L1']:.2f} | **{corr[k]['L2']:.2f}** | "
                      f"{corr[k]['L2'] - ref:+.2f} |")
     lines += ["", "Mean scores of the same agents by how they were trained (DERL-pop's warm-started agents continue "
@@ -128,10 +128,10 @@ def main(argv=None) -> int:
     for label, warm in (("from scratch", False), ("warm-started", True)):
         group = [a for a in agents if a["warm_started"] == warm]
         if group:
-            mean = lambda values: sum(values) / len(values)  # noqa: E731
             lines.append(f"| {label} | {len(group)} | "
-                         + " | ".join(f"{mean([a['validation'][k] for a in group]):.3f}" for k in kinds) + " | "
-                         + " | ".join(f"{mean([a['test'][s] for a in group]):.3f}" for s in SPLITS) + " |")
+                         + " | ".join(f"{statistics.fmean(a['validation'][k] for a in group):.3f}" for k in kinds)
+                         + " | " + " | ".join(f"{statistics.fmean(a['test'][s] for a in group):.3f}" for s in SPLITS)
+                         + " |")
     lines += ["", f"Wall time: {wall:.0f} s ({wall / max(len(agents), 1):.1f} s per agent for {len(kinds)} kinds)."]
     write_results(args.out, payload, "\n".join(lines))
     print("\n".join(lines))

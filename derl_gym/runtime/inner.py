@@ -101,6 +101,10 @@ def make_eval_env(spec: InnerLoopSpec, env_spec: EnvSpec):
     return _make(spec, env_spec)
 
 
+#: validation episodes of an inner run are seeded with ``seed + VALIDATION_SEED_OFFSET``
+VALIDATION_SEED_OFFSET = 100_003
+
+
 def run_inner(spec: InnerLoopSpec, expression: str, *, seed: int | None = None, init_model: str | None = None,
               save_model: str | None = None, eval_splits: Sequence[str] = (),
               stop_rule: dict[str, Any] | None = None) -> InnerResult:
@@ -192,7 +196,8 @@ def run_inner(spec: InnerLoopSpec, expression: str, *, seed: int | None = None, 
         stopped = stop is not None and stop.tracker.stopped_at is not None
         if stopped:  # a stopped run never becomes the best formula: its test scores would only cost time
             eval_splits = ()
-        validation = trainer.evaluate(agent, spec, spec.validation_env, spec.eval_episodes, seed + 100_003)
+        validation = trainer.evaluate(agent, spec, spec.validation_env, spec.eval_episodes,
+                                      seed + VALIDATION_SEED_OFFSET)
         test = {label: trainer.evaluate(agent, spec, spec.test_envs[label], spec.eval_episodes, seed + 200_003 + i)
                 for i, label in enumerate(eval_splits)}
         model_path = trainer.save(agent, save_model) if save_model else None
