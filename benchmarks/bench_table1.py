@@ -102,20 +102,45 @@ def plot_val_vs_l2(runs: list[dict], path: Path) -> Path:
     return path
 
 
-def winners_curse_lines(payload_rows: dict[str, dict], seeds: list[int]) -> list[str]:
-    """Return markdown lines comparing each method's best search validation (the score it was selected
-    by) with the validation of the same formula retrained on the test seed."""
+def stored_selection_score(row: dict, how: str) -> float:
+    """Return a stored run's search score under selection ``how`` (its validation score, its learning
+    curve's tail, or their mean), as :func:`derl_gym.runtime.selection.selection_score` scores a run.
+
+    Example:
+        >>> row = {"score": 0.5, "curve": [[100, 0.1], [200, 0.3]]}
+        >>> [stored_selection_score(row, how) for how in ("validation", "curve-tail", "validation+curve-tail")]
+        [0.5, 0.3, 0.4]
+    """
+    tail = curve_tail(row.get("curve") or [])
+    if how == "validation" or tail is None:
+        return float(row["score"])
+    return tail if how == "curve-tail" else (float(row["score"]) + tail) / 2.0
+
+
+def retrained_selection_scores(store: ResultStore, canonicals: list[str | None], test_seeds: list[int],
+                               how: str) -> list[float]:
+    """Return the selection score (``how``) of the retraining of ``canonicals[i]`` on ``test_seeds[i]`` (NaN
+    where the store has no finished retraining)."""
+    found = {(r["canonical"], int(r["seed"])): r for r in store.rows(status="ok") if r.get("method") == "final-test"}
+    return [stored_selection_score(found[(c, t)], how) if (c, t) in found else float("nan")
+            for c, t in zip(canonicals, test_seeds)]
+
+
+def winners_curse_lines(payload_rows: dict[str, dict], seeds: list[int], how: str = "validation") -> list[str]:
+    """Return markdown lines comparing each method's best search score (the score it was selected by,
+    ``how``) with the same score of the same formula retrained on the test seed."""
+    name = "validation" if how == "validation" else f"score (`{how}`)"
     lines = ["", "## Selected vs retrained validation (the winner's curse)", "",
-             "The best formula's validation in the search (what selected it) against its validation when "
-             "retrained from scratch on the test seed; per search seed, then the mean drop.", "",
-             "| method | search validation | retrained validation | mean drop |", "|---|---|---|---|"]
+             f"The best formula's search {name} (what selected it) against the same score when it is retrained "
+             "from scratch on the test seed; per search seed, then the mean drop.", "",
+             f"| method | search {name} | retrained {name} | mean drop |", "|---|---|---|---|"]
     for m, row in payload_rows.items():
         found = [row["best_search_validation"].get(str(s)) for s in seeds]
-        again = list(row["validation_retrained"])
+        again = list(row["validation_retrained"] if how == "validation" else row["selection_retrained"])
         pairs = [(a, b) for a, b in zip(found, again) if a is not None and b is not None and a == a and b == b]
         drop = statistics.fmean(a - b for a, b in pairs) if pairs else float("nan")
         lines.append(f"| {m} | " + ", ".join("-" if v is None or v != v else f"{v:.2f}" for v in found) + " | "
-                     + (", ".join(f"{v:.2f}" for v in again) or "-") + f" | {drop:+.2f} |")
+                     + (", ".join("-" if v != v else f"{v:.2f}" for v in again) or "-") + f" | {drop:+.2f} |")
     return lines
 
 
@@ -228,7 +253,9 @@ def main(argv=None) -> int:
         payload_rows[m] = {"test": {s: {"per_seed": trow.scores.get(s, []), "mean": cells[s][0],
                                         "ci95_half_width": cells[s][1]} for s in SPLITS},
                            "validation_retrained": trow.validation, "formulas": found,
-                           "best_search_validation": {str(s): runs[s].best_score for s in seeds}, "cost": cost,
+                           "best_search_validation": {str(s): runs[s].best_score for s in seeds},
+                           "selection_retrained": retrained_selection_scores(
+                               store, [runs[s].best_canonical for s in seeds], test_seeds, args.selection_score), "cost": cost,
                            "paper": PAPER.get(m)}
         paper = PAPER.get(m)
         rows.append(f"| {m} | " + " | ".join(_fmt(*cells[s]) for s in SPLITS) + " | "
@@ -320,7 +347,7 @@ def main(argv=None) -> int:
              f"`{args.selection_score}`.", "",
              "## Goal check", ""]
     lines += [f"- {k}: {v if not isinstance(v, float) else f'{v:.2f}'}" for k, v in goal.items()] or ["- (needs derl and outcome)"]
-    lines += winners_curse_lines(payload_rows, seeds)
+    lines += winners_curse_lines(payload_rows, seeds, args.selection_score)
     lines += headroom_lines(l2_by_formula)
     lines += ["", "## What the searches proposed (per iteration, pooled over seeds)", "",
               "| method | iteration | additive | multiplicative | single | degenerate | primitive use |",
