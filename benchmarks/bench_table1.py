@@ -19,6 +19,10 @@ final table is written from whatever the store holds for the methods asked.
 
     .venv/bin/python benchmarks/bench_table1.py --quick                 # stand-in inner loop, seconds
     .venv/bin/python benchmarks/bench_table1.py --preset alfworld-l2 --budget 8 --seeds 0,1,2 --workers 1
+    # the same searches under another selection score, in their own store, reusing the first one's runs
+    .venv/bin/python benchmarks/bench_table1.py ... --selection-score curve-tail \
+        --run-dir benchmarks/results/table1_curvetail_run --import-runs-from benchmarks/results/table1_run \
+        --out benchmarks/results/table1_curvetail
 """
 
 from __future__ import annotations
@@ -186,6 +190,9 @@ def main(argv=None) -> int:
     parser.add_argument("--ray-address", default=None)
     parser.add_argument("--run-dir", default=None, help="default benchmarks/results/table1_run")
     parser.add_argument("--out", default=None, help="output stem (default benchmarks/results/table1)")
+    parser.add_argument("--import-runs-from", default=None, metavar="RUN_DIR",
+                        help="copy another store's trained runs (not its checkpoints) into --run-dir first, so a "
+                             "search under other settings (e.g. --selection-score) reuses them as cache hits")
     add_run_flags(parser, "smoke run: stand-in inner loop, budget 4, group 2 (writes table1_quick.*)")
     args, argv = parse_args(parser, argv)
 
@@ -217,6 +224,9 @@ def main(argv=None) -> int:
         store.close()
         raise SystemExit(f"error: {run_dir} holds another Table 1 run ({previous} vs {key}); use the same arguments "
                          "to resume, or another --run-dir")
+    if args.import_runs_from:
+        print(f"imported {store.import_evaluations(args.import_runs_from)} runs from {args.import_runs_from}",
+              flush=True)
     store.set_meta("table1_key", key)
     store.set_meta("spec", spec.to_dict())
     runner = make_runner(args.backend, workers=args.workers, job_fn=job_fn, retries=1, ray_address=args.ray_address)

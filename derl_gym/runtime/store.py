@@ -278,6 +278,62 @@ class ResultStore:
                            wall_seconds=float(data["wall_seconds"]), env_steps=int(data["env_steps"]),
                            error=data["error"], model_path=data["model_path"], extra=data["extra"])
 
+    def import_evaluations(self, source: str | Path) -> int:
+        """Copy every evaluation row of another store into this one; returns the number of rows added.
+
+        A row whose ``(canonical, spec_hash, seed)`` is already here is kept as it is. Checkpoints and
+        metadata are not copied, so a search in this store starts afresh (under another selection score,
+        say) while the imported trainings answer its look-ups as cache hits. The source is only read;
+        its rows are data (JSON and numbers), so nothing in it can execute. Imported rows keep their
+        ``model_path``, which points into the source's run directory.
+
+        Example:
+            >>> import tempfile
+            >>> from derl_gym.runtime.spec import InnerResult
+            >>> with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
+            ...     with ResultStore(a) as old:
+            ...         _ = old.put(InnerResult("g1", "g1", score=0.7, seed=0), "spec0123", method="derl")
+            ...         old.save_checkpoint("derl", 1, {"step": 1})
+            ...     with ResultStore(b) as new:
+            ...         added, again = new.import_evaluations(a), new.import_evaluations(a)
+            ...         added, again, new.get("g1", "spec0123", 0).score, new.methods()
+            (1, 0, 0.7, [])
+        """
+        path = Path(source)
+        if path.suffix not in (".sqlite", ".db", ".sqlite3"):
+            path = path / STORE_FILENAME
+        if not path.is_file():
+            raise FileNotFoundError(f"no result store at {path}")
+        if path.resolve() == self.path.resolve():
+            raise ValueError(f"cannot import the store {path} into itself")
+        # query_only rather than a read-only open: the last connection to close then removes a WAL
+        # store's -wal/-shm files instead of leaving them beside the source
+        src = sqlite3.connect(str(path), timeout=30)
+        src.row_factory = sqlite3.Row
+        try:
+            src.execute("PRAGMA query_only=ON")
+            rows = src.execute("SELECT * FROM evaluations ORDER BY id").fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise ValueError(f"{path} is not a derl-gym result store: {exc}") from exc
+        finally:
+            src.close()
+        added = 0
+        with self._lock:
+            columns = [r[1] for r in self._conn.execute("PRAGMA table_info(evaluations)") if r[1] != "id"]
+            self._conn.execute("BEGIN")
+            try:
+                for row in rows:
+                    keys = [c for c in columns if c in row.keys()]
+                    cur = self._conn.execute(
+                        f"INSERT OR IGNORE INTO evaluations ({', '.join(keys)}) VALUES ({', '.join('?' * len(keys))})",
+                        [row[k] for k in keys])
+                    added += cur.rowcount
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        return added
+
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, method: str, iteration: int, state: dict[str, Any], *,
                         expressions: list[str] = (), canonicals: list[str] = (), scores: list[float] = (),

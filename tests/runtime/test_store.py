@@ -7,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from derl_gym.runtime.spec import InnerResult
 from derl_gym.runtime.store import ResultStore
 
@@ -88,3 +90,44 @@ def test_writes_survive_sigkill_of_the_writer(tmp_path):
         assert store.latest_checkpoint("derl")["state"] == {"ok": True}
     mode = sqlite3.connect(tmp_path / "store.sqlite").execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
+
+
+def test_import_evaluations_copies_rows_not_checkpoints_and_keeps_existing_rows(tmp_path):
+    source_dir, target_dir = tmp_path / "old", tmp_path / "new"
+    with ResultStore(source_dir) as old:
+        old.put(_ok("g1", score=0.5), "h1", method="derl", iteration=1)
+        old.put(_ok("g1 + g2", score=0.6, seed=3), "h1", method="cmaes", iteration=2)
+        old.put(InnerResult.failure("g1/g3", "g1/g3", "timeout", seed=0), "h1")
+        old.save_checkpoint("derl", 1, {"step": 1}, expressions=["g1"], scores=[0.5])
+        old.set_meta("table1_key", {"budget": 8})
+    with ResultStore(target_dir) as new:
+        new.put(_ok("g1", score=0.9), "h1", method="outcome")  # same key: must survive the import
+        assert new.import_evaluations(source_dir) == 2
+        assert new.import_evaluations(source_dir / "store.sqlite") == 0
+        assert new.count() == 3
+        assert new.get("g1", "h1", 0).score == 0.9
+        row = new.get_row("g1 + g2", "h1", 3)
+        assert row["score"] == 0.6 and row["method"] == "cmaes" and row["iteration"] == 2
+        assert row["curve"] == [(10, 0.1), (20, 0.4)] and row["extra"] == {"test": {"L0": 0.25}}
+        assert new.get("g1/g3", "h1", 0) is None and new.get("g1/g3", "h1", 0, reuse_failures=True).status != "ok"
+        assert new.methods() == [] and new.get_meta("table1_key") is None
+    assert sorted(f.name for f in source_dir.iterdir()) == ["store.sqlite"]  # no -wal/-shm left beside it
+    with ResultStore(source_dir) as old:  # only read
+        assert old.count() == 3 and old.methods() == ["derl"]
+
+
+def test_import_evaluations_refuses_a_missing_store_itself_and_a_non_store(tmp_path):
+    with ResultStore(tmp_path / "run") as store:
+        with pytest.raises(FileNotFoundError, match="no result store"):
+            store.import_evaluations(tmp_path / "nowhere")
+        with pytest.raises(ValueError, match="into itself"):
+            store.import_evaluations(tmp_path / "run")
+        junk = tmp_path / "junk.sqlite"
+        junk.write_bytes(b"this is not a database" * 100)
+        with pytest.raises(ValueError, match="not a derl-gym result store"):
+            store.import_evaluations(junk)
+        other = tmp_path / "other.sqlite"
+        sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.close()
+        with pytest.raises(ValueError, match="not a derl-gym result store"):
+            store.import_evaluations(other)
+        assert store.count() == 0
