@@ -44,7 +44,8 @@ from derl_gym.runtime.report import (  # noqa: E402
 from benchmarks._common import add_run_flags, inner_loop, int_list, parse_args  # noqa: E402
 from benchmarks.results_io import write_results  # noqa: E402
 from derl_gym.runtime.runners import make_runner  # noqa: E402
-from derl_gym.runtime.selection import SELECTION_SCORES, curve_tail  # noqa: E402
+from derl_gym.runtime.selection import SELECTION_SCORES, curve_tail, selection_score  # noqa: E402
+from derl_gym.runtime.spec import STATUS_OK, InnerResult  # noqa: E402
 from derl_gym.runtime.store import ResultStore  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -115,10 +116,9 @@ def stored_selection_score(row: dict, how: str) -> float:
         >>> [stored_selection_score(row, how) for how in ("validation", "curve-tail", "validation+curve-tail")]
         [0.5, 0.3, 0.4]
     """
-    tail = curve_tail(row.get("curve") or [])
-    if how == "validation" or tail is None:
-        return float(row["score"])
-    return tail if how == "curve-tail" else (float(row["score"]) + tail) / 2.0
+    run = InnerResult(expression=row.get("expression", ""), canonical=row.get("canonical", ""),
+                      score=float(row["score"]), status=row.get("status", STATUS_OK), curve=row.get("curve") or [])
+    return selection_score(run, how)
 
 
 def retrained_selection_scores(store: ResultStore, canonicals: list[str | None], test_seeds: list[int],
@@ -265,7 +265,8 @@ def main(argv=None) -> int:
                            "validation_retrained": trow.validation, "formulas": found,
                            "best_search_validation": {str(s): runs[s].best_score for s in seeds},
                            "selection_retrained": retrained_selection_scores(
-                               store, [runs[s].best_canonical for s in seeds], test_seeds, args.selection_score), "cost": cost,
+                               store, [runs[s].best_canonical for s in seeds], test_seeds, args.selection_score),
+                           "cost": cost,
                            "paper": PAPER.get(m)}
         paper = PAPER.get(m)
         rows.append(f"| {m} | " + " | ".join(_fmt(*cells[s]) for s in SPLITS) + " | "
