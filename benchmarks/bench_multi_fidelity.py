@@ -32,7 +32,6 @@ import argparse
 import logging
 import os
 import shlex
-import shutil
 import statistics
 import sys
 import tempfile
@@ -74,13 +73,10 @@ def search_cost(store: ResultStore, labels: set[str]) -> dict[str, float]:
 
 def retrospective(path: Path, config: MultiFidelity, total_timesteps: int | None) -> dict:
     """Return how well the rung metric of the full-budget runs in the store at ``path`` ranks their final
-    validation and test-L2 scores (Spearman), read from a temporary copy of the store."""
+    validation and test-L2 scores (Spearman), read from a temporary copy of the store's runs."""
     with tempfile.TemporaryDirectory(prefix="derl-gym-mf-retro-") as tmp:
-        src = path if path.suffix == ".sqlite" else path / "store.sqlite"
-        for suffix in ("", "-wal"):
-            if Path(f"{src}{suffix}").exists():
-                shutil.copyfile(f"{src}{suffix}", Path(tmp) / f"store.sqlite{suffix}")
         with ResultStore(tmp) as store:
+            store.import_evaluations(path)
             rows = [r for r in store.rows(status="ok") if r.get("method") != "final-test" and r["curve"]]
     if total_timesteps is None and rows:
         total_timesteps = int(statistics.median(int(r["env_steps"]) for r in rows))

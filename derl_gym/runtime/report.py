@@ -504,8 +504,9 @@ def split_scores_by_formula(rows: Sequence[dict[str, Any]], split: str) -> list[
     """Pool every finished run's recorded ``split`` test score by formula (a hindsight diagnostic).
 
     Runs of any label count (searches, baselines, retrainings), but only from-scratch ones (a run with
-    ``extra["init_model"]``, e.g. DERL-pop's inherited agents, trained longer and is left out) and one per inner seed (the
-    same formula on the same seed is the same experiment, stored again under another version or method):
+    ``extra["init_model"]``, such as DERL-pop's inherited agents, trained longer, so it is left out) and one
+    per inner seed (the same formula on the same seed is the same experiment, stored again under another
+    version or method):
     the first stored wins. A run without a recorded score on ``split`` (``extra["test"]``, written by
     ``score_test_splits`` and the final test) is skipped. Use it to ask whether the formula space held
     anything better than a reference on a test split; it reads test scores, so it must never feed a search.

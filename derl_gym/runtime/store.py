@@ -40,6 +40,18 @@ from derl_gym.runtime.spec import STATUS_OK, InnerResult
 
 STORE_FILENAME = "store.sqlite"
 
+
+def store_file(path: str | Path) -> Path:
+    """Return the SQLite file of a store given as that file (``.sqlite``/``.db``/``.sqlite3``) or its run
+    directory (then ``<dir>/store.sqlite``).
+
+    Example:
+        >>> store_file("runs/demo").as_posix(), store_file("runs/demo/results.db").as_posix()
+        ('runs/demo/store.sqlite', 'runs/demo/results.db')
+    """
+    path = Path(path)
+    return path if path.suffix in (".sqlite", ".db", ".sqlite3") else path / STORE_FILENAME
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS evaluations (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -141,9 +153,7 @@ class ResultStore:
     """
 
     def __init__(self, path: str | Path, *, reuse_failures: bool = False) -> None:
-        path = Path(path)
-        if path.suffix not in (".sqlite", ".db", ".sqlite3"):
-            path = path / STORE_FILENAME
+        path = store_file(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.reuse_failures = reuse_failures
@@ -299,9 +309,7 @@ class ResultStore:
             ...         added, again, new.get("g1", "spec0123", 0).score, new.methods()
             (1, 0, 0.7, [])
         """
-        path = Path(source)
-        if path.suffix not in (".sqlite", ".db", ".sqlite3"):
-            path = path / STORE_FILENAME
+        path = store_file(source)
         if not path.is_file():
             raise FileNotFoundError(f"no result store at {path}")
         if path.resolve() == self.path.resolve():
